@@ -1,0 +1,118 @@
+//! Building and running the server: `Application::build` connects, migrates and binds (port 0
+//! gives a free port, which `port()` reports), `run_until` serves until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::state::AppState;
+
+/// Why the server could not start. Each says what to fix, on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to the {backend} database: {source}")]
+    Connect {
+        backend: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("cannot apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start: {0}")]
+    Setup(#[from] crate::Error),
+}
+
+/// How long start-up waits for an unreachable database before giving up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database (retrying for a while), applies migrations, and binds.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let db = Db::connect_with_retry(&config.database_url, config.database_max_connections, CONNECT_PATIENCE)
+            .await
+            .map_err(|source| StartError::Connect {
+                backend: config.database_url.backend_name(),
+                source,
+            })?;
+        db.migrate().await?;
+        Self::build_with_db(config, db).await
+    }
+
+    /// Binds the server on an already migrated database.
+    pub async fn build_with_db(config: Config, db: Db) -> Result<Self, StartError> {
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let state = AppState::new(config, db)?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = crate::http::app(self.state.clone());
+        let result = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        self.state.db.close().await;
+        result
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}

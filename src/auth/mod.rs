@@ -1,0 +1,4 @@
+//! Credentials: password hashing and tokens. Nothing here knows about HTTP or SQL.
+
+pub mod password;
+pub mod tokens;

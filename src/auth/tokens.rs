@@ -1,0 +1,252 @@
+//! Access and refresh tokens.
+//!
+//! Access tokens are signed with the configured algorithm and SECRET_KEY, `typ: at+jwt`.
+//! Refresh tokens are read only by this server: HS256 under a key derived from SECRET_KEY (so
+//! that one kind can never verify as the other), `typ: refresh+jwt`.
+//!
+//! A refresh token's `jti` is derived from its session and generation with a keyed hash, so the
+//! database needs to keep only a hash of it, and the server can still hand out the session's
+//! current refresh token again, byte for byte, inside the reuse window.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, SigningAlgorithm};
+
+pub const ACCESS_TYP: &str = "at+jwt";
+pub const REFRESH_TYP: &str = "refresh+jwt";
+/// Clock skew tolerated on `exp` (RFC 8725 asks for a small one; at most 60 s).
+const LEEWAY_SECONDS: u64 = 30;
+
+/// The claims of both kinds of token. Every one is required and strictly typed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The session id.
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+    pub jti: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token is not of the expected kind")]
+    WrongType,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+pub struct TokenKeys {
+    access_header: Header,
+    access_encoding: EncodingKey,
+    access_decoding: DecodingKey,
+    access_validation: Validation,
+    refresh_header: Header,
+    refresh_encoding: EncodingKey,
+    refresh_decoding: DecodingKey,
+    refresh_validation: Validation,
+    jti_key: Vec<u8>,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("algorithm", &self.access_header.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn derive_key(secret: &[u8], purpose: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
+    let mut v = Validation::new(alg);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    v.leeway = LEEWAY_SECONDS;
+    v.validate_exp = true;
+    v
+}
+
+impl TokenKeys {
+    pub fn new(config: &Config) -> Self {
+        let alg = match config.algorithm {
+            SigningAlgorithm::HS256 => Algorithm::HS256,
+            SigningAlgorithm::HS384 => Algorithm::HS384,
+            SigningAlgorithm::HS512 => Algorithm::HS512,
+        };
+        let mut access_header = Header::new(alg);
+        access_header.typ = Some(ACCESS_TYP.into());
+        let mut refresh_header = Header::new(Algorithm::HS256);
+        refresh_header.typ = Some(REFRESH_TYP.into());
+        let refresh_key = derive_key(&config.secret_key, "auth-server refresh token signing key");
+        Self {
+            access_header,
+            access_encoding: EncodingKey::from_secret(&config.secret_key),
+            access_decoding: DecodingKey::from_secret(&config.secret_key),
+            access_validation: validation(alg, &config.jwt_issuer, &config.jwt_audience),
+            refresh_header,
+            refresh_encoding: EncodingKey::from_secret(&refresh_key),
+            refresh_decoding: DecodingKey::from_secret(&refresh_key),
+            refresh_validation: validation(Algorithm::HS256, &config.jwt_issuer, &config.jwt_audience),
+            jti_key: derive_key(&config.secret_key, "auth-server refresh token id key"),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+        }
+    }
+
+    /// Signs an access token for a session. Times are Unix seconds.
+    pub fn issue_access(&self, user_id: &str, session_id: &str, iat: i64, exp: i64) -> String {
+        let claims = self.claims(user_id, session_id, iat, exp, uuid::Uuid::new_v4().to_string());
+        jsonwebtoken::encode(&self.access_header, &claims, &self.access_encoding)
+            .expect("HMAC signing of a serialisable struct cannot fail")
+    }
+
+    /// Signs the refresh token of generation `generation` of a session. The same arguments give
+    /// the same token.
+    pub fn issue_refresh(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        generation: i64,
+        iat: i64,
+        exp: i64,
+    ) -> String {
+        let jti = self.refresh_jti(session_id, generation);
+        let claims = self.claims(user_id, session_id, iat, exp, jti);
+        jsonwebtoken::encode(&self.refresh_header, &claims, &self.refresh_encoding)
+            .expect("HMAC signing of a serialisable struct cannot fail")
+    }
+
+    pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
+        verify(token, ACCESS_TYP, &self.access_decoding, &self.access_validation)
+    }
+
+    pub fn verify_refresh(&self, token: &str) -> Result<Claims, TokenError> {
+        verify(token, REFRESH_TYP, &self.refresh_decoding, &self.refresh_validation)
+    }
+
+    /// The id of a session's refresh token of one generation.
+    pub fn refresh_jti(&self, session_id: &str, generation: i64) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.jti_key).expect("any key length");
+        mac.update(session_id.as_bytes());
+        mac.update(b":");
+        mac.update(generation.to_string().as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn claims(&self, user_id: &str, session_id: &str, iat: i64, exp: i64, jti: String) -> Claims {
+        Claims {
+            sub: user_id.to_string(),
+            sid: session_id.to_string(),
+            iat,
+            exp,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti,
+        }
+    }
+}
+
+/// The stored form of a token id: its SHA-256, hex.
+pub fn hash_token_id(jti: &str) -> String {
+    let digest = Sha256::digest(jti.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn verify(
+    token: &str,
+    typ: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Claims, TokenError> {
+    // The header is read only to check `typ`; `alg` is pinned by `validation`, and keys named
+    // in the header (`jwk`, `jku`, `x5u`, `kid`) are never followed.
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(typ)) {
+        return Err(TokenError::WrongType);
+    }
+    match jsonwebtoken::decode::<Claims>(token, key, validation) {
+        Ok(data) => Ok(data.claims),
+        Err(e) => Err(match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        let config = Config::from_vars([("SECRET_KEY", "k".repeat(32))]).unwrap();
+        TokenKeys::new(&config)
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    #[test]
+    fn access_and_refresh_tokens_round_trip_and_do_not_cross() {
+        let k = keys();
+        let access = k.issue_access("u", "s", now(), now() + 60);
+        let refresh = k.issue_refresh("u", "s", 3, now(), now() + 60);
+        assert_eq!(k.verify_access(&access).unwrap().sid, "s");
+        let claims = k.verify_refresh(&refresh).unwrap();
+        assert_eq!(claims.jti, k.refresh_jti("s", 3));
+        assert_eq!(k.verify_access(&refresh), Err(TokenError::WrongType));
+        assert_eq!(k.verify_refresh(&access), Err(TokenError::WrongType));
+    }
+
+    #[test]
+    fn refresh_tokens_are_deterministic() {
+        let k = keys();
+        let t = now();
+        assert_eq!(
+            k.issue_refresh("u", "s", 1, t, t + 60),
+            k.issue_refresh("u", "s", 1, t, t + 60)
+        );
+        assert_ne!(k.refresh_jti("s", 1), k.refresh_jti("s", 2));
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let k = keys();
+        let old = k.issue_access("u", "s", now() - 3600, now() - 120);
+        assert_eq!(k.verify_access(&old), Err(TokenError::Expired));
+        assert_eq!(k.verify_access("not.a.token"), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn token_id_hashes_are_hex_sha256() {
+        assert_eq!(
+            hash_token_id("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,480 @@
+//! One `Config`, read from the environment (and an optional `.env`) once at start and validated
+//! there: a bad value stops the server with a message naming the variable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::net::IpNet;
+
+/// Which database the `DATABASE_URL` selects. The URL is kept in the form sqlx understands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://path` (sqlx form) or `sqlite+aiosqlite:///path` (the original service's form).
+    Sqlite(String),
+    /// `postgres://...` or `postgresql://...`.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let (scheme, rest) = raw
+            .split_once(':')
+            .ok_or_else(|| "expected a URL such as sqlite://sqlite.db or postgres://...".to_string())?;
+        // `sqlite+aiosqlite`, `postgresql+asyncpg`: SQLAlchemy's dialect+driver form.
+        let dialect = scheme.split('+').next().unwrap_or(scheme).to_ascii_lowercase();
+        match dialect.as_str() {
+            "sqlite" => {
+                if scheme.contains('+') {
+                    // SQLAlchemy: `sqlite:///relative.db`, `sqlite:////absolute.db`.
+                    let path = rest.strip_prefix("///").ok_or_else(|| {
+                        "expected sqlite+aiosqlite:///path/to/file.db".to_string()
+                    })?;
+                    if path.is_empty() {
+                        return Err("the SQLite file path is empty".into());
+                    }
+                    Ok(Self::Sqlite(format!("sqlite://{path}")))
+                } else {
+                    let path = rest.trim_start_matches("//");
+                    if path.is_empty() {
+                        return Err("the SQLite file path is empty".into());
+                    }
+                    Ok(Self::Sqlite(format!("sqlite:{rest}")))
+                }
+            }
+            "postgres" | "postgresql" => Ok(Self::Postgres(format!("postgres:{rest}"))),
+            other => Err(format!(
+                "unsupported database `{other}`: use sqlite://... or postgres://..."
+            )),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// The JWT signing algorithms this build accepts for `ALGORITHM`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+}
+
+impl FromStr for SigningAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "HS256" => Ok(Self::HS256),
+            "HS384" => Ok(Self::HS384),
+            "HS512" => Ok(Self::HS512),
+            "RS256" | "ES256" | "EDDSA" => Err(format!(
+                "`{s}` (asymmetric signing) is not available in this version; use HS256, HS384 or HS512"
+            )),
+            _ => Err(format!("`{s}` is not one of HS256, HS384, HS512")),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: DatabaseUrl,
+    /// The key that signs (HS*) tokens. At least 32 bytes.
+    pub secret_key: Vec<u8>,
+    /// True when no SECRET_KEY was configured and `secret_key` was generated at start.
+    pub secret_key_generated: bool,
+    pub algorithm: SigningAlgorithm,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub refresh_reuse_interval: Duration,
+    pub session_max_age: Duration,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub argon2: Argon2Config,
+    /// How many password hashes run at once (default: the number of cores).
+    pub hash_concurrency: usize,
+    /// How many hash jobs may wait for a slot before requests are turned away with 503.
+    pub hash_queue_limit: usize,
+    pub database_max_connections: Option<u32>,
+    pub host: IpAddr,
+    pub port: u16,
+    pub public_url: String,
+    pub cors_origins: Vec<String>,
+    pub require_verified_email: bool,
+    pub password_min_length: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub hsts: bool,
+    pub log_format: LogFormat,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database", &self.database_url.backend_name())
+            .field("secret_key", &"[redacted]")
+            .field("algorithm", &self.algorithm)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration error: names the variable and says what is wrong, on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+pub const PASSWORD_MAX_LENGTH: usize = 128;
+const DEFAULT_PASSWORD_MIN_LENGTH: usize = 8;
+
+impl Config {
+    /// Reads `.env` (if present) and the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is a configuration error.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                return Err(ConfigError {
+                    var: ".env",
+                    message: e.to_string(),
+                });
+            }
+        }
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds the configuration from a set of variables (tests use this directly).
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(_, v)| !v.trim().is_empty())
+            .collect();
+        let get = |k: &str| vars.get(k).map(|v| v.trim().to_string());
+
+        fn parse<T: FromStr>(
+            var: &'static str,
+            value: Option<String>,
+            default: T,
+        ) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match value {
+                None => Ok(default),
+                Some(v) => v.parse::<T>().map_err(|e| ConfigError {
+                    var,
+                    message: format!("`{v}`: {e}"),
+                }),
+            }
+        }
+        fn positive(var: &'static str, v: u64) -> Result<u64, ConfigError> {
+            if v == 0 {
+                Err(ConfigError {
+                    var,
+                    message: "must be greater than 0".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        }
+        fn boolean(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+            match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None => Ok(false),
+                Some("true" | "1" | "yes" | "on") => Ok(true),
+                Some("false" | "0" | "no" | "off") => Ok(false),
+                Some(v) => Err(ConfigError {
+                    var,
+                    message: format!("`{v}` is not true or false"),
+                }),
+            }
+        }
+        let err = |var: &'static str, message: String| ConfigError { var, message };
+
+        let database_url = DatabaseUrl::parse(
+            &get("DATABASE_URL").unwrap_or_else(|| "sqlite://sqlite.db".to_string()),
+        )
+        .map_err(|m| err("DATABASE_URL", m))?;
+
+        let (secret_key, secret_key_generated) = match get("SECRET_KEY") {
+            Some(key) => {
+                if key.len() < 32 {
+                    return Err(err(
+                        "SECRET_KEY",
+                        format!(
+                            "it is {} bytes long; use at least 32 random bytes (for example `openssl rand -hex 32`)",
+                            key.len()
+                        ),
+                    ));
+                }
+                (key.into_bytes(), false)
+            }
+            None => {
+                let mut key = vec![0u8; 64];
+                getrandom::fill(&mut key)
+                    .map_err(|e| err("SECRET_KEY", format!("cannot generate a key: {e}")))?;
+                (key, true)
+            }
+        };
+
+        let algorithm = parse("ALGORITHM", get("ALGORITHM"), SigningAlgorithm::HS256)?;
+        let minutes = positive(
+            "ACCESS_TOKEN_EXPIRE_MINUTES",
+            parse("ACCESS_TOKEN_EXPIRE_MINUTES", get("ACCESS_TOKEN_EXPIRE_MINUTES"), 30u64)?,
+        )?;
+        let days = positive(
+            "REFRESH_TOKEN_EXPIRE_DAYS",
+            parse("REFRESH_TOKEN_EXPIRE_DAYS", get("REFRESH_TOKEN_EXPIRE_DAYS"), 7u64)?,
+        )?;
+        let reuse = parse(
+            "REFRESH_REUSE_INTERVAL_SECONDS",
+            get("REFRESH_REUSE_INTERVAL_SECONDS"),
+            10u64,
+        )?;
+        let session_days = positive(
+            "SESSION_MAX_AGE_DAYS",
+            parse("SESSION_MAX_AGE_DAYS", get("SESSION_MAX_AGE_DAYS"), 30u64)?,
+        )?;
+        // Bounded so that timestamps cannot overflow.
+        for (var, v, max) in [
+            ("ACCESS_TOKEN_EXPIRE_MINUTES", minutes, 60 * 24 * 366),
+            ("REFRESH_TOKEN_EXPIRE_DAYS", days, 3660),
+            ("SESSION_MAX_AGE_DAYS", session_days, 3660),
+            ("REFRESH_REUSE_INTERVAL_SECONDS", reuse, 3600),
+        ] {
+            if v > max {
+                return Err(err(var, format!("{v} is larger than the maximum {max}")));
+            }
+        }
+
+        let jwt_issuer = get("JWT_ISSUER").unwrap_or_else(|| "auth-server".into());
+        let jwt_audience = get("JWT_AUDIENCE").unwrap_or_else(|| "auth-server".into());
+
+        let memory_kib = parse("ARGON2_MEMORY_KIB", get("ARGON2_MEMORY_KIB"), 19_456u32)?;
+        let iterations = parse("ARGON2_ITERATIONS", get("ARGON2_ITERATIONS"), 2u32)?;
+        let parallelism = parse("ARGON2_PARALLELISM", get("ARGON2_PARALLELISM"), 1u32)?;
+        argon2::Params::new(memory_kib, iterations, parallelism, None).map_err(|e| {
+            err(
+                "ARGON2_MEMORY_KIB",
+                format!(
+                    "argon2 refuses memory={memory_kib} KiB, iterations={iterations}, parallelism={parallelism}: {e}"
+                ),
+            )
+        })?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hash_concurrency = positive(
+            "HASH_CONCURRENCY",
+            parse("HASH_CONCURRENCY", get("HASH_CONCURRENCY"), cores as u64)?,
+        )? as usize;
+        let hash_queue_limit = positive(
+            "HASH_QUEUE_LIMIT",
+            parse("HASH_QUEUE_LIMIT", get("HASH_QUEUE_LIMIT"), 64u64)?,
+        )? as usize;
+
+        let database_max_connections = match get("DATABASE_MAX_CONNECTIONS") {
+            None => None,
+            Some(v) => Some(
+                positive(
+                    "DATABASE_MAX_CONNECTIONS",
+                    parse("DATABASE_MAX_CONNECTIONS", Some(v), 0u64)?,
+                )?
+                .min(10_000) as u32,
+            ),
+        };
+
+        let host = parse(
+            "HOST",
+            get("HOST"),
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        )?;
+        let port = parse("PORT", get("PORT"), 8000u16)?;
+
+        let public_url = get("PUBLIC_URL").unwrap_or_else(|| "http://localhost:8000".into());
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(err(
+                "PUBLIC_URL",
+                format!("`{public_url}` must start with http:// or https://"),
+            ));
+        }
+        let public_url = public_url.trim_end_matches('/').to_string();
+
+        let mut cors_origins = Vec::new();
+        for origin in get("CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.trim_end_matches('/').contains(['*', ' '])
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+            if !valid {
+                return Err(err(
+                    "CORS_ORIGINS",
+                    format!(
+                        "`{origin}` is not an origin such as https://app.example.com (wildcards and `null` are not allowed)"
+                    ),
+                ));
+            }
+            cors_origins.push(origin.trim_end_matches('/').to_string());
+        }
+
+        let require_verified_email = boolean("REQUIRE_VERIFIED_EMAIL", get("REQUIRE_VERIFIED_EMAIL"))?;
+        let password_min_length = parse(
+            "PASSWORD_MIN_LENGTH",
+            get("PASSWORD_MIN_LENGTH"),
+            DEFAULT_PASSWORD_MIN_LENGTH,
+        )?;
+        if !(DEFAULT_PASSWORD_MIN_LENGTH..=PASSWORD_MAX_LENGTH).contains(&password_min_length) {
+            return Err(err(
+                "PASSWORD_MIN_LENGTH",
+                format!(
+                    "{password_min_length} must be between {DEFAULT_PASSWORD_MIN_LENGTH} and {PASSWORD_MAX_LENGTH} (it can only be raised)"
+                ),
+            ));
+        }
+
+        let mut trusted_proxies = Vec::new();
+        for item in get("TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            trusted_proxies.push(
+                item.parse::<IpNet>()
+                    .map_err(|e| err("TRUSTED_PROXIES", format!("`{item}`: {e}")))?,
+            );
+        }
+
+        let hsts = boolean("HSTS", get("HSTS"))?;
+        let log_format = match get("LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(err("LOG_FORMAT", format!("`{v}` is not text or json"))),
+        };
+        let body_limit_bytes = positive(
+            "BODY_LIMIT_BYTES",
+            parse("BODY_LIMIT_BYTES", get("BODY_LIMIT_BYTES"), 64 * 1024u64)?,
+        )? as usize;
+        let request_timeout = Duration::from_secs(positive(
+            "REQUEST_TIMEOUT_SECONDS",
+            parse("REQUEST_TIMEOUT_SECONDS", get("REQUEST_TIMEOUT_SECONDS"), 30u64)?,
+        )?);
+
+        Ok(Self {
+            database_url,
+            secret_key,
+            secret_key_generated,
+            algorithm,
+            access_token_ttl: Duration::from_secs(minutes * 60),
+            refresh_token_ttl: Duration::from_secs(days * 86_400),
+            refresh_reuse_interval: Duration::from_secs(reuse),
+            session_max_age: Duration::from_secs(session_days * 86_400),
+            jwt_issuer,
+            jwt_audience,
+            argon2: Argon2Config {
+                memory_kib,
+                iterations,
+                parallelism,
+            },
+            hash_concurrency,
+            hash_queue_limit,
+            database_max_connections,
+            host,
+            port,
+            public_url,
+            cors_origins,
+            require_verified_email,
+            password_min_length,
+            trusted_proxies,
+            hsts,
+            log_format,
+            body_limit_bytes,
+            request_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, DatabaseUrl::Sqlite("sqlite://sqlite.db".into()));
+        assert!(c.secret_key_generated);
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.access_token_ttl, Duration::from_secs(1800));
+        assert_eq!(c.refresh_token_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.argon2.memory_kib, 19_456);
+        assert_eq!(c.body_limit_bytes, 65_536);
+    }
+
+    #[test]
+    fn database_url_forms() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite+aiosqlite:///./sqlite.db").unwrap(),
+            DatabaseUrl::Sqlite("sqlite://./sqlite.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite+aiosqlite:////var/lib/a.db").unwrap(),
+            DatabaseUrl::Sqlite("sqlite:///var/lib/a.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://u@h/db").unwrap(),
+            DatabaseUrl::Postgres("postgres://u@h/db".into())
+        );
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = config(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.var, "PORT");
+        let e = config(&[("SECRET_KEY", "short")]).unwrap_err();
+        assert_eq!(e.var, "SECRET_KEY");
+        let e = config(&[("PASSWORD_MIN_LENGTH", "6")]).unwrap_err();
+        assert_eq!(e.var, "PASSWORD_MIN_LENGTH");
+        let e = config(&[("CORS_ORIGINS", "*")]).unwrap_err();
+        assert_eq!(e.var, "CORS_ORIGINS");
+        let e = config(&[("ALGORITHM", "none")]).unwrap_err();
+        assert_eq!(e.var, "ALGORITHM");
+        assert!(e.to_string().starts_with("invalid ALGORITHM"));
+    }
+}

@@ -1,0 +1,143 @@
+//! All SQL lives in this module, one file per table. The layers above get a [`Db`] and call its
+//! functions; they do not know which backend runs.
+//!
+//! The schema uses types both backends share (TEXT, BIGINT epoch milliseconds, BOOLEAN) and the
+//! queries use `$n` placeholders, which both SQLite and PostgreSQL read, so one SQL text serves
+//! both; [`with_pool!`] runs it on whichever pool is configured.
+
+pub mod sessions;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::DatabaseUrl;
+
+/// A connection pool on the configured backend.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool (`&SqlitePool` or `&PgPool`).
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a request waits for a pooled connection before it is answered 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Db {
+    /// Connects (without retrying) and returns the pool. SQLite creates the file if it is missing.
+    pub async fn connect(url: &DatabaseUrl, max_connections: Option<u32>) -> Result<Self, sqlx::Error> {
+        match url {
+            DatabaseUrl::Sqlite(url) => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // NORMAL is durable across application crashes in WAL mode.
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections.unwrap_or(8))
+                    .min_connections(1)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await?;
+                Ok(Self::Sqlite(pool))
+            }
+            DatabaseUrl::Postgres(url) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections.unwrap_or(10))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    // A connection broken while the database was away is found and replaced.
+                    .test_before_acquire(true)
+                    .connect(url)
+                    .await?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    /// Connects, retrying for up to `patience` while the database is not reachable yet.
+    pub async fn connect_with_retry(
+        url: &DatabaseUrl,
+        max_connections: Option<u32>,
+        patience: Duration,
+    ) -> Result<Self, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match Self::connect(url, max_connections).await {
+                Ok(db) => return Ok(db),
+                Err(e) if is_unavailable(&e) && tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %e, "database not reachable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(4));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies the migrations that this database has not seen yet.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        }
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// True for errors that mean "the database is not answering" (503) rather than a bug (500).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: class 08 (connection), 57P0x (shutdown), 3D000 (database gone),
+            // 53300 (too many connections). SQLite: 5 BUSY and 6 LOCKED after the busy timeout.
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || matches!(&*code, "3D000" | "53300" | "5" | "6" | "517")
+        }
+        _ => false,
+    }
+}
+
+/// True when the error is a violated unique constraint.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+/// The current time in Unix epoch milliseconds, the unit every timestamp column uses.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,137 @@
+//! The `sessions` table: one row per login, holding the state of its refresh-token chain.
+
+use super::users::User;
+use super::{Db, with_pool};
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub refresh_generation: i64,
+    pub refresh_jti_hash: String,
+    pub previous_jti_hash: Option<String>,
+    pub refreshed_at: i64,
+    pub refresh_expires_at: i64,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, user_id, refresh_generation, refresh_jti_hash, previous_jti_hash, \
+    refreshed_at, refresh_expires_at, created_at, last_used_at, expires_at, revoked_at, user_agent, ip"
+    };
+}
+
+pub async fn insert(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
+    let sql = concat!("INSERT INTO sessions (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
+    with_pool!(db, pool => sqlx::query(sql)
+        .bind(&s.id)
+        .bind(&s.user_id)
+        .bind(s.refresh_generation)
+        .bind(&s.refresh_jti_hash)
+        .bind(&s.previous_jti_hash)
+        .bind(s.refreshed_at)
+        .bind(s.refresh_expires_at)
+        .bind(s.created_at)
+        .bind(s.last_used_at)
+        .bind(s.expires_at)
+        .bind(s.revoked_at)
+        .bind(&s.user_agent)
+        .bind(&s.ip)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn find(db: &Db, id: &str) -> Result<Option<Session>, sqlx::Error> {
+    let sql = concat!("SELECT ", columns!(), " FROM sessions WHERE id = $1");
+    with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+}
+
+/// The user of a session that is live at `now` (not revoked, not expired), in one round trip:
+/// this runs on every authenticated request.
+pub async fn find_live_user(db: &Db, session_id: &str, now: i64) -> Result<Option<User>, sqlx::Error> {
+    let sql = "SELECT u.id, u.email, u.name, u.password_hash, u.is_active, u.is_verified, \
+               u.is_superuser, u.created_at, u.updated_at \
+               FROM sessions s JOIN users u ON u.id = s.user_id \
+               WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2";
+    with_pool!(db, pool => sqlx::query_as(sql).bind(session_id).bind(now).fetch_optional(pool).await)
+}
+
+/// The new state of a session's chain after a rotation.
+#[derive(Debug)]
+pub struct Rotation<'a> {
+    pub session_id: &'a str,
+    /// The generation and hash the caller saw as live; the rotation happens only if they still are.
+    pub expected_generation: i64,
+    pub expected_jti_hash: &'a str,
+    pub new_jti_hash: &'a str,
+    pub now: i64,
+    pub new_refresh_expires_at: i64,
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<&'a str>,
+}
+
+/// Spends the live refresh token and makes the next generation live, in one conditional
+/// statement: of any number of concurrent rotations of one token, on any number of instances,
+/// exactly one succeeds (returns true).
+pub async fn rotate(db: &Db, r: &Rotation<'_>) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE sessions SET refresh_generation = refresh_generation + 1, \
+               previous_jti_hash = refresh_jti_hash, refresh_jti_hash = $4, \
+               refreshed_at = $5, last_used_at = $5, refresh_expires_at = $6, \
+               user_agent = COALESCE($7, user_agent), ip = COALESCE($8, ip) \
+               WHERE id = $1 AND refresh_generation = $2 AND refresh_jti_hash = $3 \
+               AND revoked_at IS NULL AND refresh_expires_at > $5 AND expires_at > $5";
+    let done = with_pool!(db, pool => sqlx::query(sql)
+        .bind(r.session_id)
+        .bind(r.expected_generation)
+        .bind(r.expected_jti_hash)
+        .bind(r.new_jti_hash)
+        .bind(r.now)
+        .bind(r.new_refresh_expires_at)
+        .bind(r.user_agent)
+        .bind(r.ip)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Revokes one session of a user. Returns false if it was not a live session of that user.
+pub async fn revoke(db: &Db, user_id: &str, session_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE sessions SET revoked_at = $3 \
+               WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
+    let done = with_pool!(db, pool => sqlx::query(sql)
+        .bind(session_id)
+        .bind(user_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Revokes every live session of a user, except `keep` if given. Returns how many.
+pub async fn revoke_all_of_user(
+    db: &Db,
+    user_id: &str,
+    keep: Option<&str>,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE sessions SET revoked_at = $2 \
+               WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3)";
+    let done = with_pool!(db, pool => sqlx::query(sql)
+        .bind(user_id)
+        .bind(now)
+        .bind(keep)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done)
+}

@@ -1,0 +1,168 @@
+//! Input types built at the boundary: a value of one of these has passed the contract's input rules.
+
+use validator::ValidateEmail;
+
+use crate::config::PASSWORD_MAX_LENGTH;
+use crate::error::FieldError;
+
+/// A valid email address, trimmed and lower-cased (addresses are compared case-insensitively).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LENGTH: usize = 254;
+
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() {
+            return Err(FieldError::new(field, "an email address is required"));
+        }
+        if email.chars().count() > Self::MAX_LENGTH {
+            return Err(FieldError::new(
+                field,
+                format!("must be at most {} characters", Self::MAX_LENGTH),
+            ));
+        }
+        if !email.validate_email() {
+            return Err(FieldError::new(field, "is not a valid email address"));
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A display name: trimmed, 1 to 100 characters, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name(String);
+
+impl Name {
+    pub const MAX_LENGTH: usize = 100;
+
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let name = raw.trim();
+        let length = name.chars().count();
+        if length == 0 {
+            return Err(FieldError::new(field, "must not be empty"));
+        }
+        if length > Self::MAX_LENGTH {
+            return Err(FieldError::new(
+                field,
+                format!("must be at most {} characters", Self::MAX_LENGTH),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(FieldError::new(field, "must not contain control characters"));
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password in transit. Its `Debug` never shows it, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+impl Password {
+    /// A password as given, for checking against a stored hash (no policy applies).
+    pub fn given(raw: String) -> Self {
+        Self(raw)
+    }
+
+    /// A new password: `min_length` to 128 Unicode characters, no composition rules.
+    pub fn new_password(field: &str, raw: String, min_length: usize) -> Result<Self, FieldError> {
+        let length = raw.chars().count();
+        if length < min_length {
+            return Err(FieldError::new(
+                field,
+                format!("must be at least {min_length} characters; a longer passphrase is easier to remember and harder to guess"),
+            ));
+        }
+        if length > PASSWORD_MAX_LENGTH {
+            return Err(FieldError::new(
+                field,
+                format!("must be at most {PASSWORD_MAX_LENGTH} characters"),
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Collects field errors while parsing a request, so that one 422 names every bad field.
+#[derive(Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// Keeps the value, or records the error and returns `None`.
+    pub fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, e: FieldError) {
+        self.0.push(e);
+    }
+
+    /// `Ok(())` when nothing was recorded, else the 422 error with every field.
+    pub fn finish(self) -> crate::Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::Validation(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        let e = Email::parse("email", "  Alice@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "alice@example.com");
+        assert!(Email::parse("email", "not-an-email").is_err());
+        assert!(Email::parse("email", "").is_err());
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(Email::parse("email", &long).is_err());
+    }
+
+    #[test]
+    fn names_are_bounded_and_printable() {
+        assert_eq!(Name::parse("name", "  Ada ").unwrap().as_str(), "Ada");
+        assert!(Name::parse("name", "   ").is_err());
+        assert!(Name::parse("name", "a\u{0007}b").is_err());
+        assert!(Name::parse("name", &"é".repeat(100)).is_ok());
+        assert!(Name::parse("name", &"é".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn password_length_counts_characters_not_bytes() {
+        // 8 characters, 16 bytes.
+        assert!(Password::new_password("password", "éééééééé".into(), 8).is_ok());
+        assert!(Password::new_password("password", "ééééééé".into(), 8).is_err());
+        assert!(Password::new_password("password", "x".repeat(129), 8).is_err());
+        assert!(Password::new_password("password", "x".repeat(10), 12).is_err());
+        assert_eq!(format!("{:?}", Password::given("hunter22".into())), "Password([redacted])");
+    }
+}

@@ -1,0 +1,82 @@
+//! The crate's one error type. Each variant maps to one row of the contract's error table; the
+//! HTTP layer turns it into a problem+json response (see `http::problem`).
+
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One invalid field of a request body.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the request is not valid")]
+    Validation(Vec<FieldError>),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Login with a wrong email or password (401).
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    /// A wrong password where an authenticated call asks for it again (403).
+    #[error("the password is wrong")]
+    WrongPassword,
+    #[error("this account is deactivated")]
+    AccountDisabled,
+    #[error("the email address of this account is not verified")]
+    EmailNotVerified,
+    /// Missing, malformed, expired, revoked or wrong-kind access token.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A refresh token that is invalid, expired, spent or revoked (401).
+    #[error("{0}")]
+    InvalidRefreshToken(&'static str),
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("too many requests; try again later")]
+    TooManyRequests { retry_after: Duration },
+    #[error("the request body is larger than this server accepts")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("the server is busy; try again shortly")]
+    Busy,
+    #[error("the database is not available")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    #[error("an unexpected error occurred")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&e) {
+            Self::DatabaseUnavailable(e)
+        } else {
+            Self::Internal(Box::new(e))
+        }
+    }
+}

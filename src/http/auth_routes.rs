@@ -1,0 +1,207 @@
+//! POST /register, /login, /refresh, /logout.
+
+use axum::Json;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{BodyKind, Client, JsonBody, OptionalJsonBody, body_kind, parse_form, parse_json, read_body, required};
+use super::problem::Problem;
+use super::types::*;
+use crate::domain::{Email, FieldErrors, Name, Password};
+use crate::error::{Error, FieldError, Result};
+use crate::service::accounts::{self, Registration};
+use crate::service::sessions::{self, LogoutScope};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+/// Create an account.
+#[utoipa::path(
+    post, path = "/register", tag = "authentication",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The account was created", body = UserResponse),
+        (status = 409, description = "EMAIL_TAKEN: another account has this email", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn register(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserResponse>)> {
+    let mut errors = FieldErrors::default();
+    let email = errors
+        .check(required("email", body.email))
+        .and_then(|e| errors.check(Email::parse("email", &e)));
+    let name = errors
+        .check(required("name", body.name))
+        .and_then(|n| errors.check(Name::parse("name", &n)));
+    let password = errors.check(required("password", body.password)).and_then(|p| {
+        errors.check(Password::new_password("password", p, state.config.password_min_length))
+    });
+    errors.finish()?;
+    let (Some(email), Some(name), Some(password)) = (email, name, password) else {
+        unreachable!("finish() returns the errors of any missing field")
+    };
+    let user = accounts::register(&state, Registration { email, name, password }).await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// Email and password from a JSON body or an OAuth2 password-grant form.
+struct Credentials {
+    email: String,
+    password: Password,
+}
+
+impl FromRequest<AppState> for Credentials {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let kind = body_kind(req.headers());
+        let bytes = read_body(req, state).await?;
+        let (email, password) = match kind {
+            _ if bytes.is_empty() => {
+                return Err(Error::Validation(vec![
+                    FieldError::new("email", "is required"),
+                    FieldError::new("password", "is required"),
+                ]));
+            }
+            BodyKind::Json => {
+                let body: LoginRequest = parse_json(&bytes)?;
+                (body.email, body.password)
+            }
+            BodyKind::Form => {
+                let form: LoginForm = parse_form(&bytes)?;
+                if form.grant_type.as_deref().is_some_and(|g| g != "password") {
+                    return Err(Error::validation("grant_type", "only the `password` grant is supported"));
+                }
+                (form.username, form.password)
+            }
+            BodyKind::Other | BodyKind::None => {
+                return Err(Error::UnsupportedMediaType(
+                    "send application/json or application/x-www-form-urlencoded",
+                ));
+            }
+        };
+        let field = if kind == BodyKind::Form { "username" } else { "email" };
+        let mut errors = FieldErrors::default();
+        let email = errors.check(required(field, email));
+        let password = errors.check(required("password", password));
+        errors.finish()?;
+        let (Some(email), Some(password)) = (email, password) else {
+            unreachable!("finish() returns the errors of any missing field")
+        };
+        Ok(Self {
+            email,
+            password: Password::given(password),
+        })
+    }
+}
+
+/// Log in: open a session and get its tokens.
+///
+/// Takes JSON `{"email", "password"}`, or the OAuth2 password grant as a form
+/// (`username=...&password=...`), which is what Swagger UI's Authorize button sends.
+#[utoipa::path(
+    post, path = "/login", tag = "authentication",
+    request_body(content(
+        (LoginRequest = "application/json"),
+        (LoginForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Logged in", body = TokenPairResponse),
+        (status = 401, description = "INVALID_CREDENTIALS: wrong email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_DISABLED or EMAIL_NOT_VERIFIED", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    credentials: Credentials,
+) -> Result<Json<TokenPairResponse>> {
+    let pair = sessions::login(&state, &credentials.email, &credentials.password, client).await?;
+    Ok(Json(pair.into()))
+}
+
+/// Spend a refresh token for a new pair.
+///
+/// Each refresh token works once. Presenting the token spent most recently again within
+/// REFRESH_REUSE_INTERVAL_SECONDS returns the session's current refresh token (the same one the
+/// first use returned) with a fresh access token; any other reuse revokes the session.
+#[utoipa::path(
+    post, path = "/refresh", tag = "authentication",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair", body = TokenPairResponse),
+        (status = 401, description = "INVALID_TOKEN: invalid, expired, spent or revoked", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn refresh(
+    State(state): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<RefreshRequest>,
+) -> Result<Json<TokenPairResponse>> {
+    let token = required("refresh_token", body.refresh_token).map_err(|e| Error::Validation(vec![e]))?;
+    let pair = sessions::refresh(&state, &token, client).await?;
+    Ok(Json(pair.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LogoutParams {
+    /// `local` (default): this session; `global`: every session of the user; `others`: every
+    /// session but this one.
+    scope: Option<LogoutScope>,
+}
+
+/// Log out.
+///
+/// With a bearer access token, or, without one, with the session's refresh token in the body.
+/// A refresh token whose session has already ended is accepted (204).
+#[utoipa::path(
+    post, path = "/logout", tag = "authentication",
+    params(LogoutParams),
+    request_body(content = Option<LogoutRequest>, description = "Only without a bearer token"),
+    security((), ("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "UNAUTHORIZED (bad bearer token, or neither token given) or INVALID_TOKEN (bad refresh token)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn logout(
+    State(state): State<AppState>,
+    caller: Option<super::extract::Authenticated>,
+    query: std::result::Result<Query<LogoutParams>, axum::extract::rejection::QueryRejection>,
+    body: OptionalJsonBody<LogoutRequest>,
+) -> Result<StatusCode> {
+    let Query(params) = query.map_err(|_| {
+        Error::validation("scope", "must be one of local, global, others")
+    })?;
+    let scope = params.scope.unwrap_or_default();
+    match (caller, body.0) {
+        (Some(super::extract::Authenticated(caller)), _) => {
+            sessions::logout(&state, &caller, scope).await?;
+        }
+        (None, Some(LogoutRequest { refresh_token: Some(token) })) => {
+            sessions::logout_with_refresh_token(&state, &token, scope).await?;
+        }
+        (None, Some(LogoutRequest { refresh_token: None })) => {
+            return Err(Error::validation("refresh_token", "is required without a bearer token"));
+        }
+        (None, None) => {
+            return Err(Error::Unauthorized(
+                "send an access token, or the refresh token in the body",
+            ));
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

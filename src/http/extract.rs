@@ -1,0 +1,279 @@
+//! Extractors whose rejections are the crate's own problem documents.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, FieldError};
+use crate::service::sessions::{self, Caller, ClientInfo};
+use crate::state::AppState;
+
+/// What kind of body a request declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+    Other,
+    None,
+}
+
+pub fn body_kind(headers: &HeaderMap) -> BodyKind {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return BodyKind::None;
+    };
+    let Ok(value) = value.to_str() else {
+        return BodyKind::Other;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        BodyKind::Json
+    } else if essence == "application/x-www-form-urlencoded" {
+        BodyKind::Form
+    } else {
+        BodyKind::Other
+    }
+}
+
+/// Reads the whole body, within the configured limit.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge
+        } else {
+            Error::validation("body", "the request body could not be read")
+        }
+    })
+}
+
+/// Parses JSON into `T`, naming the field at fault when it can.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return Error::validation("body", format!("is not valid JSON: {}", strip_position(&inner)));
+        }
+        let message = strip_position(&inner);
+        let field = if path == "." || path.is_empty() {
+            backquoted(&message).unwrap_or_else(|| "body".to_string())
+        } else {
+            path
+        };
+        Error::validation(&field, message)
+    })?;
+    de.end()
+        .map_err(|_| Error::validation("body", "has trailing characters after the JSON value"))?;
+    Ok(value)
+}
+
+/// Parses a form body into `T`.
+pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_urlencoded::from_bytes(bytes).map_err(|e| {
+        let message = e.to_string();
+        let field = backquoted(&message).unwrap_or_else(|| "body".to_string());
+        Error::validation(&field, message)
+    })
+}
+
+/// serde_json's messages end in " at line 1 column 7", which says nothing to a client.
+fn strip_position(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    }
+}
+
+/// The first `name` in a message such as "missing field `email`".
+fn backquoted(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// A JSON request body. A missing body is 422, a body of another type 415, bad JSON 422.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let kind = body_kind(req.headers());
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Err(Error::validation("body", "a JSON body is required"));
+        }
+        if kind != BodyKind::Json {
+            return Err(Error::UnsupportedMediaType(
+                "send the body as application/json",
+            ));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// An optional JSON body: none at all is `None`; anything sent must be valid JSON.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let kind = body_kind(req.headers());
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        if kind != BodyKind::Json {
+            return Err(Error::UnsupportedMediaType("send the body as application/json"));
+        }
+        parse_json(&bytes).map(|v| Self(Some(v)))
+    }
+}
+
+/// The bearer token of the Authorization header: `None` without the header, an error when the
+/// header is there but is not `Bearer <token>`.
+fn bearer_token(parts: &Parts) -> Result<Option<&str>, Error> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = Error::Unauthorized("the Authorization header must be `Bearer <access token>`");
+    let value = value.to_str().map_err(|_| malformed)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(Error::Unauthorized(
+        "the Authorization header must be `Bearer <access token>`",
+    ))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Error::Unauthorized(
+            "the Authorization header must be `Bearer <access token>`",
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// The authenticated caller. Rejects a missing or bad token with 401.
+///
+/// `Option<Authenticated>` is `None` only when there is no Authorization header at all: a bad
+/// token is still refused, never silently treated as anonymous.
+pub struct Authenticated(pub Caller);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)?.ok_or(Error::Unauthorized("an access token is required"))?;
+        let state = AppState::from_ref(state);
+        sessions::authenticate(&state, token).await.map(Self)
+    }
+}
+
+impl<S> OptionalFromRequestParts<S> for Authenticated
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        match bearer_token(parts)? {
+            None => Ok(None),
+            Some(token) => {
+                let state = AppState::from_ref(state);
+                sessions::authenticate(&state, token).await.map(|c| Some(Self(c)))
+            }
+        }
+    }
+}
+
+/// The client's address (through trusted proxies only) and user agent.
+pub struct Client(pub ClientInfo);
+
+const USER_AGENT_MAX: usize = 512;
+
+impl<S> FromRequestParts<S> for Client
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| {
+                let forwarded = parts
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok());
+                crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies).to_string()
+            });
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
+        Ok(Self(ClientInfo { ip, user_agent }))
+    }
+}
+
+/// Turns a missing required string into a field error.
+pub fn required(field: &str, value: Option<String>) -> Result<String, FieldError> {
+    value.ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        email: String,
+        age: Option<u8>,
+    }
+
+    fn field_of(e: Error) -> String {
+        match e {
+            Error::Validation(errors) => errors[0].field.clone(),
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert_eq!(field_of(parse_json::<Body>(b"{").unwrap_err()), "body");
+        assert_eq!(field_of(parse_json::<Body>(b"{}").unwrap_err()), "email");
+        assert_eq!(field_of(parse_json::<Body>(br#"{"email": 3}"#).unwrap_err()), "email");
+        assert_eq!(field_of(parse_json::<Body>(br#"{"email": "a", "age": -1}"#).unwrap_err()), "age");
+        assert_eq!(field_of(parse_json::<Body>(br#"{"email": "a", "admin": true}"#).unwrap_err()), "admin");
+        assert_eq!(field_of(parse_json::<Body>(br#"{"email": "a"} x"#).unwrap_err()), "body");
+        assert!(parse_json::<Body>(br#"{"email": "a"}"#).is_ok());
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert_eq!(body_kind(&h), BodyKind::None);
+        h.insert(CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        assert_eq!(body_kind(&h), BodyKind::Json);
+        h.insert(CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
+        assert_eq!(body_kind(&h), BodyKind::Json);
+        h.insert(CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        assert_eq!(body_kind(&h), BodyKind::Form);
+        h.insert(CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(body_kind(&h), BodyKind::Other);
+    }
+}

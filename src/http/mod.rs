@@ -1,0 +1,140 @@
+//! The HTTP layer: routes, extractors, request and response types, middleware.
+
+mod auth_routes;
+pub mod extract;
+mod me_routes;
+pub mod openapi;
+mod ops_routes;
+pub mod problem;
+pub mod types;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::map_response;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::LatencyUnit;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::Error;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API's routes and their OpenAPI document, built from the same handler list.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(auth_routes::router())
+        .merge(me_routes::router())
+        .merge(ops_routes::router())
+        .split_for_parts();
+    (router, openapi::finish(api))
+}
+
+/// The whole application: API, docs, and the middleware stack.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    let (api, openapi) = api();
+
+    // Anything carrying tokens or user data must not be stored by caches.
+    let api = api
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    let docs: Router = SwaggerUi::new("/docs")
+        .url("/openapi.json", openapi)
+        .config(
+            utoipa_swagger_ui::Config::default()
+                .persist_authorization(false)
+                .try_it_out_enabled(true),
+        )
+        .into();
+
+    let mut security_headers = vec![
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ];
+    if config.hsts {
+        security_headers.push((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"));
+    }
+
+    let mut app = Router::new()
+        .merge(api)
+        .merge(docs)
+        .fallback(|| async { Error::NotFound("there is nothing at this path") });
+    for (name, value) in security_headers {
+        app = app.layer(SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)));
+    }
+    if !config.cors_origins.is_empty() {
+        app = app.layer(cors(&config.cors_origins));
+    }
+
+    // Outermost first: a request id for every request, a span carrying it, then the limits;
+    // responses the framework or the limits make are turned into problem documents.
+    app.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(map_response(problem::problemize))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                config.request_timeout,
+            ))
+            .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+            .layer(DefaultBodyLimit::max(config.body_limit_bytes)),
+    )
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+        .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The span of one request: method, path (never the query), route and request id, so every
+/// log line of the request carries them. Headers are not recorded: they hold tokens.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        route,
+        request_id,
+    )
+}

@@ -1,0 +1,113 @@
+//! The OpenAPI document: paths come from the handlers themselves (utoipa-axum's router), this
+//! adds the security schemes and the error responses every operation shares.
+
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi as _};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "auth-server",
+        description = "Registration, login, JWT access and refresh tokens, sessions.\n\n\
+            Every error is an RFC 9457 problem document (`application/problem+json`) with a stable `code`.\n\n\
+            To try the protected endpoints here: **Authorize**, then log in under `oauth2` with your email as the username.",
+    ),
+    components(schemas(super::problem::Problem, crate::error::FieldError)),
+    modifiers(&CommonResponses, &SecuritySchemes),
+    tags(
+        (name = "authentication", description = "Register, log in, refresh, log out"),
+        (name = "current user", description = "The account of the access token's owner"),
+        (name = "operations", description = "Health"),
+    )
+)]
+struct ApiDoc;
+
+pub fn base() -> OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Runs the modifiers again once the router has added the paths (they see no paths before).
+pub fn finish(mut api: OpenApi) -> OpenApi {
+    CommonResponses.modify(&mut api);
+    SecuritySchemes.modify(&mut api);
+    api
+}
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, api: &mut OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from /login or /refresh"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "oauth2",
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::Password(Password::new("/login", Scopes::new()))],
+                "Log in with your email as the username",
+            )),
+        );
+    }
+}
+
+struct CommonResponses;
+
+fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+        )
+        .build()
+        .into()
+}
+
+fn add_if_missing(op: &mut Operation, status: &str, description: &str) {
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| problem_response(description));
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, api: &mut OpenApi) {
+        for item in api.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if op.request_body.is_some() {
+                    add_if_missing(op, "413", "PAYLOAD_TOO_LARGE: the body is over the size limit");
+                    add_if_missing(op, "415", "UNSUPPORTED_MEDIA_TYPE: the body is not JSON");
+                    add_if_missing(op, "422", "VALIDATION_FAILED: the body or a field is invalid; `errors` names each field");
+                }
+                let secured = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| !s.is_empty());
+                if secured {
+                    add_if_missing(op, "401", "UNAUTHORIZED: missing, malformed, expired or revoked access token");
+                }
+                add_if_missing(op, "500", "INTERNAL: an unexpected error");
+                add_if_missing(op, "503", "SERVICE_UNAVAILABLE: the database does not answer, or the server is busy");
+            }
+        }
+    }
+}

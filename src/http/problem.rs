@@ -1,0 +1,166 @@
+//! RFC 9457 problem documents: every error response of the server is one.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{Error, FieldError};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error, as every endpoint reports it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank", "title": "Conflict", "status": 409,
+    "detail": "an account with this email already exists", "code": "EMAIL_TAKEN"
+}))]
+pub struct Problem {
+    /// Always `about:blank`: `code` says what happened.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The HTTP status text.
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// What went wrong, for programs: VALIDATION_FAILED, EMAIL_TAKEN, INVALID_CREDENTIALS,
+    /// ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, UNAUTHORIZED, INVALID_TOKEN, FORBIDDEN, NOT_FOUND,
+    /// TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, METHOD_NOT_ALLOWED,
+    /// SERVICE_UNAVAILABLE or INTERNAL.
+    pub code: &'static str,
+    /// With VALIDATION_FAILED: one entry per bad field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+pub fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+    Problem {
+        kind: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail: detail.into(),
+        code,
+        errors: None,
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// Logs an error with its whole chain of causes.
+fn log_chain(e: &(dyn std::error::Error + 'static), message: &str) {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error = %chain, "{message}");
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        use StatusCode as S;
+        let detail = self.to_string();
+        let (status, code) = match &self {
+            Error::Validation(_) => (S::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            Error::EmailTaken => (S::CONFLICT, "EMAIL_TAKEN"),
+            Error::InvalidCredentials => (S::UNAUTHORIZED, "INVALID_CREDENTIALS"),
+            Error::WrongPassword => (S::FORBIDDEN, "INVALID_CREDENTIALS"),
+            Error::AccountDisabled => (S::FORBIDDEN, "ACCOUNT_DISABLED"),
+            Error::EmailNotVerified => (S::FORBIDDEN, "EMAIL_NOT_VERIFIED"),
+            Error::Unauthorized(_) => (S::UNAUTHORIZED, "UNAUTHORIZED"),
+            Error::InvalidRefreshToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
+            Error::Forbidden => (S::FORBIDDEN, "FORBIDDEN"),
+            Error::NotFound(_) => (S::NOT_FOUND, "NOT_FOUND"),
+            Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+            Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Error::UnsupportedMediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+            Error::Busy | Error::DatabaseUnavailable(_) => (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        };
+        match &self {
+            Error::Internal(e) => log_chain(e.as_ref(), "request failed"),
+            Error::DatabaseUnavailable(e) => log_chain(e, "database unavailable"),
+            Error::Busy => tracing::warn!("password hashing queue full; request turned away"),
+            _ => {}
+        }
+        let retry_after = match &self {
+            Error::TooManyRequests { retry_after } => Some(retry_after.as_secs().max(1)),
+            Error::Busy | Error::DatabaseUnavailable(_) => Some(1),
+            _ => None,
+        };
+        let mut body = problem(status, code, detail);
+        if let Error::Validation(errors) = self {
+            body.errors = Some(errors);
+        }
+        let mut response = body.into_response();
+        let headers = response.headers_mut();
+        if status == S::UNAUTHORIZED && code == "UNAUTHORIZED" {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"auth-server\""),
+            );
+        }
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Turns the responses that the framework and middleware make themselves (unknown route, wrong
+/// method, body too large, timeout, extractor rejections) into problem documents, keeping their
+/// status and headers (such as `Allow`).
+pub async fn problemize<B>(response: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = response.map(Body::new);
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(PROBLEM_JSON) || ct.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    use StatusCode as S;
+    let (code, detail) = match status {
+        S::NOT_FOUND => ("NOT_FOUND", "there is nothing at this path"),
+        S::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "this path does not take this method; see the Allow header"),
+        S::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
+        S::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", "send the body as application/json"),
+        S::UNPROCESSABLE_ENTITY | S::BAD_REQUEST => ("VALIDATION_FAILED", "the request is not valid"),
+        S::REQUEST_TIMEOUT | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => {
+            ("SERVICE_UNAVAILABLE", "the server could not answer in time; try again")
+        }
+        S::TOO_MANY_REQUESTS => ("TOO_MANY_REQUESTS", "too many requests; try again later"),
+        S::UNAUTHORIZED => ("UNAUTHORIZED", "authentication is required"),
+        S::FORBIDDEN => ("FORBIDDEN", "you are not allowed to do this"),
+        s if s.is_server_error() => ("INTERNAL", "an unexpected error occurred"),
+        _ => ("VALIDATION_FAILED", "the request is not valid"),
+    };
+    let (mut parts, _) = response.into_parts();
+    let body = serde_json::to_vec(&problem(status, code, detail)).unwrap_or_default();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}

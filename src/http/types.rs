@@ -1,0 +1,164 @@
+//! Request and response bodies, as the contract fixes them.
+//!
+//! Request bodies refuse unknown fields (422): nothing a client sends is silently dropped, and
+//! nothing it should not set (`is_superuser`, say) can be slipped in. Required fields are
+//! `Option`s here so that one 422 can name every missing field at once.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::users::User;
+use crate::service::sessions::TokenPair;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// A valid address, at most 254 characters; compared case-insensitively.
+    #[schema(required = true, example = "alice@example.com", max_length = 254)]
+    pub email: Option<String>,
+    /// 8 to 128 characters.
+    #[schema(required = true, example = "correct horse battery staple", min_length = 8, max_length = 128, format = Password)]
+    pub password: Option<String>,
+    /// 1 to 100 characters, no control characters.
+    #[schema(required = true, example = "Alice", min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(required = true, example = "alice@example.com")]
+    pub email: Option<String>,
+    #[schema(required = true, example = "correct horse battery staple", format = Password)]
+    pub password: Option<String>,
+}
+
+/// The OAuth2 password grant (RFC 6749 §4.3), as Swagger UI's Authorize button sends it.
+/// `username` is the email address.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginForm {
+    #[schema(required = true, example = "alice@example.com")]
+    pub username: Option<String>,
+    #[schema(required = true, format = Password)]
+    pub password: Option<String>,
+    /// `password` if given.
+    pub grant_type: Option<String>,
+    /// Ignored.
+    pub scope: Option<String>,
+    /// Ignored.
+    pub client_id: Option<String>,
+    /// Ignored.
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[schema(required = true)]
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    /// The session's refresh token, for logging out without a (valid) access token.
+    #[schema(required = true)]
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    #[schema(example = "Alice Liddell", min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    /// A new address; needs `current_password`, and makes the account unverified.
+    #[schema(example = "alice@example.org", max_length = 254)]
+    pub email: Option<String>,
+    /// Required when `email` changes.
+    #[schema(format = Password)]
+    pub current_password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteMeRequest {
+    /// The account's password, to confirm.
+    #[schema(required = true, format = Password)]
+    pub password: Option<String>,
+}
+
+/// An account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    #[schema(example = "Alice")]
+    pub name: String,
+    pub is_active: bool,
+    pub is_verified: bool,
+    pub is_superuser: bool,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime, example = "2026-11-24T09:30:00.000Z")]
+    pub created_at: String,
+    #[schema(format = DateTime, example = "2026-11-24T09:30:00.000Z")]
+    pub updated_at: String,
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl From<User> for UserResponse {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            is_active: u.is_active,
+            is_verified: u.is_verified,
+            is_superuser: u.is_superuser,
+            created_at: rfc3339(u.created_at),
+            updated_at: rfc3339(u.updated_at),
+        }
+    }
+}
+
+/// Tokens for a session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPairResponse {
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Single use: `/refresh` spends it and returns a new pair.
+    pub refresh_token: String,
+    /// Always `bearer`.
+    #[schema(example = "bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    #[schema(example = 1800)]
+    pub expires_in: i64,
+}
+
+impl From<TokenPair> for TokenPairResponse {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            access_token: p.access_token,
+            refresh_token: p.refresh_token,
+            token_type: "bearer",
+            expires_in: p.expires_in,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok`, or `unavailable` when the database does not answer.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// `ok` or `unavailable`.
+    #[schema(example = "ok")]
+    pub database: &'static str,
+}

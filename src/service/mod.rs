@@ -1,0 +1,4 @@
+//! The account rules. Called by the HTTP layer; calls `db` for storage and `auth` for credentials.
+
+pub mod accounts;
+pub mod sessions;

@@ -1,0 +1,33 @@
+//! The state every request shares.
+
+use std::sync::Arc;
+
+use crate::auth::password::PasswordHasher;
+use crate::auth::tokens::TokenKeys;
+use crate::config::Config;
+use crate::db::Db;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub hasher: Arc<PasswordHasher>,
+    pub tokens: Arc<TokenKeys>,
+}
+
+impl AppState {
+    pub fn new(config: Config, db: Db) -> crate::Result<Self> {
+        let hasher = PasswordHasher::new(
+            &config.argon2,
+            config.hash_concurrency,
+            config.hash_queue_limit,
+        )?;
+        let tokens = TokenKeys::new(&config);
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            hasher: Arc::new(hasher),
+            tokens: Arc::new(tokens),
+        })
+    }
+}
