@@ -41,12 +41,16 @@ pub struct Application {
 impl Application {
     /// Connects to the database (retrying for a while), applies migrations, and binds.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let db = Db::connect_with_retry(&config.database_url, config.database_max_connections, CONNECT_PATIENCE)
-            .await
-            .map_err(|source| StartError::Connect {
-                backend: config.database_url.backend_name(),
-                source,
-            })?;
+        let db = Db::connect_with_retry(
+            &config.database_url,
+            config.database_max_connections,
+            CONNECT_PATIENCE,
+        )
+        .await
+        .map_err(|source| StartError::Connect {
+            backend: config.database_url.backend_name(),
+            source,
+        })?;
         db.migrate().await?;
         Self::build_with_db(config, db).await
     }
@@ -62,7 +66,9 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn port(&self) -> u16 {
@@ -74,7 +80,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let app = crate::http::app(self.state.clone());
         let result = axum::serve(
             self.listener,

@@ -20,11 +20,15 @@ pub enum DatabaseUrl {
 impl DatabaseUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
-        let (scheme, rest) = raw
-            .split_once(':')
-            .ok_or_else(|| "expected a URL such as sqlite://sqlite.db or postgres://...".to_string())?;
+        let (scheme, rest) = raw.split_once(':').ok_or_else(|| {
+            "expected a URL such as sqlite://sqlite.db or postgres://...".to_string()
+        })?;
         // `sqlite+aiosqlite`, `postgresql+asyncpg`: SQLAlchemy's dialect+driver form.
-        let dialect = scheme.split('+').next().unwrap_or(scheme).to_ascii_lowercase();
+        let dialect = scheme
+            .split('+')
+            .next()
+            .unwrap_or(scheme)
+            .to_ascii_lowercase();
         match dialect.as_str() {
             "sqlite" => {
                 if scheme.contains('+') {
@@ -250,11 +254,19 @@ impl Config {
         let algorithm = parse("ALGORITHM", get("ALGORITHM"), SigningAlgorithm::HS256)?;
         let minutes = positive(
             "ACCESS_TOKEN_EXPIRE_MINUTES",
-            parse("ACCESS_TOKEN_EXPIRE_MINUTES", get("ACCESS_TOKEN_EXPIRE_MINUTES"), 30u64)?,
+            parse(
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+                get("ACCESS_TOKEN_EXPIRE_MINUTES"),
+                30u64,
+            )?,
         )?;
         let days = positive(
             "REFRESH_TOKEN_EXPIRE_DAYS",
-            parse("REFRESH_TOKEN_EXPIRE_DAYS", get("REFRESH_TOKEN_EXPIRE_DAYS"), 7u64)?,
+            parse(
+                "REFRESH_TOKEN_EXPIRE_DAYS",
+                get("REFRESH_TOKEN_EXPIRE_DAYS"),
+                7u64,
+            )?,
         )?;
         let reuse = parse(
             "REFRESH_REUSE_INTERVAL_SECONDS",
@@ -349,7 +361,8 @@ impl Config {
             cors_origins.push(origin.trim_end_matches('/').to_string());
         }
 
-        let require_verified_email = boolean("REQUIRE_VERIFIED_EMAIL", get("REQUIRE_VERIFIED_EMAIL"))?;
+        let require_verified_email =
+            boolean("REQUIRE_VERIFIED_EMAIL", get("REQUIRE_VERIFIED_EMAIL"))?;
         let password_min_length = parse(
             "PASSWORD_MIN_LENGTH",
             get("PASSWORD_MIN_LENGTH"),
@@ -378,7 +391,11 @@ impl Config {
         }
 
         let hsts = boolean("HSTS", get("HSTS"))?;
-        let log_format = match get("LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let log_format = match get("LOG_FORMAT")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(v) => return Err(err("LOG_FORMAT", format!("`{v}` is not text or json"))),
@@ -389,7 +406,11 @@ impl Config {
         )? as usize;
         let request_timeout = Duration::from_secs(positive(
             "REQUEST_TIMEOUT_SECONDS",
-            parse("REQUEST_TIMEOUT_SECONDS", get("REQUEST_TIMEOUT_SECONDS"), 30u64)?,
+            parse(
+                "REQUEST_TIMEOUT_SECONDS",
+                get("REQUEST_TIMEOUT_SECONDS"),
+                30u64,
+            )?,
         )?);
 
         Ok(Self {
@@ -437,7 +458,10 @@ mod tests {
     #[test]
     fn defaults_are_the_contracts() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.database_url, DatabaseUrl::Sqlite("sqlite://sqlite.db".into()));
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::Sqlite("sqlite://sqlite.db".into())
+        );
         assert!(c.secret_key_generated);
         assert_eq!(c.port, 8000);
         assert_eq!(c.access_token_ttl, Duration::from_secs(1800));

@@ -54,7 +54,10 @@ impl Name {
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err(FieldError::new(field, "must not contain control characters"));
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Self(name.to_string()))
     }
@@ -86,7 +89,9 @@ impl Password {
         if length < min_length {
             return Err(FieldError::new(
                 field,
-                format!("must be at least {min_length} characters; a longer passphrase is easier to remember and harder to guess"),
+                format!(
+                    "must be at least {min_length} characters; a longer passphrase is easier to remember and harder to guess"
+                ),
             ));
         }
         if length > PASSWORD_MAX_LENGTH {
@@ -163,6 +168,9 @@ mod tests {
         assert!(Password::new_password("password", "ééééééé".into(), 8).is_err());
         assert!(Password::new_password("password", "x".repeat(129), 8).is_err());
         assert!(Password::new_password("password", "x".repeat(10), 12).is_err());
-        assert_eq!(format!("{:?}", Password::given("hunter22".into())), "Password([redacted])");
+        assert_eq!(
+            format!("{:?}", Password::given("hunter22".into())),
+            "Password([redacted])"
+        );
     }
 }

@@ -15,11 +15,15 @@ impl IpNet {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -54,9 +58,7 @@ impl FromStr for IpNet {
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) compare as the IPv4 address they carry.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -114,13 +116,22 @@ mod tests {
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {
         let trusted = vec!["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(client_ip(ip("1.2.3.4"), Some("9.9.9.9"), &trusted), ip("1.2.3.4"));
-        assert_eq!(client_ip(ip("10.0.0.1"), Some("9.9.9.9"), &trusted), ip("9.9.9.9"));
+        assert_eq!(
+            client_ip(ip("1.2.3.4"), Some("9.9.9.9"), &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), Some("9.9.9.9"), &trusted),
+            ip("9.9.9.9")
+        );
         assert_eq!(
             client_ip(ip("10.0.0.1"), Some("6.6.6.6, 9.9.9.9, 10.0.0.2"), &trusted),
             ip("9.9.9.9")
         );
         assert_eq!(client_ip(ip("10.0.0.1"), None, &trusted), ip("10.0.0.1"));
-        assert_eq!(client_ip(ip("10.0.0.1"), Some("garbage"), &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), Some("garbage"), &trusted),
+            ip("10.0.0.1")
+        );
     }
 }

@@ -43,8 +43,13 @@ impl std::fmt::Debug for PasswordHasher {
 impl PasswordHasher {
     /// Builds the hasher; computes the dummy hash once (one hash's time at start).
     pub fn new(config: &Argon2Config, concurrency: usize, queue_limit: usize) -> Result<Self> {
-        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-            .map_err(Error::internal)?;
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(Error::internal)?;
         let dummy_hash = hash_with(&params, "dummy password for unknown accounts")?;
         Ok(Self {
             params,
@@ -59,7 +64,8 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<String> {
         let params = self.params.clone();
         let password = password.clone();
-        self.run(move || hash_with(&params, password.expose())).await?
+        self.run(move || hash_with(&params, password.expose()))
+            .await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no account
@@ -182,7 +188,10 @@ mod tests {
     async fn unknown_accounts_never_match() {
         let hasher = PasswordHasher::new(&cheap(), 1, 1).unwrap();
         let v = hasher
-            .verify(&Password::given("dummy password for unknown accounts".into()), None)
+            .verify(
+                &Password::given("dummy password for unknown accounts".into()),
+                None,
+            )
             .await
             .unwrap();
         assert!(!v.matches);

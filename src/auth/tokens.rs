@@ -107,7 +107,11 @@ impl TokenKeys {
             refresh_header,
             refresh_encoding: EncodingKey::from_secret(&refresh_key),
             refresh_decoding: DecodingKey::from_secret(&refresh_key),
-            refresh_validation: validation(Algorithm::HS256, &config.jwt_issuer, &config.jwt_audience),
+            refresh_validation: validation(
+                Algorithm::HS256,
+                &config.jwt_issuer,
+                &config.jwt_audience,
+            ),
             jti_key: derive_key(&config.secret_key, "auth-server refresh token id key"),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
@@ -116,7 +120,13 @@ impl TokenKeys {
 
     /// Signs an access token for a session. Times are Unix seconds.
     pub fn issue_access(&self, user_id: &str, session_id: &str, iat: i64, exp: i64) -> String {
-        let claims = self.claims(user_id, session_id, iat, exp, uuid::Uuid::new_v4().to_string());
+        let claims = self.claims(
+            user_id,
+            session_id,
+            iat,
+            exp,
+            uuid::Uuid::new_v4().to_string(),
+        );
         jsonwebtoken::encode(&self.access_header, &claims, &self.access_encoding)
             .expect("HMAC signing of a serialisable struct cannot fail")
     }
@@ -138,11 +148,21 @@ impl TokenKeys {
     }
 
     pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
-        verify(token, ACCESS_TYP, &self.access_decoding, &self.access_validation)
+        verify(
+            token,
+            ACCESS_TYP,
+            &self.access_decoding,
+            &self.access_validation,
+        )
     }
 
     pub fn verify_refresh(&self, token: &str) -> Result<Claims, TokenError> {
-        verify(token, REFRESH_TYP, &self.refresh_decoding, &self.refresh_validation)
+        verify(
+            token,
+            REFRESH_TYP,
+            &self.refresh_decoding,
+            &self.refresh_validation,
+        )
     }
 
     /// The id of a session's refresh token of one generation.
@@ -186,7 +206,11 @@ fn verify(
     // The header is read only to check `typ`; `alg` is pinned by `validation`, and keys named
     // in the header (`jwk`, `jku`, `x5u`, `kid`) are never followed.
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(typ)) {
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(typ))
+    {
         return Err(TokenError::WrongType);
     }
     match jsonwebtoken::decode::<Claims>(token, key, validation) {

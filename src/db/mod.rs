@@ -12,7 +12,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::config::DatabaseUrl;
 
@@ -42,7 +44,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Connects (without retrying) and returns the pool. SQLite creates the file if it is missing.
-    pub async fn connect(url: &DatabaseUrl, max_connections: Option<u32>) -> Result<Self, sqlx::Error> {
+    pub async fn connect(
+        url: &DatabaseUrl,
+        max_connections: Option<u32>,
+    ) -> Result<Self, sqlx::Error> {
         match url {
             DatabaseUrl::Sqlite(url) => {
                 let options = SqliteConnectOptions::from_str(url)?
@@ -134,7 +139,8 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 
 /// True when the error is a violated unique constraint.
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// The current time in Unix epoch milliseconds, the unit every timestamp column uses.

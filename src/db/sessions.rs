@@ -28,7 +28,11 @@ macro_rules! columns {
 }
 
 pub async fn insert(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
-    let sql = concat!("INSERT INTO sessions (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
+    let sql = concat!(
+        "INSERT INTO sessions (",
+        columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    );
     with_pool!(db, pool => sqlx::query(sql)
         .bind(&s.id)
         .bind(&s.user_id)
@@ -56,7 +60,11 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<Session>, sqlx::Error> {
 
 /// The user of a session that is live at `now` (not revoked, not expired), in one round trip:
 /// this runs on every authenticated request.
-pub async fn find_live_user(db: &Db, session_id: &str, now: i64) -> Result<Option<User>, sqlx::Error> {
+pub async fn find_live_user(
+    db: &Db,
+    session_id: &str,
+    now: i64,
+) -> Result<Option<User>, sqlx::Error> {
     let sql = "SELECT u.id, u.email, u.name, u.password_hash, u.is_active, u.is_verified, \
                u.is_superuser, u.created_at, u.updated_at \
                FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -104,7 +112,12 @@ pub async fn rotate(db: &Db, r: &Rotation<'_>) -> Result<bool, sqlx::Error> {
 }
 
 /// Revokes one session of a user. Returns false if it was not a live session of that user.
-pub async fn revoke(db: &Db, user_id: &str, session_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn revoke(
+    db: &Db,
+    user_id: &str,
+    session_id: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE sessions SET revoked_at = $3 \
                WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
     let done = with_pool!(db, pool => sqlx::query(sql)

@@ -19,7 +19,9 @@ pub struct User {
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the hash, never the address: this may reach a log.
-        f.debug_struct("User").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -31,7 +33,11 @@ macro_rules! columns {
 
 /// Inserts a new account. A taken email fails with a unique violation (see `db::is_unique_violation`).
 pub async fn insert(db: &Db, user: &User) -> Result<(), sqlx::Error> {
-    let sql = concat!("INSERT INTO users (", columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+    let sql = concat!(
+        "INSERT INTO users (",
+        columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    );
     with_pool!(db, pool => sqlx::query(sql)
         .bind(&user.id)
         .bind(&user.email)
@@ -75,9 +81,13 @@ pub async fn update_profile(
     changes: &ProfileChanges<'_>,
     now: i64,
 ) -> Result<Option<User>, sqlx::Error> {
-    let sql = concat!("UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
+    let sql = concat!(
+        "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
          is_verified = CASE WHEN $4 THEN FALSE ELSE is_verified END, updated_at = $5 \
-         WHERE id = $1 RETURNING ", columns!(), "");
+         WHERE id = $1 RETURNING ",
+        columns!(),
+        ""
+    );
     with_pool!(db, pool => sqlx::query_as(sql)
         .bind(id)
         .bind(changes.name)
@@ -97,7 +107,8 @@ pub async fn replace_password_hash(
     new_hash: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let sql = "UPDATE users SET password_hash = $3, updated_at = $4 WHERE id = $1 AND password_hash = $2";
+    let sql =
+        "UPDATE users SET password_hash = $3, updated_at = $4 WHERE id = $1 AND password_hash = $2";
     let done = with_pool!(db, pool => sqlx::query(sql)
         .bind(id)
         .bind(old_hash)

@@ -8,7 +8,10 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{BodyKind, Client, JsonBody, OptionalJsonBody, body_kind, parse_form, parse_json, read_body, required};
+use super::extract::{
+    BodyKind, Client, JsonBody, OptionalJsonBody, body_kind, parse_form, parse_json, read_body,
+    required,
+};
 use super::problem::Problem;
 use super::types::*;
 use crate::domain::{Email, FieldErrors, Name, Password};
@@ -45,14 +48,28 @@ async fn register(
     let name = errors
         .check(required("name", body.name))
         .and_then(|n| errors.check(Name::parse("name", &n)));
-    let password = errors.check(required("password", body.password)).and_then(|p| {
-        errors.check(Password::new_password("password", p, state.config.password_min_length))
-    });
+    let password = errors
+        .check(required("password", body.password))
+        .and_then(|p| {
+            errors.check(Password::new_password(
+                "password",
+                p,
+                state.config.password_min_length,
+            ))
+        });
     errors.finish()?;
     let (Some(email), Some(name), Some(password)) = (email, name, password) else {
         unreachable!("finish() returns the errors of any missing field")
     };
-    let user = accounts::register(&state, Registration { email, name, password }).await?;
+    let user = accounts::register(
+        &state,
+        Registration {
+            email,
+            name,
+            password,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -82,7 +99,10 @@ impl FromRequest<AppState> for Credentials {
             BodyKind::Form => {
                 let form: LoginForm = parse_form(&bytes)?;
                 if form.grant_type.as_deref().is_some_and(|g| g != "password") {
-                    return Err(Error::validation("grant_type", "only the `password` grant is supported"));
+                    return Err(Error::validation(
+                        "grant_type",
+                        "only the `password` grant is supported",
+                    ));
                 }
                 (form.username, form.password)
             }
@@ -92,7 +112,11 @@ impl FromRequest<AppState> for Credentials {
                 ));
             }
         };
-        let field = if kind == BodyKind::Form { "username" } else { "email" };
+        let field = if kind == BodyKind::Form {
+            "username"
+        } else {
+            "email"
+        };
         let mut errors = FieldErrors::default();
         let email = errors.check(required(field, email));
         let password = errors.check(required("password", password));
@@ -150,7 +174,8 @@ async fn refresh(
     Client(client): Client,
     JsonBody(body): JsonBody<RefreshRequest>,
 ) -> Result<Json<TokenPairResponse>> {
-    let token = required("refresh_token", body.refresh_token).map_err(|e| Error::Validation(vec![e]))?;
+    let token =
+        required("refresh_token", body.refresh_token).map_err(|e| Error::Validation(vec![e]))?;
     let pair = sessions::refresh(&state, &token, client).await?;
     Ok(Json(pair.into()))
 }
@@ -183,19 +208,31 @@ async fn logout(
     query: std::result::Result<Query<LogoutParams>, axum::extract::rejection::QueryRejection>,
     body: OptionalJsonBody<LogoutRequest>,
 ) -> Result<StatusCode> {
-    let Query(params) = query.map_err(|_| {
-        Error::validation("scope", "must be one of local, global, others")
-    })?;
+    let Query(params) =
+        query.map_err(|_| Error::validation("scope", "must be one of local, global, others"))?;
     let scope = params.scope.unwrap_or_default();
     match (caller, body.0) {
         (Some(super::extract::Authenticated(caller)), _) => {
             sessions::logout(&state, &caller, scope).await?;
         }
-        (None, Some(LogoutRequest { refresh_token: Some(token) })) => {
+        (
+            None,
+            Some(LogoutRequest {
+                refresh_token: Some(token),
+            }),
+        ) => {
             sessions::logout_with_refresh_token(&state, &token, scope).await?;
         }
-        (None, Some(LogoutRequest { refresh_token: None })) => {
-            return Err(Error::validation("refresh_token", "is required without a bearer token"));
+        (
+            None,
+            Some(LogoutRequest {
+                refresh_token: None,
+            }),
+        ) => {
+            return Err(Error::validation(
+                "refresh_token",
+                "is required without a bearer token",
+            ));
         }
         (None, None) => {
             return Err(Error::Unauthorized(

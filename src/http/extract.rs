@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::extract::{
+    ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request,
+};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -29,8 +31,15 @@ pub fn body_kind(headers: &HeaderMap) -> BodyKind {
     let Ok(value) = value.to_str() else {
         return BodyKind::Other;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         BodyKind::Json
     } else if essence == "application/x-www-form-urlencoded" {
         BodyKind::Form
@@ -57,7 +66,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            return Error::validation("body", format!("is not valid JSON: {}", strip_position(&inner)));
+            return Error::validation(
+                "body",
+                format!("is not valid JSON: {}", strip_position(&inner)),
+            );
         }
         let message = strip_position(&inner);
         let field = if path == "." || path.is_empty() {
@@ -131,7 +143,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
             return Ok(Self(None));
         }
         if kind != BodyKind::Json {
-            return Err(Error::UnsupportedMediaType("send the body as application/json"));
+            return Err(Error::UnsupportedMediaType(
+                "send the body as application/json",
+            ));
         }
         parse_json(&bytes).map(|v| Self(Some(v)))
     }
@@ -171,7 +185,8 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?.ok_or(Error::Unauthorized("an access token is required"))?;
+        let token =
+            bearer_token(parts)?.ok_or(Error::Unauthorized("an access token is required"))?;
         let state = AppState::from_ref(state);
         sessions::authenticate(&state, token).await.map(Self)
     }
@@ -184,12 +199,17 @@ where
 {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         match bearer_token(parts)? {
             None => Ok(None),
             Some(token) => {
                 let state = AppState::from_ref(state);
-                sessions::authenticate(&state, token).await.map(|c| Some(Self(c)))
+                sessions::authenticate(&state, token)
+                    .await
+                    .map(|c| Some(Self(c)))
             }
         }
     }
@@ -217,7 +237,8 @@ where
                     .headers
                     .get("x-forwarded-for")
                     .and_then(|v| v.to_str().ok());
-                crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies).to_string()
+                crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies)
+                    .to_string()
             });
         let user_agent = parts
             .headers
@@ -256,10 +277,22 @@ mod tests {
     fn json_errors_name_the_field() {
         assert_eq!(field_of(parse_json::<Body>(b"{").unwrap_err()), "body");
         assert_eq!(field_of(parse_json::<Body>(b"{}").unwrap_err()), "email");
-        assert_eq!(field_of(parse_json::<Body>(br#"{"email": 3}"#).unwrap_err()), "email");
-        assert_eq!(field_of(parse_json::<Body>(br#"{"email": "a", "age": -1}"#).unwrap_err()), "age");
-        assert_eq!(field_of(parse_json::<Body>(br#"{"email": "a", "admin": true}"#).unwrap_err()), "admin");
-        assert_eq!(field_of(parse_json::<Body>(br#"{"email": "a"} x"#).unwrap_err()), "body");
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"{"email": 3}"#).unwrap_err()),
+            "email"
+        );
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"{"email": "a", "age": -1}"#).unwrap_err()),
+            "age"
+        );
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"{"email": "a", "admin": true}"#).unwrap_err()),
+            "admin"
+        );
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"{"email": "a"} x"#).unwrap_err()),
+            "body"
+        );
         assert!(parse_json::<Body>(br#"{"email": "a"}"#).is_ok());
     }
 
@@ -267,11 +300,20 @@ mod tests {
     fn content_types() {
         let mut h = HeaderMap::new();
         assert_eq!(body_kind(&h), BodyKind::None);
-        h.insert(CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        h.insert(
+            CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         assert_eq!(body_kind(&h), BodyKind::Json);
-        h.insert(CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
+        h.insert(
+            CONTENT_TYPE,
+            "application/merge-patch+json".parse().unwrap(),
+        );
         assert_eq!(body_kind(&h), BodyKind::Json);
-        h.insert(CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        h.insert(
+            CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
         assert_eq!(body_kind(&h), BodyKind::Form);
         h.insert(CONTENT_TYPE, "text/plain".parse().unwrap());
         assert_eq!(body_kind(&h), BodyKind::Other);

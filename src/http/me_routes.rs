@@ -49,8 +49,12 @@ async fn update_me(
 ) -> Result<Json<UserResponse>> {
     let mut errors = FieldErrors::default();
     let update = ProfileUpdate {
-        name: body.name.and_then(|n| errors.check(Name::parse("name", &n))),
-        email: body.email.and_then(|e| errors.check(Email::parse("email", &e))),
+        name: body
+            .name
+            .and_then(|n| errors.check(Name::parse("name", &n))),
+        email: body
+            .email
+            .and_then(|e| errors.check(Email::parse("email", &e))),
         current_password: body.current_password.map(Password::given),
     };
     errors.finish()?;

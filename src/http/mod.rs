@@ -15,12 +15,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::map_response;
 use tower::ServiceBuilder;
+use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::LatencyUnit;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
@@ -68,7 +68,10 @@ pub fn app(state: AppState) -> Router {
         (header::X_FRAME_OPTIONS, "DENY"),
     ];
     if config.hsts {
-        security_headers.push((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"));
+        security_headers.push((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ));
     }
 
     let mut app = Router::new()
@@ -76,7 +79,10 @@ pub fn app(state: AppState) -> Router {
         .merge(docs)
         .fallback(|| async { Error::NotFound("there is nothing at this path") });
     for (name, value) in security_headers {
-        app = app.layer(SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)));
+        app = app.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
     }
     if !config.cors_origins.is_empty() {
         app = app.layer(cors(&config.cors_origins));
@@ -91,7 +97,11 @@ pub fn app(state: AppState) -> Router {
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
                     .on_request(())
-                    .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+                    .on_response(
+                        DefaultOnResponse::new()
+                            .level(Level::INFO)
+                            .latency_unit(LatencyUnit::Millis),
+                    ),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(map_response(problem::problemize))
@@ -111,7 +121,13 @@ fn cors(origins: &[String]) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
         .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .max_age(Duration::from_secs(600))

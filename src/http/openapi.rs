@@ -2,7 +2,9 @@
 //! adds the security schemes and the error responses every operation shares.
 
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::openapi::security::{
+    Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi as _};
 
@@ -67,7 +69,9 @@ fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi
         .description(description)
         .content(
             "application/problem+json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
         )
         .build()
         .into()
@@ -94,19 +98,32 @@ impl Modify for CommonResponses {
             .flatten()
             {
                 if op.request_body.is_some() {
-                    add_if_missing(op, "413", "PAYLOAD_TOO_LARGE: the body is over the size limit");
+                    add_if_missing(
+                        op,
+                        "413",
+                        "PAYLOAD_TOO_LARGE: the body is over the size limit",
+                    );
                     add_if_missing(op, "415", "UNSUPPORTED_MEDIA_TYPE: the body is not JSON");
-                    add_if_missing(op, "422", "VALIDATION_FAILED: the body or a field is invalid; `errors` names each field");
+                    add_if_missing(
+                        op,
+                        "422",
+                        "VALIDATION_FAILED: the body or a field is invalid; `errors` names each field",
+                    );
                 }
-                let secured = op
-                    .security
-                    .as_ref()
-                    .is_some_and(|s| !s.is_empty());
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 if secured {
-                    add_if_missing(op, "401", "UNAUTHORIZED: missing, malformed, expired or revoked access token");
+                    add_if_missing(
+                        op,
+                        "401",
+                        "UNAUTHORIZED: missing, malformed, expired or revoked access token",
+                    );
                 }
                 add_if_missing(op, "500", "INTERNAL: an unexpected error");
-                add_if_missing(op, "503", "SERVICE_UNAVAILABLE: the database does not answer, or the server is busy");
+                add_if_missing(
+                    op,
+                    "503",
+                    "SERVICE_UNAVAILABLE: the database does not answer, or the server is busy",
+                );
             }
         }
     }

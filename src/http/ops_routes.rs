@@ -28,7 +28,10 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRespon
     match ping {
         Ok(Ok(())) => (
             StatusCode::OK,
-            Json(HealthResponse { status: "ok", database: "ok" }),
+            Json(HealthResponse {
+                status: "ok",
+                database: "ok",
+            }),
         ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check: database unavailable");
@@ -44,6 +47,9 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRespon
 fn unavailable() -> (StatusCode, Json<HealthResponse>) {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(HealthResponse { status: "unavailable", database: "unavailable" }),
+        Json(HealthResponse {
+            status: "unavailable",
+            database: "unavailable",
+        }),
     )
 }

@@ -88,7 +88,9 @@ impl IntoResponse for Error {
             Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
             Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Error::UnsupportedMediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
-            Error::Busy | Error::DatabaseUnavailable(_) => (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            Error::Busy | Error::DatabaseUnavailable(_) => {
+                (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+            }
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
         };
         match &self {
@@ -145,13 +147,22 @@ where
     use StatusCode as S;
     let (code, detail) = match status {
         S::NOT_FOUND => ("NOT_FOUND", "there is nothing at this path"),
-        S::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "this path does not take this method; see the Allow header"),
+        S::METHOD_NOT_ALLOWED => (
+            "METHOD_NOT_ALLOWED",
+            "this path does not take this method; see the Allow header",
+        ),
         S::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
-        S::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", "send the body as application/json"),
-        S::UNPROCESSABLE_ENTITY | S::BAD_REQUEST => ("VALIDATION_FAILED", "the request is not valid"),
-        S::REQUEST_TIMEOUT | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => {
-            ("SERVICE_UNAVAILABLE", "the server could not answer in time; try again")
+        S::UNSUPPORTED_MEDIA_TYPE => (
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+        ),
+        S::UNPROCESSABLE_ENTITY | S::BAD_REQUEST => {
+            ("VALIDATION_FAILED", "the request is not valid")
         }
+        S::REQUEST_TIMEOUT | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => (
+            "SERVICE_UNAVAILABLE",
+            "the server could not answer in time; try again",
+        ),
         S::TOO_MANY_REQUESTS => ("TOO_MANY_REQUESTS", "too many requests; try again later"),
         S::UNAUTHORIZED => ("UNAUTHORIZED", "authentication is required"),
         S::FORBIDDEN => ("FORBIDDEN", "you are not allowed to do this"),
@@ -160,7 +171,9 @@ where
     };
     let (mut parts, _) = response.into_parts();
     let body = serde_json::to_vec(&problem(status, code, detail)).unwrap_or_default();
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }

@@ -40,8 +40,15 @@ pub async fn register(state: &AppState, new: Registration) -> Result<users::User
 }
 
 /// Checks the caller's password again before a sensitive change (403 when wrong).
-pub async fn confirm_password(state: &AppState, user: &users::User, password: &Password) -> Result<()> {
-    let verification = state.hasher.verify(password, Some(&user.password_hash)).await?;
+pub async fn confirm_password(
+    state: &AppState,
+    user: &users::User,
+    password: &Password,
+) -> Result<()> {
+    let verification = state
+        .hasher
+        .verify(password, Some(&user.password_hash))
+        .await?;
     if verification.matches {
         Ok(())
     } else {
@@ -58,7 +65,11 @@ pub struct ProfileUpdate {
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
-pub async fn update_profile(state: &AppState, user: &users::User, update: ProfileUpdate) -> Result<users::User> {
+pub async fn update_profile(
+    state: &AppState,
+    user: &users::User,
+    update: ProfileUpdate,
+) -> Result<users::User> {
     let new_email = update.email.filter(|e| e.as_str() != user.email);
     if new_email.is_some() {
         let Some(password) = &update.current_password else {
@@ -84,7 +95,11 @@ pub async fn update_profile(state: &AppState, user: &users::User, update: Profil
 
 /// Deletes the caller's account, its sessions and tokens, after checking its password.
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
-pub async fn delete_account(state: &AppState, user: &users::User, password: &Password) -> Result<()> {
+pub async fn delete_account(
+    state: &AppState,
+    user: &users::User,
+    password: &Password,
+) -> Result<()> {
     confirm_password(state, user, password).await?;
     users::delete(&state.db, &user.id).await?;
     tracing::info!("account deleted");

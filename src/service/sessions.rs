@@ -53,7 +53,12 @@ fn ms(d: std::time::Duration) -> i64 {
 
 /// Checks email and password and opens a session.
 #[tracing::instrument(skip_all)]
-pub async fn login(state: &AppState, email: &str, password: &Password, client: ClientInfo) -> Result<TokenPair> {
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &Password,
+    client: ClientInfo,
+) -> Result<TokenPair> {
     // An address that cannot be valid cannot have an account; it still costs a verification.
     let user = match Email::parse("email", email) {
         Ok(email) => users::find_by_email(&state.db, email.as_str()).await?,
@@ -82,23 +87,36 @@ pub async fn login(state: &AppState, email: &str, password: &Password, client: C
 /// Replaces a hash made with old parameters, without delaying the login that found it.
 fn upgrade_hash_in_background(state: &AppState, user: &users::User, password: &Password) {
     let state = state.clone();
-    let (id, old_hash, password) = (user.id.clone(), user.password_hash.clone(), password.clone());
+    let (id, old_hash, password) = (
+        user.id.clone(),
+        user.password_hash.clone(),
+        password.clone(),
+    );
     tokio::spawn(async move {
         let result = async {
             let new_hash = state.hasher.hash(&password).await?;
-            users::replace_password_hash(&state.db, &id, &old_hash, &new_hash, db::now_ms()).await?;
+            users::replace_password_hash(&state.db, &id, &old_hash, &new_hash, db::now_ms())
+                .await?;
             Ok::<_, Error>(())
         }
         .await;
         match result {
-            Ok(()) => tracing::info!(user_id = %id, "password hash upgraded to the current parameters"),
-            Err(e) => tracing::warn!(user_id = %id, error = %e, "could not upgrade a password hash"),
+            Ok(()) => {
+                tracing::info!(user_id = %id, "password hash upgraded to the current parameters")
+            }
+            Err(e) => {
+                tracing::warn!(user_id = %id, error = %e, "could not upgrade a password hash")
+            }
         }
     });
 }
 
 /// Opens a new session for `user` and returns its first token pair.
-pub async fn open_session(state: &AppState, user: &users::User, client: ClientInfo) -> Result<TokenPair> {
+pub async fn open_session(
+    state: &AppState,
+    user: &users::User,
+    client: ClientInfo,
+) -> Result<TokenPair> {
     let config = &state.config;
     let now = db::now_ms();
     let id = uuid::Uuid::new_v4().to_string();
@@ -108,7 +126,9 @@ pub async fn open_session(state: &AppState, user: &users::User, client: ClientIn
         refresh_jti_hash: hash_token_id(&state.tokens.refresh_jti(&id, 0)),
         previous_jti_hash: None,
         refreshed_at: now,
-        refresh_expires_at: now.saturating_add(ms(config.refresh_token_ttl)).min(expires_at),
+        refresh_expires_at: now
+            .saturating_add(ms(config.refresh_token_ttl))
+            .min(expires_at),
         created_at: now,
         last_used_at: now,
         expires_at,
@@ -215,14 +235,20 @@ fn verify_refresh(state: &AppState, token: &str) -> Result<Claims> {
     })
 }
 
-async fn revoke_for_reuse(state: &AppState, session: &sessions::Session, now: i64) -> Result<Error> {
+async fn revoke_for_reuse(
+    state: &AppState,
+    session: &sessions::Session,
+    now: i64,
+) -> Result<Error> {
     sessions::revoke(&state.db, &session.user_id, &session.id, now).await?;
     tracing::warn!(
         user_id = %session.user_id,
         session_id = %session.id,
         "a spent refresh token was presented again; the session is revoked"
     );
-    Ok(Error::InvalidRefreshToken("the refresh token was already used; the session is revoked"))
+    Ok(Error::InvalidRefreshToken(
+        "the refresh token was already used; the session is revoked",
+    ))
 }
 
 /// Spends a refresh token and returns the next pair (see the rotation rules in the README).
@@ -242,7 +268,8 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
                     return Err(Error::InvalidRefreshToken("the account is not active"));
                 }
                 let generation = session.refresh_generation + 1;
-                let new_jti_hash = hash_token_id(&state.tokens.refresh_jti(&session.id, generation));
+                let new_jti_hash =
+                    hash_token_id(&state.tokens.refresh_jti(&session.id, generation));
                 let refresh_expires_at = now
                     .saturating_add(ms(state.config.refresh_token_ttl))
                     .min(session.expires_at);
@@ -285,7 +312,9 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
             Standing::Reused => return Err(revoke_for_reuse(state, &session, now).await?),
         }
     }
-    Err(Error::InvalidRefreshToken("the refresh token is no longer valid"))
+    Err(Error::InvalidRefreshToken(
+        "the refresh token is no longer valid",
+    ))
 }
 
 /// Ends sessions of an authenticated caller.
@@ -295,7 +324,11 @@ pub async fn logout(state: &AppState, caller: &Caller, scope: LogoutScope) -> Re
 
 /// Ends sessions named by a refresh token (for clients whose access token has expired).
 /// A token of a session that has already ended is accepted: the logout has happened.
-pub async fn logout_with_refresh_token(state: &AppState, token: &str, scope: LogoutScope) -> Result<()> {
+pub async fn logout_with_refresh_token(
+    state: &AppState,
+    token: &str,
+    scope: LogoutScope,
+) -> Result<()> {
     let claims = verify_refresh(state, token)?;
     let now = db::now_ms();
     let session = match live_session_of(state, &claims, now).await {
@@ -311,10 +344,17 @@ pub async fn logout_with_refresh_token(state: &AppState, token: &str, scope: Log
     }
 }
 
-async fn end_sessions(state: &AppState, user_id: &str, session_id: &str, scope: LogoutScope) -> Result<()> {
+async fn end_sessions(
+    state: &AppState,
+    user_id: &str,
+    session_id: &str,
+    scope: LogoutScope,
+) -> Result<()> {
     let now = db::now_ms();
     let ended = match scope {
-        LogoutScope::Local => u64::from(sessions::revoke(&state.db, user_id, session_id, now).await?),
+        LogoutScope::Local => {
+            u64::from(sessions::revoke(&state.db, user_id, session_id, now).await?)
+        }
         LogoutScope::Global => sessions::revoke_all_of_user(&state.db, user_id, None, now).await?,
         LogoutScope::Others => {
             sessions::revoke_all_of_user(&state.db, user_id, Some(session_id), now).await?

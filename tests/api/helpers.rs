@@ -1,0 +1,335 @@
+//! The test harness: the real server on port 0, a fresh database per test, over real HTTP.
+//!
+//! By default each test gets a new SQLite file. With `TEST_DATABASE_URL=postgres://...` (a
+//! server URL; its database part is ignored) each test gets a freshly created PostgreSQL
+//! database, dropped when the test ends.
+
+use std::path::PathBuf;
+
+use auth_server::config::DatabaseUrl;
+use auth_server::db::Db;
+use auth_server::state::AppState;
+use auth_server::{Application, Config};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "test-secret-key-that-is-at-least-32-bytes-long";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Where a test's database lives; removed when the test ends.
+enum TestDb {
+    Sqlite(PathBuf),
+    Postgres { server: String, name: String },
+}
+
+impl TestDb {
+    async fn create() -> (Self, String) {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(server) if !server.is_empty() => {
+                let server = server_url(&server);
+                let name = format!("auth_test_{id}");
+                let admin = Db::connect(
+                    &DatabaseUrl::Postgres(format!("{server}/postgres")),
+                    Some(1),
+                )
+                .await
+                .expect("TEST_DATABASE_URL must reach a PostgreSQL server");
+                let Db::Postgres(pool) = &admin else {
+                    unreachable!()
+                };
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(pool)
+                    .await
+                    .expect("create the test database");
+                admin.close().await;
+                let url = format!("{server}/{name}");
+                (Self::Postgres { server, name }, url)
+            }
+            _ => {
+                let path = std::env::temp_dir().join(format!("auth-server-test-{id}.db"));
+                let url = format!("sqlite://{}", path.display());
+                (Self::Sqlite(path), url)
+            }
+        }
+    }
+}
+
+/// `postgres://user@host:port/db?x` -> `postgres://user@host:port`.
+fn server_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self {
+            Self::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Self::Postgres { server, name } => {
+                let (server, name) = (server.clone(), name.clone());
+                // Drop runs inside the test's runtime; the drop needs one of its own.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async move {
+                        if let Ok(Db::Postgres(pool)) = Db::connect(
+                            &DatabaseUrl::Postgres(format!("{server}/postgres")),
+                            Some(1),
+                        )
+                        .await
+                        {
+                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&pool)
+                            .await;
+                            pool.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    // Last: the database is removed after the server has stopped.
+    _db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The configuration every test starts from: cheap argon2, a fixed key, port 0.
+pub fn test_vars(database_url: &str) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", database_url),
+        ("PORT", "0"),
+        ("SECRET_KEY", SECRET),
+        ("ARGON2_MEMORY_KIB", "256"),
+        ("ARGON2_ITERATIONS", "1"),
+        ("ARGON2_PARALLELISM", "1"),
+        ("DATABASE_MAX_CONNECTIONS", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the server with extra configuration variables over the test defaults.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let (db, url) = TestDb::create().await;
+    let mut vars = test_vars(&url);
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_vars(vars).expect("test configuration");
+    start(config, db).await
+}
+
+async fn start(config: Config, db: TestDb) -> TestApp {
+    let app = Application::build(config).await.expect("the server starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        state,
+        shutdown: Some(tx),
+        _db: db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Response {
+        self.post_json(
+            "/register",
+            &json!({"email": email, "password": password, "name": name}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json("/login", &json!({"email": email, "password": password}))
+            .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json("/refresh", &json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn me(&self, access_token: &str) -> Response {
+        self.client
+            .get(self.url("/me"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn logout(&self, access_token: &str, scope: Option<&str>) -> Response {
+        let path = match scope {
+            Some(s) => format!("/logout?scope={s}"),
+            None => "/logout".to_string(),
+        };
+        self.client
+            .post(self.url(&path))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `email` with [`PASSWORD`] and logs in; returns the user and the token pair.
+    pub async fn signed_up(&self, email: &str) -> (Value, Tokens) {
+        let user = self.register(email, PASSWORD, "Test User").await;
+        assert_eq!(user.status(), StatusCode::CREATED);
+        let user: Value = user.json().await.unwrap();
+        let tokens = self.login_ok(email).await;
+        (user, tokens)
+    }
+
+    /// Logs in with [`PASSWORD`], asserting success.
+    pub async fn login_ok(&self, email: &str) -> Tokens {
+        let response = self.login(email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        Tokens::from(response.json::<Value>().await.unwrap())
+    }
+
+    /// Runs a counting query on whichever database the app uses.
+    pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
+        match &self.state.db {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql)
+                .bind(bind)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sql)
+                .bind(bind)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Runs a statement with one text parameter.
+    pub async fn execute(&self, sql: &'static str, bind: &str) {
+        match &self.state.db {
+            Db::Sqlite(pool) => sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ()),
+            Db::Postgres(pool) => sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ()),
+        }
+        .unwrap();
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub body: Value,
+}
+
+impl From<Value> for Tokens {
+    fn from(body: Value) -> Self {
+        Self {
+            access: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_string(),
+            refresh: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_string(),
+            body,
+        }
+    }
+}
+
+/// Asserts a problem+json response with `status` and `code`, and returns its body.
+pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "code in {body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], "about:blank");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// The field names of a VALIDATION_FAILED body.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs futures at the same time, each on its own task, and returns their outputs in order.
+pub async fn concurrently<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("the task finished"));
+    }
+    outputs
+}
