@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -30,9 +29,6 @@ pub enum StartError {
     Setup(#[from] crate::Error),
 }
 
-/// How long start-up waits for an unreachable database before giving up.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
-
 pub struct Application {
     listener: TcpListener,
     state: AppState,
@@ -44,7 +40,7 @@ impl Application {
         let db = Db::connect_with_retry(
             &config.database_url,
             config.database_max_connections,
-            CONNECT_PATIENCE,
+            config.database_connect_timeout,
         )
         .await
         .map_err(|source| StartError::Connect {

@@ -119,6 +119,8 @@ pub struct Config {
     /// How many hash jobs may wait for a slot before requests are turned away with 503.
     pub hash_queue_limit: usize,
     pub database_max_connections: Option<u32>,
+    /// How long start-up waits for an unreachable database before giving up.
+    pub database_connect_timeout: Duration,
     pub host: IpAddr,
     pub port: u16,
     pub public_url: String,
@@ -324,6 +326,12 @@ impl Config {
             ),
         };
 
+        let database_connect_timeout = Duration::from_secs(parse(
+            "DATABASE_CONNECT_TIMEOUT_SECONDS",
+            get("DATABASE_CONNECT_TIMEOUT_SECONDS"),
+            10u64,
+        )?);
+
         let host = parse(
             "HOST",
             get("HOST"),
@@ -432,6 +440,7 @@ impl Config {
             hash_concurrency,
             hash_queue_limit,
             database_max_connections,
+            database_connect_timeout,
             host,
             port,
             public_url,

@@ -177,3 +177,19 @@ where
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
+
+/// A handler that panicked: logged, and answered like any unexpected error.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    tracing::error!(panic = %message, "request handler panicked");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "an unexpected error occurred",
+    )
+    .into_response()
+}

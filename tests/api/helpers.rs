@@ -5,6 +5,7 @@
 //! database, dropped when the test ends.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use auth_server::config::DatabaseUrl;
 use auth_server::db::Db;
@@ -104,9 +105,11 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// The configuration variables the server was started with.
+    pub vars: Vec<(String, String)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    // Last: the database is removed after the server has stopped.
-    _db: TestDb,
+    // Last: the database is removed after every server on it has stopped.
+    db: Arc<TestDb>,
 }
 
 impl Drop for TestApp {
@@ -139,14 +142,24 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server with extra configuration variables over the test defaults.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let (db, url) = TestDb::create().await;
-    let mut vars = test_vars(&url);
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::from_vars(vars).expect("test configuration");
-    start(config, db).await
+    spawn_app_on(extra, |url| url.to_string()).await
 }
 
-async fn start(config: Config, db: TestDb) -> TestApp {
+/// Starts the server with its database URL rewritten by `route` (to go through a proxy, say).
+pub async fn spawn_app_on(extra: &[(&str, &str)], route: impl FnOnce(&str) -> String) -> TestApp {
+    let (db, url) = TestDb::create().await;
+    let mut vars = test_vars(&route(&url));
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    start(vars, Arc::new(db)).await
+}
+
+/// True when the suite runs on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
+}
+
+async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>) -> TestApp {
+    let config = Config::from_vars(vars.clone()).expect("test configuration");
     let app = Application::build(config).await.expect("the server starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
@@ -161,12 +174,18 @@ async fn start(config: Config, db: TestDb) -> TestApp {
             .build()
             .unwrap(),
         state,
+        vars,
         shutdown: Some(tx),
-        _db: db,
+        db,
     }
 }
 
 impl TestApp {
+    /// Another server process's worth: a second instance, with its own pool, on the same database.
+    pub async fn another_instance(&self) -> TestApp {
+        start(self.vars.clone(), self.db.clone()).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod errors;
+mod instances;
 mod login;
 mod logout;
 mod me;
