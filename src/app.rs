@@ -6,8 +6,12 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::db::Db;
+use crate::mail::Mailer;
+use crate::mail::worker::Worker;
 use crate::state::AppState;
 
 /// Why the server could not start. Each says what to fix, on one line.
@@ -25,6 +29,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up mail: {0}")]
+    Mail(String),
     #[error("cannot start: {0}")]
     Setup(#[from] crate::Error),
 }
@@ -32,6 +38,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    mailer: Arc<Mailer>,
 }
 
 impl Application {
@@ -57,8 +64,18 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let mailer = Mailer::new(&config).map_err(StartError::Mail)?;
+        if mailer.logs_only() {
+            tracing::warn!(
+                "SMTP_URL is not set: mail is written to the log instead of sent (development only)"
+            );
+        }
         let state = AppState::new(config, db)?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            mailer: Arc::new(mailer),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -81,12 +98,25 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = crate::http::app(self.state.clone());
+        let (stop_worker, stop) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(
+            Worker {
+                db: self.state.db.clone(),
+                mailer: self.mailer.clone(),
+                wakeup: self.state.mail_wakeup.clone(),
+                retry_base: self.state.config.mail_retry_base,
+                max_attempts: self.state.config.mail_max_attempts,
+            }
+            .run(stop),
+        );
         let result = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        let _ = stop_worker.send(true);
+        let _ = worker.await;
         self.state.db.close().await;
         result
     }

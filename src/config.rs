@@ -124,6 +124,18 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub public_url: String,
+    /// Where mail goes; `None` writes each mail to the log instead (development).
+    pub smtp_url: Option<String>,
+    /// The From of every mail (required with SMTP_URL).
+    pub mail_from: String,
+    pub password_reset_ttl: Duration,
+    pub verify_email_ttl: Duration,
+    /// At most one reset (or verification) mail per address per this interval.
+    pub mail_rate_limit: Duration,
+    /// The first retry of a failed mail waits this long; each next one twice as long (up to an hour).
+    pub mail_retry_base: Duration,
+    /// Attempts after which a mail is marked failed for good.
+    pub mail_max_attempts: u32,
     pub cors_origins: Vec<String>,
     pub require_verified_email: bool,
     pub password_min_length: usize,
@@ -348,6 +360,73 @@ impl Config {
         }
         let public_url = public_url.trim_end_matches('/').to_string();
 
+        let smtp_url = get("SMTP_URL");
+        if let Some(url) = &smtp_url {
+            let parsed =
+                url::Url::parse(url).map_err(|e| err("SMTP_URL", format!("not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "smtp" | "smtps") || parsed.host_str().is_none() {
+                return Err(err(
+                    "SMTP_URL",
+                    "expected smtp://user:password@host:port or smtps://...".into(),
+                ));
+            }
+        }
+        let mail_from = match (get("MAIL_FROM"), &smtp_url) {
+            (Some(from), _) => from,
+            (None, None) => "auth-server <no-reply@localhost>".to_string(),
+            (None, Some(_)) => {
+                return Err(err("MAIL_FROM", "is required when SMTP_URL is set".into()));
+            }
+        };
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(err(
+                "MAIL_FROM",
+                format!("`{mail_from}` is not an address such as `Example <no-reply@example.com>`"),
+            ));
+        }
+        let reset_minutes = positive(
+            "PASSWORD_RESET_EXPIRE_MINUTES",
+            parse(
+                "PASSWORD_RESET_EXPIRE_MINUTES",
+                get("PASSWORD_RESET_EXPIRE_MINUTES"),
+                30u64,
+            )?,
+        )?
+        .min(60 * 24 * 30);
+        let verify_hours = positive(
+            "VERIFY_EMAIL_EXPIRE_HOURS",
+            parse(
+                "VERIFY_EMAIL_EXPIRE_HOURS",
+                get("VERIFY_EMAIL_EXPIRE_HOURS"),
+                24u64,
+            )?,
+        )?
+        .min(24 * 365);
+        let mail_rate_limit = Duration::from_secs(
+            parse(
+                "MAIL_RATE_LIMIT_SECONDS",
+                get("MAIL_RATE_LIMIT_SECONDS"),
+                60u64,
+            )?
+            .min(86_400),
+        );
+        let mail_retry_base = Duration::from_secs(
+            positive(
+                "MAIL_RETRY_BASE_SECONDS",
+                parse(
+                    "MAIL_RETRY_BASE_SECONDS",
+                    get("MAIL_RETRY_BASE_SECONDS"),
+                    5u64,
+                )?,
+            )?
+            .min(3600),
+        );
+        let mail_max_attempts = positive(
+            "MAIL_MAX_ATTEMPTS",
+            parse("MAIL_MAX_ATTEMPTS", get("MAIL_MAX_ATTEMPTS"), 10u64)?,
+        )?
+        .min(100) as u32;
+
         let mut cors_origins = Vec::new();
         for origin in get("CORS_ORIGINS")
             .unwrap_or_default()
@@ -444,6 +523,13 @@ impl Config {
             host,
             port,
             public_url,
+            smtp_url,
+            mail_from,
+            password_reset_ttl: Duration::from_secs(reset_minutes * 60),
+            verify_email_ttl: Duration::from_secs(verify_hours * 3600),
+            mail_rate_limit,
+            mail_retry_base,
+            mail_max_attempts,
             cors_origins,
             require_verified_email,
             password_min_length,

@@ -43,6 +43,9 @@ pub enum Error {
     /// A refresh token that is invalid, expired, spent or revoked (401).
     #[error("{0}")]
     InvalidRefreshToken(&'static str),
+    /// A password-reset or verification token that is invalid, expired or used (400).
+    #[error("{0}")]
+    InvalidOneTimeToken(&'static str),
     #[error("you are not allowed to do this")]
     Forbidden,
     #[error("{0}")]

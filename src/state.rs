@@ -13,6 +13,8 @@ pub struct AppState {
     pub db: Db,
     pub hasher: Arc<PasswordHasher>,
     pub tokens: Arc<TokenKeys>,
+    /// Wakes the mail worker when a request has queued mail.
+    pub mail_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -28,6 +30,7 @@ impl AppState {
             db,
             hasher: Arc::new(hasher),
             tokens: Arc::new(tokens),
+            mail_wakeup: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }

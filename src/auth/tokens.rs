@@ -187,6 +187,13 @@ impl TokenKeys {
     }
 }
 
+/// A new single-use token: 256 bits from the OS, base64url.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random number generator works");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// The stored form of a token id: its SHA-256, hex.
 pub fn hash_token_id(jti: &str) -> String {
     let digest = Sha256::digest(jti.as_bytes());

@@ -1,7 +1,7 @@
 //! The `sessions` table: one row per login, holding the state of its refresh-token chain.
 
 use super::users::User;
-use super::{Db, with_pool};
+use super::{Db, Tx, with_pool, with_tx};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Session {
@@ -147,4 +147,19 @@ pub async fn revoke_all_of_user(
         .await
         .map(|r| r.rows_affected()))?;
     Ok(done)
+}
+
+/// Revokes every live session of a user, inside a transaction.
+pub async fn revoke_all_of_user_in(
+    tx: &mut Tx,
+    user_id: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+    with_tx!(tx, conn => sqlx::query(sql)
+        .bind(user_id)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))
 }

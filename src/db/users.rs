@@ -1,6 +1,6 @@
 //! The `users` table.
 
-use super::{Db, with_pool};
+use super::{Db, Tx, with_pool, with_tx};
 
 /// An account as stored. `email` is normalised (trimmed, lower-cased).
 #[derive(Clone, sqlx::FromRow)]
@@ -32,13 +32,13 @@ macro_rules! columns {
 }
 
 /// Inserts a new account. A taken email fails with a unique violation (see `db::is_unique_violation`).
-pub async fn insert(db: &Db, user: &User) -> Result<(), sqlx::Error> {
+pub async fn insert(tx: &mut Tx, user: &User) -> Result<(), sqlx::Error> {
     let sql = concat!(
         "INSERT INTO users (",
         columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     );
-    with_pool!(db, pool => sqlx::query(sql)
+    with_tx!(tx, conn => sqlx::query(sql)
         .bind(&user.id)
         .bind(&user.email)
         .bind(&user.name)
@@ -48,7 +48,7 @@ pub async fn insert(db: &Db, user: &User) -> Result<(), sqlx::Error> {
         .bind(user.is_superuser)
         .bind(user.created_at)
         .bind(user.updated_at)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
     Ok(())
@@ -76,7 +76,7 @@ pub struct ProfileChanges<'a> {
 /// Applies `changes` and returns the updated row (`None` if the user is gone). A taken email
 /// fails with a unique violation.
 pub async fn update_profile(
-    db: &Db,
+    tx: &mut Tx,
     id: &str,
     changes: &ProfileChanges<'_>,
     now: i64,
@@ -88,13 +88,13 @@ pub async fn update_profile(
         columns!(),
         ""
     );
-    with_pool!(db, pool => sqlx::query_as(sql)
+    with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(id)
         .bind(changes.name)
         .bind(changes.email)
         .bind(changes.unverify)
         .bind(now)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await)
 }
 
@@ -128,4 +128,37 @@ pub async fn delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
         .await
         .map(|r| r.rows_affected()))?;
     Ok(done == 1)
+}
+
+/// Sets a new password hash (a reset) and marks the address verified: the reset link proved it.
+pub async fn reset_password(
+    tx: &mut Tx,
+    id: &str,
+    new_hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql =
+        "UPDATE users SET password_hash = $2, is_verified = TRUE, updated_at = $3 WHERE id = $1";
+    let done = with_tx!(tx, conn => sqlx::query(sql)
+        .bind(id)
+        .bind(new_hash)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Marks the account verified, if its address is still `email`. Returns the updated row.
+pub async fn mark_verified(
+    tx: &mut Tx,
+    id: &str,
+    email: &str,
+    now: i64,
+) -> Result<Option<User>, sqlx::Error> {
+    let sql = concat!(
+        "UPDATE users SET is_verified = TRUE, updated_at = $3 WHERE id = $1 AND email = $2 RETURNING ",
+        columns!()
+    );
+    with_tx!(tx, conn => sqlx::query_as(sql).bind(id).bind(email).bind(now).fetch_optional(conn).await)
 }

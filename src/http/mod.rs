@@ -6,6 +6,7 @@ mod me_routes;
 pub mod openapi;
 mod ops_routes;
 pub mod problem;
+mod recovery_routes;
 pub mod types;
 
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(auth_routes::router())
         .merge(me_routes::router())
+        .merge(recovery_routes::router())
         .merge(ops_routes::router())
         .split_for_parts();
     (router, openapi::finish(api))

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi as _};
     tags(
         (name = "authentication", description = "Register, log in, refresh, log out"),
         (name = "current user", description = "The account of the access token's owner"),
+        (name = "password reset and verification", description = "Links sent by mail"),
         (name = "operations", description = "Health"),
     )
 )]

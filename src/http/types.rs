@@ -87,6 +87,38 @@ pub struct DeleteMeRequest {
     pub password: Option<String>,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    #[schema(required = true, example = "alice@example.com")]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetConfirm {
+    /// The token from the link.
+    #[schema(required = true)]
+    pub token: Option<String>,
+    /// 8 to 128 characters.
+    #[schema(required = true, min_length = 8, max_length = 128, format = Password)]
+    pub new_password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfirm {
+    /// The token from the link.
+    #[schema(required = true)]
+    pub token: Option<String>,
+}
+
+/// The request was taken; what follows happens by mail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedResponse {
+    pub message: &'static str,
+}
+
 /// An account.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {

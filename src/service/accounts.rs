@@ -1,8 +1,10 @@
 //! Accounts: registration, profile changes, deletion.
 
-use crate::db::{self, users};
+use crate::db::{self, outbox, users};
 use crate::domain::{Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
+use crate::mail::templates;
+use crate::service::recovery;
 use crate::state::AppState;
 
 /// A new account, as validated at the boundary.
@@ -28,15 +30,19 @@ pub async fn register(state: &AppState, new: Registration) -> Result<users::User
         created_at: now,
         updated_at: now,
     };
-    // The unique index decides between concurrent registrations of one address.
-    match users::insert(&state.db, &user).await {
-        Ok(()) => {
-            tracing::info!(user_id = %user.id, "account registered");
-            Ok(user)
-        }
-        Err(e) if db::is_unique_violation(&e) => Err(Error::EmailTaken),
-        Err(e) => Err(e.into()),
+    // The unique index decides between concurrent registrations of one address; the
+    // verification mail is queued in the same transaction.
+    let mut tx = state.db.begin().await?;
+    match users::insert(&mut tx, &user).await {
+        Ok(()) => {}
+        Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
+        Err(e) => return Err(e.into()),
     }
+    recovery::queue_verification(state, &mut tx, &user.id, &user.email, now).await?;
+    tx.commit().await?;
+    state.mail_wakeup.notify_one();
+    tracing::info!(user_id = %user.id, "account registered");
+    Ok(user)
 }
 
 /// Checks the caller's password again before a sensitive change (403 when wrong).
@@ -85,12 +91,26 @@ pub async fn update_profile(
         email: new_email.as_ref().map(Email::as_str),
         unverify: new_email.is_some(),
     };
-    match users::update_profile(&state.db, &user.id, &changes, db::now_ms()).await {
-        Ok(Some(updated)) => Ok(updated),
-        Ok(None) => Err(Error::Unauthorized("the account no longer exists")),
-        Err(e) if db::is_unique_violation(&e) => Err(Error::EmailTaken),
-        Err(e) => Err(e.into()),
+    let now = db::now_ms();
+    let mut tx = state.db.begin().await?;
+    let updated = match users::update_profile(&mut tx, &user.id, &changes, now).await {
+        Ok(Some(updated)) => updated,
+        Ok(None) => return Err(Error::Unauthorized("the account no longer exists")),
+        Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(new_email) = &new_email {
+        // A link to confirm the new address, and a word to the old one.
+        recovery::queue_verification(state, &mut tx, &user.id, new_email.as_str(), now).await?;
+        let notice = templates::email_changed(&user.email, new_email.as_str());
+        outbox::enqueue(&mut tx, &user.email, &notice.subject, &notice.body, now).await?;
     }
+    tx.commit().await?;
+    if new_email.is_some() {
+        state.mail_wakeup.notify_one();
+        tracing::info!("email address changed");
+    }
+    Ok(updated)
 }
 
 /// Deletes the caller's account, its sessions and tokens, after checking its password.

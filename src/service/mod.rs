@@ -1,4 +1,5 @@
 //! The account rules. Called by the HTTP layer; calls `db` for storage and `auth` for credentials.
 
 pub mod accounts;
+pub mod recovery;
 pub mod sessions;

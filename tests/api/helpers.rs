@@ -108,6 +108,7 @@ pub struct TestApp {
     /// The configuration variables the server was started with.
     pub vars: Vec<(String, String)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Last: the database is removed after every server on it has stopped.
     db: Arc<TestDb>,
 }
@@ -153,6 +154,17 @@ pub async fn spawn_app_on(extra: &[(&str, &str)], route: impl FnOnce(&str) -> St
     start(vars, Arc::new(db)).await
 }
 
+/// Starts the server on a database that `prepare` has set up first (an older schema, say).
+pub async fn spawn_app_after(prepare: impl AsyncFnOnce(&Db)) -> TestApp {
+    let (db, url) = TestDb::create().await;
+    let pool = Db::connect(&Config::from_vars(test_vars(&url)).unwrap().database_url, Some(1))
+        .await
+        .unwrap();
+    prepare(&pool).await;
+    pool.close().await;
+    start(test_vars(&url), Arc::new(db)).await
+}
+
 /// True when the suite runs on PostgreSQL.
 pub fn on_postgres() -> bool {
     std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
@@ -164,7 +176,7 @@ async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
+    let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     TestApp {
@@ -176,11 +188,26 @@ async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>) -> TestApp {
         state,
         vars,
         shutdown: Some(tx),
+        server: Some(server),
         db,
     }
 }
 
 impl TestApp {
+    /// Stops this server (letting it finish) and starts it again on the same database, with
+    /// `extra` variables changed.
+    pub async fn restart(mut self, extra: &[(&str, &str)]) -> TestApp {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        let mut vars = self.vars.clone();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        start(vars, self.db.clone()).await
+    }
+
     /// Another server process's worth: a second instance, with its own pool, on the same database.
     pub async fn another_instance(&self) -> TestApp {
         start(self.vars.clone(), self.db.clone()).await
@@ -250,7 +277,12 @@ impl TestApp {
 
     /// Logs in with [`PASSWORD`], asserting success.
     pub async fn login_ok(&self, email: &str) -> Tokens {
-        let response = self.login(email, PASSWORD).await;
+        self.login_ok_with(email, PASSWORD).await
+    }
+
+    /// Logs in with `password`, asserting success.
+    pub async fn login_ok_with(&self, email: &str, password: &str) -> Tokens {
+        let response = self.login(email, password).await;
         assert_eq!(response.status(), StatusCode::OK);
         Tokens::from(response.json::<Value>().await.unwrap())
     }
@@ -333,6 +365,15 @@ pub fn error_fields(body: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["field"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A port on which nothing listens (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn unique_email() -> String {

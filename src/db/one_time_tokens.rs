@@ -1,0 +1,87 @@
+//! The `one_time_tokens` table: password-reset and email-verification tokens, by hash.
+
+use super::{Db, Tx, with_pool, with_tx};
+
+pub const PASSWORD_RESET: &str = "password_reset";
+pub const VERIFY_EMAIL: &str = "verify_email";
+
+#[derive(Debug)]
+pub struct NewToken<'a> {
+    pub token_hash: &'a str,
+    pub user_id: &'a str,
+    pub purpose: &'static str,
+    pub email: &'a str,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Spends the user's unused tokens of `purpose` (a newer token replaces the older ones) and
+/// stores the new one.
+pub async fn replace(tx: &mut Tx, token: &NewToken<'_>) -> Result<(), sqlx::Error> {
+    let spend = "UPDATE one_time_tokens SET used_at = $3 \
+                 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
+    with_tx!(tx, conn => sqlx::query(spend)
+        .bind(token.user_id)
+        .bind(token.purpose)
+        .bind(token.created_at)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    let insert = "INSERT INTO one_time_tokens \
+                  (token_hash, user_id, purpose, email, created_at, expires_at, used_at) \
+                  VALUES ($1, $2, $3, $4, $5, $6, NULL)";
+    with_tx!(tx, conn => sqlx::query(insert)
+        .bind(token.token_hash)
+        .bind(token.user_id)
+        .bind(token.purpose)
+        .bind(token.email)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// What a spent token was for.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Spent {
+    pub user_id: String,
+    pub email: String,
+}
+
+/// Spends a token if it is unused and unexpired, in one statement: of concurrent uses, one wins.
+pub async fn spend(
+    tx: &mut Tx,
+    token_hash: &str,
+    purpose: &str,
+    now: i64,
+) -> Result<Option<Spent>, sqlx::Error> {
+    let sql = "UPDATE one_time_tokens SET used_at = $3 \
+               WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 \
+               RETURNING user_id, email";
+    with_tx!(tx, conn => sqlx::query_as(sql)
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(now)
+        .fetch_optional(conn)
+        .await)
+}
+
+/// Whether a token could be spent now (a look, without spending it).
+pub async fn is_usable(
+    db: &Db,
+    token_hash: &str,
+    purpose: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT COUNT(*) FROM one_time_tokens \
+               WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3";
+    let count: i64 = with_pool!(db, pool => sqlx::query_scalar(sql)
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(now)
+        .fetch_one(pool)
+        .await)?;
+    Ok(count > 0)
+}

@@ -1,0 +1,25 @@
+//! The `mail_throttle` table: at most one mail of a kind to an address per interval, across
+//! every instance (decided by one conditional upsert).
+
+use super::{Tx, with_tx};
+
+/// Records a send to `key` at `now` if the last one was at least `interval_ms` ago; returns
+/// whether the send may go ahead.
+pub async fn try_take(
+    tx: &mut Tx,
+    key: &str,
+    now: i64,
+    interval_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "INSERT INTO mail_throttle (throttle_key, last_sent_at) VALUES ($1, $2) \
+               ON CONFLICT (throttle_key) DO UPDATE SET last_sent_at = excluded.last_sent_at \
+               WHERE mail_throttle.last_sent_at <= $3";
+    let done = with_tx!(tx, conn => sqlx::query(sql)
+        .bind(key)
+        .bind(now)
+        .bind(now - interval_ms)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}

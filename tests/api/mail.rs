@@ -1,0 +1,538 @@
+//! Password reset, email verification and mail delivery, against a real SMTP server.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::smtp::SmtpSink;
+
+const WAIT: Duration = Duration::from_secs(10);
+const RESET: &str = "Reset your password";
+const VERIFY: &str = "Confirm your email address";
+const PUBLIC_URL: &str = "https://app.example.com";
+
+async fn app_with_mail(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestApp {
+    let url = sink.url();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("SMTP_URL", url.as_str()),
+        ("MAIL_FROM", "Example App <no-reply@example.com>"),
+        ("PUBLIC_URL", PUBLIC_URL),
+        ("MAIL_RETRY_BASE_SECONDS", "1"),
+    ];
+    vars.extend_from_slice(extra);
+    spawn_app_with(&vars).await
+}
+
+async fn request_reset(app: &TestApp, email: &str) -> reqwest::Response {
+    app.post_json("/password-reset/request", &json!({"email": email}))
+        .await
+}
+
+async fn confirm_reset(app: &TestApp, token: &str, new_password: &str) -> reqwest::Response {
+    app.post_json(
+        "/password-reset/confirm",
+        &json!({"token": token, "new_password": new_password}),
+    )
+    .await
+}
+
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+#[tokio::test]
+async fn password_reset_end_to_end() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[]).await;
+    let email = unique_email();
+    let (_, session) = app.signed_up(&email).await;
+    let other = app.login_ok(&email).await;
+
+    let response = request_reset(&app, &email.to_uppercase()).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let mail = sink.wait_for(&email, RESET, 1, WAIT).await.remove(0);
+    assert_eq!(mail.from, "no-reply@example.com");
+    assert!(mail.header("From").unwrap().contains("Example App"));
+    assert!(
+        mail.body()
+            .contains(&format!("{PUBLIC_URL}/reset-password?token=")),
+        "{}",
+        mail.body()
+    );
+    let token = mail.link_token("/reset-password").unwrap();
+    assert_eq!(token.len(), 43, "256 bits, base64url");
+
+    assert_eq!(
+        confirm_reset(&app, &token, NEW_PASSWORD).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    // Every session of the account has ended.
+    for t in [&session, &other] {
+        assert_problem(app.me(&t.access).await, 401, "UNAUTHORIZED").await;
+        assert_problem(app.refresh(&t.refresh).await, 401, "INVALID_TOKEN").await;
+    }
+    assert_problem(
+        app.login(&email, PASSWORD).await,
+        401,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    assert_eq!(
+        app.login(&email, NEW_PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    // The link proved the address.
+    let me: Value = app
+        .me(&app.login_ok_with(&email, NEW_PASSWORD).await.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["is_verified"], true);
+    // Single use.
+    assert_problem(
+        confirm_reset(&app, &token, "yet another passphrase").await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_and_known_addresses_get_the_same_answer_and_only_accounts_get_mail() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[]).await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Known").await;
+    let disabled = unique_email();
+    app.register(&disabled, PASSWORD, "Disabled").await;
+    app.execute(
+        "UPDATE users SET is_active = FALSE WHERE email = $1",
+        &disabled,
+    )
+    .await;
+    let unknown = unique_email();
+
+    let mut answers = Vec::new();
+    for address in [&email, &unknown, &disabled] {
+        let response = request_reset(&app, address).await;
+        answers.push((response.status(), response.text().await.unwrap()));
+    }
+    assert_eq!(answers[0].0, StatusCode::ACCEPTED);
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+    sink.wait_for(&email, RESET, 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sink.mails_to(&unknown, "").is_empty());
+    assert!(sink.mails_to(&disabled, RESET).is_empty());
+}
+
+#[tokio::test]
+async fn reset_tokens_expire() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[]).await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Late").await;
+    request_reset(&app, &email).await;
+    let token = sink.wait_for(&email, RESET, 1, WAIT).await[0]
+        .link_token("/reset-password")
+        .unwrap();
+    app.execute(
+        "UPDATE one_time_tokens SET expires_at = 1 WHERE purpose = $1",
+        "password_reset",
+    )
+    .await;
+    assert_problem(
+        confirm_reset(&app, &token, NEW_PASSWORD).await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_newer_request_invalidates_the_older_token() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[("MAIL_RATE_LIMIT_SECONDS", "0")]).await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Twice").await;
+    request_reset(&app, &email).await;
+    let first = sink.wait_for(&email, RESET, 1, WAIT).await[0]
+        .link_token("/reset-password")
+        .unwrap();
+    request_reset(&app, &email).await;
+    let second = sink.wait_for(&email, RESET, 2, WAIT).await[1]
+        .link_token("/reset-password")
+        .unwrap();
+    assert_ne!(first, second);
+    assert_problem(
+        confirm_reset(&app, &first, NEW_PASSWORD).await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    assert_eq!(
+        confirm_reset(&app, &second, NEW_PASSWORD).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn reset_mail_is_limited_per_address() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[]).await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Flooded").await;
+    for _ in 0..5 {
+        assert_eq!(
+            request_reset(&app, &email).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    sink.wait_for(&email, RESET, 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.mails_to(&email, RESET).len(), 1);
+}
+
+#[tokio::test]
+async fn reset_confirm_errors() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[]).await;
+    assert_problem(
+        confirm_reset(&app, "garbage", NEW_PASSWORD).await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    assert_problem(
+        confirm_reset(&app, "", NEW_PASSWORD).await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    let body = assert_problem(
+        confirm_reset(&app, "garbage", "short").await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(error_fields(&body), ["new_password"]);
+    let body = assert_problem(
+        app.post_json("/password-reset/confirm", &json!({})).await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    let mut fields = error_fields(&body);
+    fields.sort();
+    assert_eq!(fields, ["new_password", "token"]);
+    let body = assert_problem(
+        request_reset(&app, "not-an-email").await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(error_fields(&body), ["email"]);
+}
+
+#[tokio::test]
+async fn the_host_header_does_not_change_the_link() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[]).await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Phished").await;
+    let response = app
+        .client
+        .post(app.url("/password-reset/request"))
+        .header("host", "evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .json(&json!({"email": email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body = sink.wait_for(&email, RESET, 1, WAIT).await[0].body();
+    assert!(!body.contains("evil.example"), "{body}");
+    assert!(
+        body.contains(&format!("{PUBLIC_URL}/reset-password?token=")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn registration_mails_a_verification_link_that_verifies() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[("REQUIRE_VERIFIED_EMAIL", "true")]).await;
+    let email = unique_email();
+    assert_eq!(
+        app.register(&email, PASSWORD, "New").await.status(),
+        StatusCode::CREATED
+    );
+    let mail = sink.wait_for(&email, VERIFY, 1, WAIT).await.remove(0);
+    assert!(
+        mail.body()
+            .contains(&format!("{PUBLIC_URL}/verify-email?token="))
+    );
+    let token = mail.link_token("/verify-email").unwrap();
+
+    assert_problem(app.login(&email, PASSWORD).await, 403, "EMAIL_NOT_VERIFIED").await;
+    let response = app
+        .post_json("/verify/confirm", &json!({"token": token}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let user: Value = response.json().await.unwrap();
+    assert_eq!(user["is_verified"], true);
+    assert_eq!(user["email"], email);
+    assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+    assert_problem(
+        app.post_json("/verify/confirm", &json!({"token": token}))
+            .await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    assert_problem(
+        app.post_json("/verify/confirm", &json!({"token": "garbage"}))
+            .await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    let body = assert_problem(
+        app.post_json("/verify/confirm", &json!({})).await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(error_fields(&body), ["token"]);
+}
+
+#[tokio::test]
+async fn verification_can_be_asked_for_again() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[("MAIL_RATE_LIMIT_SECONDS", "0")]).await;
+    let email = unique_email();
+    let (_, tokens) = app.signed_up(&email).await;
+    sink.wait_for(&email, VERIFY, 1, WAIT).await;
+    let request = |token: Option<String>| {
+        let mut r = app.client.post(app.url("/verify/request"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_problem(request(None).await.unwrap(), 401, "UNAUTHORIZED").await;
+    assert_eq!(
+        request(Some(tokens.access.clone())).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    let mails = sink.wait_for(&email, VERIFY, 2, WAIT).await;
+    // The newer link replaces the older.
+    let (old, new) = (
+        mails[0].link_token("/verify-email").unwrap(),
+        mails[1].link_token("/verify-email").unwrap(),
+    );
+    assert_problem(
+        app.post_json("/verify/confirm", &json!({"token": old}))
+            .await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    assert_eq!(
+        app.post_json("/verify/confirm", &json!({"token": new}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Once verified, asking again sends nothing.
+    assert_eq!(
+        request(Some(tokens.access.clone())).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.mails_to(&email, VERIFY).len(), 2);
+}
+
+#[tokio::test]
+async fn changing_the_email_mails_both_addresses() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, &[]).await;
+    let old = unique_email();
+    let (_, tokens) = app.signed_up(&old).await;
+    let first_link = sink.wait_for(&old, VERIFY, 1, WAIT).await[0]
+        .link_token("/verify-email")
+        .unwrap();
+    let new = unique_email();
+    let response = app
+        .client
+        .put(app.url("/me"))
+        .bearer_auth(&tokens.access)
+        .json(&json!({"email": new, "current_password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let notice = sink.wait_for(&old, "changed", 1, WAIT).await.remove(0);
+    assert!(notice.body().contains(&new));
+    let link = sink.wait_for(&new, VERIFY, 1, WAIT).await[0]
+        .link_token("/verify-email")
+        .unwrap();
+    // The link sent to the old address no longer verifies anything.
+    assert_problem(
+        app.post_json("/verify/confirm", &json!({"token": first_link}))
+            .await,
+        400,
+        "INVALID_TOKEN",
+    )
+    .await;
+    let user: Value = app
+        .post_json("/verify/confirm", &json!({"token": link}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(user["email"], new);
+    assert_eq!(user["is_verified"], true);
+}
+
+#[tokio::test]
+async fn mail_queued_while_smtp_is_down_is_delivered_when_it_is_back() {
+    let port = free_port();
+    let dead = format!("smtp://127.0.0.1:{port}");
+    let app = spawn_app_with(&[
+        ("SMTP_URL", dead.as_str()),
+        ("MAIL_FROM", "no-reply@example.com"),
+        ("MAIL_RETRY_BASE_SECONDS", "1"),
+    ])
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Patient").await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        request_reset(&app, &email).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the request waited for SMTP"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app.count("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND attempts > 0 AND recipient = $1", &email).await >= 1);
+
+    let sink = SmtpSink::start_on(port).await;
+    let token = sink
+        .wait_for(&email, RESET, 1, Duration::from_secs(20))
+        .await[0]
+        .link_token("/reset-password")
+        .unwrap();
+    assert_eq!(
+        confirm_reset(&app, &token, NEW_PASSWORD).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    sink.wait_for(&email, VERIFY, 1, Duration::from_secs(20))
+        .await;
+    // Sent mail keeps no body: it held a token.
+    assert_eq!(app.count("SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND sent_at IS NOT NULL AND body_text = ''", &email).await, 2);
+}
+
+#[tokio::test]
+async fn mail_still_queued_at_a_restart_is_delivered_after_it() {
+    let port = free_port();
+    let dead = format!("smtp://127.0.0.1:{port}");
+    let app = spawn_app_with(&[
+        ("SMTP_URL", dead.as_str()),
+        ("MAIL_FROM", "no-reply@example.com"),
+        ("MAIL_RETRY_BASE_SECONDS", "1"),
+    ])
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Restarted").await;
+    request_reset(&app, &email).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sink = SmtpSink::start_on(free_port()).await;
+    let url = sink.url();
+    let app = app.restart(&[("SMTP_URL", url.as_str())]).await;
+    sink.wait_for(&email, RESET, 1, Duration::from_secs(20))
+        .await;
+    sink.wait_for(&email, VERIFY, 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND sent_at IS NULL",
+            &email
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn without_smtp_mail_is_written_to_the_log() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!(
+        "auth-server-logmail-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+        .current_dir(&dir)
+        .env("PORT", port.to_string())
+        .env("SECRET_KEY", SECRET)
+        .env("ARGON2_MEMORY_KIB", "256")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("LOG_FORMAT", "json")
+        .env_remove("SMTP_URL")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the server did not start");
+    let email = unique_email();
+    let response = client
+        .post(format!("{base}/register"))
+        .json(&json!({"email": email, "password": PASSWORD, "name": "Dev"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut found = None;
+    while std::time::Instant::now() < deadline && found.is_none() {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains("verify-email?token=")
+        {
+            found = Some(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = found.expect("the verification mail was not logged");
+    let logged: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(logged["to"], email);
+    assert!(
+        logged["body"]
+            .as_str()
+            .unwrap()
+            .contains("http://localhost:8000/verify-email?token=")
+    );
+}
