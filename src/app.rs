@@ -109,6 +109,11 @@ impl Application {
             }
             .run(stop),
         );
+        let purger = tokio::spawn(crate::service::maintenance::run_purger(
+            self.state.db.clone(),
+            self.state.config.purge_interval,
+            stop_worker.subscribe(),
+        ));
         let result = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -117,6 +122,7 @@ impl Application {
         .await;
         let _ = stop_worker.send(true);
         let _ = worker.await;
+        let _ = purger.await;
         self.state.db.close().await;
         result
     }

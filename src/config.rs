@@ -143,6 +143,8 @@ pub struct Config {
     pub hsts: bool,
     pub log_format: LogFormat,
     pub body_limit_bytes: usize,
+    /// How often ended sessions, spent tokens and old mail are deleted.
+    pub purge_interval: Duration,
     pub request_timeout: Duration,
 }
 
@@ -500,6 +502,15 @@ impl Config {
             )?,
         )?);
 
+        let purge_interval = Duration::from_secs(positive(
+            "PURGE_INTERVAL_SECONDS",
+            parse(
+                "PURGE_INTERVAL_SECONDS",
+                get("PURGE_INTERVAL_SECONDS"),
+                3600u64,
+            )?,
+        )?);
+
         Ok(Self {
             database_url,
             secret_key,
@@ -537,6 +548,7 @@ impl Config {
             hsts,
             log_format,
             body_limit_bytes,
+            purge_interval,
             request_timeout,
         })
     }

@@ -46,8 +46,8 @@ pub enum Error {
     /// A password-reset or verification token that is invalid, expired or used (400).
     #[error("{0}")]
     InvalidOneTimeToken(&'static str),
-    #[error("you are not allowed to do this")]
-    Forbidden,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
     #[error("too many requests; try again later")]

@@ -1,19 +1,69 @@
-//! `auth-server`: loads the configuration and runs the server.
+//! `auth-server`: the command line. Every command reads the same configuration as the server.
 
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
+use auth_server::app::StartError;
+use auth_server::db::Db;
+use auth_server::domain::{Email, Name};
+use auth_server::service::admin::{self, SuperuserOutcome};
+use auth_server::state::AppState;
 use auth_server::{Application, Config, telemetry};
+use clap::{Parser, Subcommand};
+
+/// An authentication server: registration, login, JWT access and refresh tokens, sessions.
+///
+/// Configuration comes from the environment and an optional .env file in the working
+/// directory (DATABASE_URL, SECRET_KEY, ...; see the README and .env.example).
+#[derive(Parser)]
+#[command(name = "auth-server", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default): migrate the database, then serve HTTP on HOST:PORT.
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Create a superuser, or make the existing account with this email one.
+    ///
+    /// The password of a new account is read from the AUTH_SERVER_PASSWORD environment
+    /// variable or, without it, from the first line of standard input. It must pass the
+    /// password policy. An existing account keeps its password.
+    CreateSuperuser {
+        /// The account's email address.
+        #[arg(long)]
+        email: String,
+        /// The account's display name (used for a new account).
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+    },
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("auth-server: {message}");
+    ExitCode::FAILURE
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("auth-server: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(e),
     };
     telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => migrate(config).await,
+        Command::CreateSuperuser { email, name } => create_superuser(config, &email, &name).await,
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     if config.secret_key_generated {
         tracing::warn!(
             "SECRET_KEY is not set: a random key was generated, so tokens will not survive a restart \
@@ -24,8 +74,7 @@ async fn main() -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("auth-server: {e}");
-            return ExitCode::FAILURE;
+            return fail(e);
         }
     };
     tracing::info!(
@@ -39,5 +88,85 @@ async fn main() -> ExitCode {
             tracing::error!(error = %e, "server error");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn connect(config: &Config) -> Result<Db, StartError> {
+    let db = Db::connect_with_retry(
+        &config.database_url,
+        Some(2),
+        config.database_connect_timeout,
+    )
+    .await
+    .map_err(|source| StartError::Connect {
+        backend: config.database_url.backend_name(),
+        source,
+    })?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+async fn migrate(config: Config) -> ExitCode {
+    match connect(&config).await {
+        Ok(db) => {
+            db.close().await;
+            println!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn read_password() -> Result<String, String> {
+    if let Ok(password) = std::env::var("AUTH_SERVER_PASSWORD") {
+        return Ok(password);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password for the new superuser (the input is shown): ");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err(
+            "no password given: set AUTH_SERVER_PASSWORD or pipe it on standard input".into(),
+        );
+    }
+    Ok(password)
+}
+
+async fn create_superuser(config: Config, email: &str, name: &str) -> ExitCode {
+    let email = match Email::parse("email", email) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("--email {}", e.message)),
+    };
+    let name = match Name::parse("name", name) {
+        Ok(n) => n,
+        Err(e) => return fail(format!("--name {}", e.message)),
+    };
+    let db = match connect(&config).await {
+        Ok(db) => db,
+        Err(e) => return fail(e),
+    };
+    let state = match AppState::new(config, db.clone()) {
+        Ok(state) => state,
+        Err(e) => return fail(e),
+    };
+    let outcome = admin::create_superuser(&state, &email, &name, read_password).await;
+    db.close().await;
+    match outcome {
+        Ok(SuperuserOutcome::Created(id)) => {
+            println!("created superuser {} ({id})", email.as_str());
+            ExitCode::SUCCESS
+        }
+        Ok(SuperuserOutcome::Promoted(id)) => {
+            println!("{} ({id}) is now a superuser", email.as_str());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }

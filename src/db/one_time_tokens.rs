@@ -68,20 +68,24 @@ pub async fn spend(
         .await)
 }
 
-/// Whether a token could be spent now (a look, without spending it).
-pub async fn is_usable(
+/// The user of a token that could be spent now (a look, without spending it).
+pub async fn find_usable(
     db: &Db,
     token_hash: &str,
     purpose: &str,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let sql = "SELECT COUNT(*) FROM one_time_tokens \
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = "SELECT user_id FROM one_time_tokens \
                WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3";
-    let count: i64 = with_pool!(db, pool => sqlx::query_scalar(sql)
+    with_pool!(db, pool => sqlx::query_scalar(sql)
         .bind(token_hash)
         .bind(purpose)
         .bind(now)
-        .fetch_one(pool)
-        .await)?;
-    Ok(count > 0)
+        .fetch_optional(pool)
+        .await)
+}
+/// Deletes tokens used or expired before `before`. Returns how many.
+pub async fn purge_spent(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
+    let sql = "DELETE FROM one_time_tokens WHERE used_at < $1 OR expires_at < $1";
+    with_pool!(db, pool => sqlx::query(sql).bind(before).execute(pool).await.map(|r| r.rows_affected()))
 }

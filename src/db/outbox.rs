@@ -87,3 +87,9 @@ pub async fn mark_failed(db: &Db, id: &str, now: i64, error: &str) -> Result<(),
         .map(|r| r.rows_affected()))?;
     Ok(())
 }
+
+/// Deletes mail sent or failed before `before`. Returns how many.
+pub async fn purge_done(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
+    let sql = "DELETE FROM mail_outbox WHERE sent_at < $1 OR failed_at < $1";
+    with_pool!(db, pool => sqlx::query(sql).bind(before).execute(pool).await.map(|r| r.rows_affected()))
+}

@@ -163,3 +163,42 @@ pub async fn revoke_all_of_user_in(
         .await
         .map(|r| r.rows_affected()))
 }
+
+/// The live sessions of a user, newest first.
+pub async fn list_live_of_user(
+    db: &Db,
+    user_id: &str,
+    now: i64,
+) -> Result<Vec<Session>, sqlx::Error> {
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND refresh_expires_at > $2 \
+         AND expires_at > $2 ORDER BY created_at DESC, id DESC"
+    );
+    with_pool!(db, pool => sqlx::query_as(sql).bind(user_id).bind(now).fetch_all(pool).await)
+}
+
+/// Revokes every live session of a user but `keep`, inside a transaction.
+pub async fn revoke_others_in(
+    tx: &mut Tx,
+    user_id: &str,
+    keep: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL AND id <> $3";
+    with_tx!(tx, conn => sqlx::query(sql)
+        .bind(user_id)
+        .bind(now)
+        .bind(keep)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))
+}
+
+/// Deletes sessions that ended (revoked or expired) before `before`. Returns how many.
+pub async fn purge_ended(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
+    let sql =
+        "DELETE FROM sessions WHERE revoked_at < $1 OR refresh_expires_at < $1 OR expires_at < $1";
+    with_pool!(db, pool => sqlx::query(sql).bind(before).execute(pool).await.map(|r| r.rows_affected()))
+}

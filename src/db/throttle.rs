@@ -1,7 +1,7 @@
 //! The `mail_throttle` table: at most one mail of a kind to an address per interval, across
 //! every instance (decided by one conditional upsert).
 
-use super::{Tx, with_tx};
+use super::{Db, Tx, with_pool, with_tx};
 
 /// Records a send to `key` at `now` if the last one was at least `interval_ms` ago; returns
 /// whether the send may go ahead.
@@ -22,4 +22,10 @@ pub async fn try_take(
         .await
         .map(|r| r.rows_affected()))?;
     Ok(done == 1)
+}
+
+/// Forgets sends older than `before`.
+pub async fn purge_before(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
+    let sql = "DELETE FROM mail_throttle WHERE last_sent_at < $1";
+    with_pool!(db, pool => sqlx::query(sql).bind(before).execute(pool).await.map(|r| r.rows_affected()))
 }

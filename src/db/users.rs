@@ -162,3 +162,110 @@ pub async fn mark_verified(
     );
     with_tx!(tx, conn => sqlx::query_as(sql).bind(id).bind(email).bind(now).fetch_optional(conn).await)
 }
+
+/// Replaces the password hash (a password change), inside a transaction.
+pub async fn set_password_hash(
+    tx: &mut Tx,
+    id: &str,
+    new_hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1";
+    let done = with_tx!(tx, conn => sqlx::query(sql)
+        .bind(id)
+        .bind(new_hash)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// `%` and `_` in a search are literal.
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// A page of accounts, newest first, optionally those whose email or name contains `q`
+/// (case-insensitively); and how many match in all.
+pub async fn list(
+    db: &Db,
+    q: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<User>, i64), sqlx::Error> {
+    macro_rules! matching {
+        () => {
+            " FROM users WHERE ($1 IS NULL OR email LIKE $1 ESCAPE '\\' OR LOWER(name) LIKE $1 ESCAPE '\\')"
+        };
+    }
+    let pattern = q.map(like_pattern);
+    let page = concat!(
+        "SELECT ",
+        columns!(),
+        matching!(),
+        " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+    );
+    let count = concat!("SELECT COUNT(*)", matching!());
+    let items = with_pool!(db, pool => sqlx::query_as(page)
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)?;
+    let total =
+        with_pool!(db, pool => sqlx::query_scalar(count).bind(&pattern).fetch_one(pool).await)?;
+    Ok((items, total))
+}
+
+/// The changes an administrator may make; `None` leaves a column as it is.
+#[derive(Debug, Default)]
+pub struct AdminChanges<'a> {
+    pub name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub is_active: Option<bool>,
+    pub is_verified: Option<bool>,
+    pub is_superuser: Option<bool>,
+}
+
+/// Applies an administrator's changes; returns the updated row, `None` if there is no such user.
+pub async fn admin_update(
+    tx: &mut Tx,
+    id: &str,
+    c: &AdminChanges<'_>,
+    now: i64,
+) -> Result<Option<User>, sqlx::Error> {
+    let sql = concat!(
+        "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
+         is_active = COALESCE($4, is_active), is_verified = COALESCE($5, is_verified), \
+         is_superuser = COALESCE($6, is_superuser), updated_at = $7 WHERE id = $1 RETURNING ",
+        columns!()
+    );
+    with_tx!(tx, conn => sqlx::query_as(sql)
+        .bind(id)
+        .bind(c.name)
+        .bind(c.email)
+        .bind(c.is_active)
+        .bind(c.is_verified)
+        .bind(c.is_superuser)
+        .bind(now)
+        .fetch_optional(conn)
+        .await)
+}
+
+/// Makes an existing account a superuser. Returns false if there is no account with the email.
+pub async fn promote(db: &Db, email: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE users SET is_superuser = TRUE, updated_at = $2 WHERE email = $1";
+    let done = with_pool!(db, pool => sqlx::query(sql)
+        .bind(email)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}

@@ -17,6 +17,7 @@ use super::types::*;
 use crate::domain::{Email, FieldErrors, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::service::accounts::{self, Registration};
+use crate::service::policy;
 use crate::service::sessions::{self, LogoutScope};
 use crate::state::AppState;
 
@@ -51,11 +52,14 @@ async fn register(
     let password = errors
         .check(required("password", body.password))
         .and_then(|p| {
-            errors.check(Password::new_password(
-                "password",
-                p,
-                state.config.password_min_length,
-            ))
+            let context: Vec<&str> = [
+                email.as_ref().map(Email::as_str),
+                name.as_ref().map(Name::as_str),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            errors.check(policy::new_password(&state.config, "password", p, &context))
         });
     errors.finish()?;
     let (Some(email), Some(name), Some(password)) = (email, name, password) else {

@@ -215,6 +215,27 @@ where
     }
 }
 
+/// An authenticated superuser; anyone else authenticated gets 403 FORBIDDEN.
+pub struct Superuser(pub Caller);
+
+impl<S> FromRequestParts<S> for Superuser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Authenticated(caller) =
+            <Authenticated as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        if caller.user.is_superuser {
+            Ok(Self(caller))
+        } else {
+            Err(Error::Forbidden("this needs a superuser"))
+        }
+    }
+}
+
 /// The client's address (through trusted proxies only) and user agent.
 pub struct Client(pub ClientInfo);
 

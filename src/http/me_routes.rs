@@ -1,7 +1,7 @@
 //! The current user: GET, PUT/PATCH and DELETE /me.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -12,10 +12,15 @@ use super::types::*;
 use crate::domain::{Email, FieldErrors, Name, Password};
 use crate::error::{Error, Result};
 use crate::service::accounts::{self, ProfileUpdate};
+use crate::service::{policy, sessions};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_me, update_me, delete_me))
+    OpenApiRouter::new()
+        .routes(routes!(get_me, update_me, delete_me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
 }
 
 /// The current user.
@@ -79,5 +84,80 @@ async fn delete_me(
 ) -> Result<StatusCode> {
     let password = required("password", body.password).map_err(|e| Error::Validation(vec![e]))?;
     accounts::delete_account(&state, &caller.user, &Password::given(password)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change the password.
+///
+/// Needs the current password; ends every other session of the account and keeps this one.
+#[utoipa::path(
+    put, path = "/me/password", tag = "current user",
+    request_body = ChangePasswordRequest,
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The password is changed"),
+        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn change_password(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    JsonBody(body): JsonBody<ChangePasswordRequest>,
+) -> Result<StatusCode> {
+    let mut errors = FieldErrors::default();
+    let current = errors.check(required("current_password", body.current_password));
+    let context = [caller.user.email.as_str(), caller.user.name.as_str()];
+    let new = errors
+        .check(required("new_password", body.new_password))
+        .and_then(|p| {
+            errors.check(policy::new_password(
+                &state.config,
+                "new_password",
+                p,
+                &context,
+            ))
+        });
+    errors.finish()?;
+    let (Some(current), Some(new)) = (current, new) else {
+        unreachable!("finish() returns the errors of any missing field")
+    };
+    accounts::change_password(&state, &caller, &Password::given(current), &new).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's live sessions, newest first.
+#[utoipa::path(
+    get, path = "/me/sessions", tag = "current user",
+    security(("bearer" = []), ("oauth2" = [])),
+    responses((status = 200, description = "Live sessions", body = Vec<SessionResponse>))
+)]
+async fn list_sessions(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Vec<SessionResponse>>> {
+    let list = sessions::list(&state, &caller).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|s| SessionResponse::new(s, &caller.session_id))
+            .collect(),
+    ))
+}
+
+/// End one of the caller's sessions: its refresh token and access tokens stop working at once.
+#[utoipa::path(
+    delete, path = "/me/sessions/{id}", tag = "current user",
+    params(("id" = String, Path, description = "A session id from GET /me/sessions")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The session has ended"),
+        (status = 404, description = "NOT_FOUND: not a live session of the caller", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn revoke_session(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    sessions::revoke_one(&state, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

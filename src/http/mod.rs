@@ -1,5 +1,6 @@
 //! The HTTP layer: routes, extractors, request and response types, middleware.
 
+mod admin_routes;
 mod auth_routes;
 pub mod extract;
 mod me_routes;
@@ -39,6 +40,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(auth_routes::router())
         .merge(me_routes::router())
         .merge(recovery_routes::router())
+        .merge(admin_routes::router())
         .merge(ops_routes::router())
         .split_for_parts();
     (router, openapi::finish(api))

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi as _};
         (name = "authentication", description = "Register, log in, refresh, log out"),
         (name = "current user", description = "The account of the access token's owner"),
         (name = "password reset and verification", description = "Links sent by mail"),
+        (name = "administration", description = "Accounts, for superusers"),
         (name = "operations", description = "Health"),
     )
 )]

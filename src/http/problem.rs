@@ -84,7 +84,7 @@ impl IntoResponse for Error {
             Error::Unauthorized(_) => (S::UNAUTHORIZED, "UNAUTHORIZED"),
             Error::InvalidRefreshToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
             Error::InvalidOneTimeToken(_) => (S::BAD_REQUEST, "INVALID_TOKEN"),
-            Error::Forbidden => (S::FORBIDDEN, "FORBIDDEN"),
+            Error::Forbidden(_) => (S::FORBIDDEN, "FORBIDDEN"),
             Error::NotFound(_) => (S::NOT_FOUND, "NOT_FOUND"),
             Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
             Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),

@@ -68,20 +68,19 @@ async fn confirm_password_reset(
 ) -> Result<StatusCode> {
     let mut errors = FieldErrors::default();
     let token = errors.check(required("token", body.token));
+    // The length is checked here, whatever the token; the rest of the policy, which knows the
+    // account, once the token is known good.
     let password = errors
         .check(required("new_password", body.new_password))
         .and_then(|p| {
-            errors.check(Password::new_password(
-                "new_password",
-                p,
-                state.config.password_min_length,
-            ))
+            let min = state.config.password_min_length;
+            errors.check(Password::new_password("new_password", p.clone(), min).map(|_| p))
         });
     errors.finish()?;
     let (Some(token), Some(password)) = (token, password) else {
         unreachable!("finish() returns the errors of any missing field")
     };
-    recovery::confirm_password_reset(&state, &token, &password).await?;
+    recovery::confirm_password_reset(&state, &token, password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -119,6 +119,75 @@ pub struct AcceptedResponse {
     pub message: &'static str,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[schema(required = true, format = Password)]
+    pub current_password: Option<String>,
+    /// 8 to 128 characters.
+    #[schema(required = true, min_length = 8, max_length = 128, format = Password)]
+    pub new_password: Option<String>,
+}
+
+/// What a superuser may change; fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUpdateRequest {
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    /// A new address is unverified unless `is_verified` says otherwise.
+    #[schema(max_length = 254)]
+    pub email: Option<String>,
+    /// false deactivates the account and ends all its sessions.
+    pub is_active: Option<bool>,
+    pub is_verified: Option<bool>,
+    pub is_superuser: Option<bool>,
+}
+
+/// A login session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionResponse {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The last login or refresh.
+    #[schema(format = DateTime)]
+    pub last_used_at: String,
+    /// When it ends unless refreshed before (never later than its absolute end).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    pub user_agent: Option<String>,
+    /// The client address at the last login or refresh.
+    pub ip: Option<String>,
+    /// True for the session of the access token that asked.
+    pub current: bool,
+}
+
+impl SessionResponse {
+    pub fn new(s: crate::db::sessions::Session, current_id: &str) -> Self {
+        Self {
+            current: s.id == current_id,
+            created_at: rfc3339(s.created_at),
+            last_used_at: rfc3339(s.last_used_at),
+            expires_at: rfc3339(s.refresh_expires_at.min(s.expires_at)),
+            user_agent: s.user_agent,
+            ip: s.ip,
+            id: s.id,
+        }
+    }
+}
+
+/// A page of accounts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserListResponse {
+    pub items: Vec<UserResponse>,
+    /// How many accounts match, in all.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
 /// An account.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {

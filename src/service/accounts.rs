@@ -1,10 +1,11 @@
 //! Accounts: registration, profile changes, deletion.
 
-use crate::db::{self, outbox, users};
+use crate::db::{self, outbox, sessions, users};
 use crate::domain::{Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
 use crate::service::recovery;
+use crate::service::sessions::Caller;
 use crate::state::AppState;
 
 /// A new account, as validated at the boundary.
@@ -123,5 +124,25 @@ pub async fn delete_account(
     confirm_password(state, user, password).await?;
     users::delete(&state.db, &user.id).await?;
     tracing::info!("account deleted");
+    Ok(())
+}
+
+/// Changes the caller's password: checks the current one, ends every other session, keeps this one.
+#[tracing::instrument(skip_all, fields(user_id = %caller.user.id))]
+pub async fn change_password(
+    state: &AppState,
+    caller: &Caller,
+    current: &Password,
+    new: &Password,
+) -> Result<()> {
+    confirm_password(state, &caller.user, current).await?;
+    let new_hash = state.hasher.hash(new).await?;
+    let now = db::now_ms();
+    let mut tx = state.db.begin().await?;
+    users::set_password_hash(&mut tx, &caller.user.id, &new_hash, now).await?;
+    let ended =
+        sessions::revoke_others_in(&mut tx, &caller.user.id, &caller.session_id, now).await?;
+    tx.commit().await?;
+    tracing::info!(sessions_ended = ended, "password changed");
     Ok(())
 }

@@ -3,9 +3,10 @@
 
 use crate::auth::tokens::{hash_token_id, random_token};
 use crate::db::{self, Tx, one_time_tokens, outbox, sessions, throttle, users};
-use crate::domain::{Email, Password};
+use crate::domain::Email;
 use crate::error::{Error, Result};
 use crate::mail::templates;
+use crate::service::policy;
 use crate::state::AppState;
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -114,17 +115,22 @@ const BAD_TOKEN: &str = "the token is invalid, expired or already used";
 pub async fn confirm_password_reset(
     state: &AppState,
     token: &str,
-    new_password: &Password,
+    new_password: String,
 ) -> Result<()> {
     let token_hash = hash_token_id(token);
     let now = db::now_ms();
     // Look before hashing, so that a bad token costs no hash; spend it in the transaction.
-    if !one_time_tokens::is_usable(&state.db, &token_hash, one_time_tokens::PASSWORD_RESET, now)
+    let user_id =
+        one_time_tokens::find_usable(&state.db, &token_hash, one_time_tokens::PASSWORD_RESET, now)
+            .await?
+            .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
+    let user = users::find_by_id(&state.db, &user_id)
         .await?
-    {
-        return Err(Error::InvalidOneTimeToken(BAD_TOKEN));
-    }
-    let new_hash = state.hasher.hash(new_password).await?;
+        .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
+    let context = [user.email.as_str(), user.name.as_str()];
+    let new_password = policy::new_password(&state.config, "new_password", new_password, &context)
+        .map_err(|e| Error::Validation(vec![e]))?;
+    let new_hash = state.hasher.hash(&new_password).await?;
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
     let spent = one_time_tokens::spend(&mut tx, &token_hash, one_time_tokens::PASSWORD_RESET, now)

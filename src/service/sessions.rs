@@ -363,3 +363,22 @@ async fn end_sessions(
     tracing::info!(user_id = %user_id, ?scope, ended, "logged out");
     Ok(())
 }
+
+/// The caller's live sessions, newest first.
+pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<sessions::Session>> {
+    Ok(sessions::list_live_of_user(&state.db, &caller.user.id, db::now_ms()).await?)
+}
+
+/// Revokes one of the caller's live sessions (its refresh token and access tokens die at once).
+pub async fn revoke_one(state: &AppState, caller: &Caller, session_id: &str) -> Result<()> {
+    let now = db::now_ms();
+    let live = sessions::list_live_of_user(&state.db, &caller.user.id, now)
+        .await?
+        .into_iter()
+        .any(|s| s.id == session_id);
+    if !live || !sessions::revoke(&state.db, &caller.user.id, session_id, now).await? {
+        return Err(Error::NotFound("you have no live session with this id"));
+    }
+    tracing::info!(user_id = %caller.user.id, session_id, "session revoked by its user");
+    Ok(())
+}

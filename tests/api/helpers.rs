@@ -157,9 +157,12 @@ pub async fn spawn_app_on(extra: &[(&str, &str)], route: impl FnOnce(&str) -> St
 /// Starts the server on a database that `prepare` has set up first (an older schema, say).
 pub async fn spawn_app_after(prepare: impl AsyncFnOnce(&Db)) -> TestApp {
     let (db, url) = TestDb::create().await;
-    let pool = Db::connect(&Config::from_vars(test_vars(&url)).unwrap().database_url, Some(1))
-        .await
-        .unwrap();
+    let pool = Db::connect(
+        &Config::from_vars(test_vars(&url)).unwrap().database_url,
+        Some(1),
+    )
+    .await
+    .unwrap();
     prepare(&pool).await;
     pool.close().await;
     start(test_vars(&url), Arc::new(db)).await
@@ -266,6 +269,33 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The value of one configuration variable the server was started with.
+    pub fn var(&self, name: &str) -> String {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// A superuser's tokens (made by SQL, as the CLI would).
+    pub async fn superuser(&self) -> (Value, Tokens) {
+        let email = unique_email();
+        let user: Value = self
+            .register(&email, PASSWORD, "Admin")
+            .await
+            .json()
+            .await
+            .unwrap();
+        self.execute(
+            "UPDATE users SET is_superuser = TRUE WHERE email = $1",
+            &email,
+        )
+        .await;
+        (user, self.login_ok(&email).await)
+    }
+
     /// Registers `email` with [`PASSWORD`] and logs in; returns the user and the token pair.
     pub async fn signed_up(&self, email: &str) -> (Value, Tokens) {
         let user = self.register(email, PASSWORD, "Test User").await;
@@ -301,6 +331,25 @@ impl TestApp {
                 .await
                 .unwrap(),
         }
+    }
+
+    /// Runs a statement with two text parameters.
+    pub async fn execute2(&self, sql: &'static str, a: &str, b: &str) {
+        match &self.state.db {
+            Db::Sqlite(pool) => sqlx::query(sql)
+                .bind(a)
+                .bind(b)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            Db::Postgres(pool) => sqlx::query(sql)
+                .bind(a)
+                .bind(b)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+        }
+        .unwrap();
     }
 
     /// Runs a statement with one text parameter.

@@ -3,6 +3,8 @@
 mod helpers;
 mod smtp;
 
+mod admin;
+mod cli;
 mod errors;
 mod instances;
 mod login;
@@ -11,6 +13,8 @@ mod mail;
 mod me;
 mod migrations;
 mod operations;
+mod purge;
 mod refresh;
 mod register;
+mod sessions;
 mod tokens;

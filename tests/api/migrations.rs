@@ -9,31 +9,57 @@ use crate::helpers::*;
 
 /// Applies only the first migration, as the first release did, and writes a user the way it did.
 async fn first_release(db: &Db, email: &str) {
-    let backend = if matches!(db, Db::Sqlite(_)) { "sqlite" } else { "postgres" };
-    let dir = std::env::temp_dir().join(format!("auth-server-migrations-{}", uuid::Uuid::new_v4().simple()));
+    let backend = if matches!(db, Db::Sqlite(_)) {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "auth-server-migrations-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
-    let first = std::fs::read_dir(format!("{}/migrations/{backend}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
+    let first = std::fs::read_dir(format!(
+        "{}/migrations/{backend}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .map(|e| e.unwrap().path())
+    .min()
+    .unwrap();
     std::fs::copy(&first, dir.join(first.file_name().unwrap())).unwrap();
     let migrator = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
-    let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(256, 1, 1, None).unwrap())
-        .hash_password(PASSWORD.as_bytes())
-        .unwrap()
-        .to_string();
+    let hash = Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(256, 1, 1, None).unwrap(),
+    )
+    .hash_password(PASSWORD.as_bytes())
+    .unwrap()
+    .to_string();
     let insert = "INSERT INTO users (id, email, name, password_hash, is_active, is_verified, is_superuser, created_at, updated_at) \
                   VALUES ($1, $2, 'Old Timer', $3, TRUE, TRUE, FALSE, 0, 0)";
     let id = uuid::Uuid::new_v4().to_string();
     match db {
         Db::Sqlite(pool) => {
             migrator.run(pool).await.unwrap();
-            sqlx::query(insert).bind(&id).bind(email).bind(&hash).execute(pool).await.unwrap();
+            sqlx::query(insert)
+                .bind(&id)
+                .bind(email)
+                .bind(&hash)
+                .execute(pool)
+                .await
+                .unwrap();
         }
         Db::Postgres(pool) => {
             migrator.run(pool).await.unwrap();
-            sqlx::query(insert).bind(&id).bind(email).bind(&hash).execute(pool).await.unwrap();
+            sqlx::query(insert)
+                .bind(&id)
+                .bind(email)
+                .bind(&hash)
+                .execute(pool)
+                .await
+                .unwrap();
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -47,8 +73,22 @@ async fn a_database_of_the_first_release_is_migrated_forward() {
     // The old account logs in, and what later migrations added works.
     let tokens = app.login_ok(&email).await;
     assert_eq!(app.me(&tokens.access).await.status(), StatusCode::OK);
-    let response = app.post_json("/password-reset/request", &json!({"email": email})).await;
+    let response = app
+        .post_json("/password-reset/request", &json!({"email": email}))
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    assert_eq!(app.register(&unique_email(), PASSWORD, "New").await.status(), StatusCode::CREATED);
-    assert_eq!(app.count("SELECT COUNT(*) FROM one_time_tokens WHERE purpose = $1", "verify_email").await, 1);
+    assert_eq!(
+        app.register(&unique_email(), PASSWORD, "New")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM one_time_tokens WHERE purpose = $1",
+            "verify_email"
+        )
+        .await,
+        1
+    );
 }

@@ -1,0 +1,150 @@
+//! Administration of accounts, for superusers.
+
+use crate::db::{self, sessions, users};
+use crate::domain::{Email, Name};
+use crate::error::{Error, Result};
+use crate::service::sessions::Caller;
+use crate::state::AppState;
+
+pub const MAX_PAGE: i64 = 100;
+
+pub async fn list(
+    state: &AppState,
+    q: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<users::User>, i64)> {
+    Ok(users::list(&state.db, q, limit, offset).await?)
+}
+
+pub async fn get(state: &AppState, id: &str) -> Result<users::User> {
+    users::find_by_id(&state.db, id)
+        .await?
+        .ok_or(Error::NotFound("there is no user with this id"))
+}
+
+/// What an administrator may change, validated at the boundary.
+#[derive(Debug, Default)]
+pub struct UserUpdate {
+    pub name: Option<Name>,
+    pub email: Option<Email>,
+    pub is_active: Option<bool>,
+    pub is_verified: Option<bool>,
+    pub is_superuser: Option<bool>,
+}
+
+#[tracing::instrument(skip_all, fields(admin_id = %admin.user.id, user_id = %id))]
+pub async fn update(
+    state: &AppState,
+    admin: &Caller,
+    id: &str,
+    update: UserUpdate,
+) -> Result<users::User> {
+    if id == admin.user.id
+        && (update.is_superuser == Some(false) || update.is_active == Some(false))
+    {
+        return Err(Error::Forbidden(
+            "you cannot remove your own superuser flag or deactivate yourself; ask another superuser",
+        ));
+    }
+    let current = get(state, id).await?;
+    let new_email = update
+        .email
+        .as_ref()
+        .filter(|e| e.as_str() != current.email);
+    let changes = users::AdminChanges {
+        name: update.name.as_ref().map(Name::as_str),
+        email: new_email.map(Email::as_str),
+        is_active: update.is_active,
+        // A new address is unverified unless the administrator says otherwise.
+        is_verified: update.is_verified.or(new_email.map(|_| false)),
+        is_superuser: update.is_superuser,
+    };
+    let now = db::now_ms();
+    let mut tx = state.db.begin().await?;
+    let updated = match users::admin_update(&mut tx, id, &changes, now).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(Error::NotFound("there is no user with this id")),
+        Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
+        Err(e) => return Err(e.into()),
+    };
+    if !updated.is_active {
+        let ended = sessions::revoke_all_of_user_in(&mut tx, id, now).await?;
+        if current.is_active {
+            tracing::info!(sessions_ended = ended, "account deactivated");
+        }
+    }
+    tx.commit().await?;
+    Ok(updated)
+}
+
+#[tracing::instrument(skip_all, fields(admin_id = %admin.user.id, user_id = %id))]
+pub async fn delete(state: &AppState, admin: &Caller, id: &str) -> Result<()> {
+    if id == admin.user.id {
+        return Err(Error::Forbidden(
+            "you cannot delete yourself here; use DELETE /me, or ask another superuser",
+        ));
+    }
+    if !users::delete(&state.db, id).await? {
+        return Err(Error::NotFound("there is no user with this id"));
+    }
+    tracing::info!("account deleted by a superuser");
+    Ok(())
+}
+
+/// What `create-superuser` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SuperuserOutcome {
+    Created(String),
+    Promoted(String),
+}
+
+/// Creates a superuser (verified, no mail), or makes the existing account with this email one.
+/// The password is needed, and checked against the policy, only for a new account.
+pub async fn create_superuser(
+    state: &AppState,
+    email: &Email,
+    name: &Name,
+    password: impl FnOnce() -> std::result::Result<String, String>,
+) -> std::result::Result<SuperuserOutcome, String> {
+    let now = db::now_ms();
+    if let Some(user) = users::find_by_email(&state.db, email.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        users::promote(&state.db, email.as_str(), now)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(SuperuserOutcome::Promoted(user.id));
+    }
+    let password = password()?;
+    let password = crate::service::policy::new_password(
+        &state.config,
+        "password",
+        password,
+        &[email.as_str(), name.as_str()],
+    )
+    .map_err(|e| format!("the password {}", e.message))?;
+    let hash = state
+        .hasher
+        .hash(&password)
+        .await
+        .map_err(|e| e.to_string())?;
+    let user = users::User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.as_str().to_string(),
+        name: name.as_str().to_string(),
+        password_hash: hash,
+        is_active: true,
+        is_verified: true,
+        is_superuser: true,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = state.db.begin().await.map_err(|e| e.to_string())?;
+    users::insert(&mut tx, &user)
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(SuperuserOutcome::Created(user.id))
+}

@@ -1,0 +1,53 @@
+//! Housekeeping: ended sessions, spent tokens and delivered mail are deleted on a schedule, so
+//! the tables do not grow without bound.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::db::{self, Db, one_time_tokens, outbox, sessions, throttle};
+
+/// How long ended rows are kept before they are deleted (for a look at recent history).
+const RETENTION_MS: i64 = 24 * 3_600_000;
+/// Delivered or failed mail is kept a week.
+const MAIL_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: u64,
+    pub tokens: u64,
+    pub mails: u64,
+    pub throttles: u64,
+}
+
+/// Deletes what ended long enough before `now`.
+pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
+    Ok(Purged {
+        sessions: sessions::purge_ended(db, now - RETENTION_MS).await?,
+        tokens: one_time_tokens::purge_spent(db, now - RETENTION_MS).await?,
+        mails: outbox::purge_done(db, now - MAIL_RETENTION_MS).await?,
+        throttles: throttle::purge_before(db, now - RETENTION_MS).await?,
+    })
+}
+
+/// Purges every `interval` until `stop` turns true. Every instance runs one; the deletes are
+/// idempotent, so they do not get in each other's way.
+pub async fn run_purger(db: Db, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match purge(&db, db::now_ms()).await {
+            Ok(p) if p == Purged::default() => {}
+            Ok(p) => tracing::info!(
+                sessions = p.sessions,
+                tokens = p.tokens,
+                mails = p.mails,
+                throttles = p.throttles,
+                "purged ended sessions, spent tokens and old mail"
+            ),
+            Err(e) => tracing::warn!(error = %e, "purge failed; will try again"),
+        }
+    }
+}

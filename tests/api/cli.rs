@@ -1,0 +1,157 @@
+//! The command line, run as a real process against the test's database.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn auth_server(app: &TestApp, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_auth-server"));
+    command
+        .args(args)
+        .env("DATABASE_URL", app.var("DATABASE_URL"))
+        .env("SECRET_KEY", SECRET)
+        .env("ARGON2_MEMORY_KIB", "256")
+        .env("ARGON2_ITERATIONS", "1")
+        .env_remove("AUTH_SERVER_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn create_superuser_then_log_in_and_list_users() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let output = auth_server(
+        &app,
+        &["create-superuser", "--email", &email, "--name", "Root"],
+        Some("a sturdy root passphrase\n"),
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created superuser"));
+
+    let tokens = app.login_ok_with(&email, "a sturdy root passphrase").await;
+    let me: Value = app.me(&tokens.access).await.json().await.unwrap();
+    assert_eq!(me["is_superuser"], true);
+    assert_eq!(me["is_verified"], true);
+    assert_eq!(me["name"], "Root");
+    let response = app
+        .client
+        .get(app.url("/users"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(page["total"], 1);
+}
+
+#[tokio::test]
+async fn create_superuser_promotes_an_existing_account_and_refuses_weak_passwords() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let (_, tokens) = app.signed_up(&email).await;
+    let output = auth_server(
+        &app,
+        &["create-superuser", "--email", &email.to_uppercase()],
+        None,
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("is now a superuser"));
+    let me: Value = app.me(&tokens.access).await.json().await.unwrap();
+    assert_eq!(me["is_superuser"], true);
+    // The password stays as it was.
+    assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+
+    let weak = auth_server(
+        &app,
+        &["create-superuser", "--email", &unique_email()],
+        Some("short\n"),
+        &[],
+    );
+    assert!(!weak.status.success());
+    let stderr = String::from_utf8_lossy(&weak.stderr);
+    assert!(stderr.contains("password"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let none = auth_server(
+        &app,
+        &["create-superuser", "--email", &unique_email()],
+        None,
+        &[],
+    );
+    assert!(!none.status.success());
+
+    // From the environment instead of standard input.
+    let from_env = unique_email();
+    let output = auth_server(
+        &app,
+        &["create-superuser", "--email", &from_env],
+        None,
+        &[("AUTH_SERVER_PASSWORD", "an environmental passphrase")],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        app.login(&from_env, "an environmental passphrase")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let bad = auth_server(
+        &app,
+        &["create-superuser", "--email", "not-an-email"],
+        None,
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--email"));
+}
+
+#[tokio::test]
+async fn migrate_and_help() {
+    let app = spawn_app().await;
+    let output = auth_server(&app, &["migrate"], None, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let help = auth_server(&app, &["--help"], None, &[]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for command in ["serve", "migrate", "create-superuser"] {
+        assert!(text.contains(command), "{text}");
+    }
+    let unknown = auth_server(&app, &["frobnicate"], None, &[]);
+    assert!(!unknown.status.success());
+}
