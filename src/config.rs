@@ -92,6 +92,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Requests per minute per client address; 0 turns a limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// POST /login.
+    pub login: u32,
+    /// POST /register.
+    pub register: u32,
+    /// POST /refresh, and the reset and verification confirmations.
+    pub refresh: u32,
+    /// POST /password-reset/request and /verify/request.
+    pub mail: u32,
+}
+
 #[derive(Clone, Debug)]
 pub struct Argon2Config {
     pub memory_kib: u32,
@@ -139,6 +152,14 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub require_verified_email: bool,
     pub password_min_length: usize,
+    /// The lowest zxcvbn score (0 to 4) a new password may have.
+    pub password_min_score: u8,
+    /// Failed logins to one address that are answered at once; each further one locks the
+    /// address for twice as long as the last, from 1 s up to `login_lockout_max`.
+    pub login_free_attempts: u32,
+    pub login_lockout_max: Duration,
+    /// Requests per minute per client address (0: no limit), by endpoint group.
+    pub rate_limits: RateLimits,
     pub trusted_proxies: Vec<IpNet>,
     pub hsts: bool,
     pub log_format: LogFormat,
@@ -466,6 +487,33 @@ impl Config {
             ));
         }
 
+        let password_min_score = parse("PASSWORD_MIN_SCORE", get("PASSWORD_MIN_SCORE"), 2u8)?;
+        if password_min_score > 4 {
+            return Err(err(
+                "PASSWORD_MIN_SCORE",
+                format!("{password_min_score} must be 0 to 4"),
+            ));
+        }
+        let login_free_attempts =
+            parse("LOGIN_FREE_ATTEMPTS", get("LOGIN_FREE_ATTEMPTS"), 5u32)?.min(1000);
+        let login_lockout_max = Duration::from_secs(positive(
+            "LOGIN_LOCKOUT_MAX_SECONDS",
+            parse(
+                "LOGIN_LOCKOUT_MAX_SECONDS",
+                get("LOGIN_LOCKOUT_MAX_SECONDS"),
+                900u64,
+            )?,
+        )?);
+        let per_minute = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
+            Ok(parse(var, get(var), default)?.min(1_000_000))
+        };
+        let rate_limits = RateLimits {
+            login: per_minute("RATE_LIMIT_LOGIN_PER_MINUTE", 30)?,
+            register: per_minute("RATE_LIMIT_REGISTER_PER_MINUTE", 10)?,
+            refresh: per_minute("RATE_LIMIT_REFRESH_PER_MINUTE", 60)?,
+            mail: per_minute("RATE_LIMIT_MAIL_PER_MINUTE", 10)?,
+        };
+
         let mut trusted_proxies = Vec::new();
         for item in get("TRUSTED_PROXIES")
             .unwrap_or_default()
@@ -544,6 +592,10 @@ impl Config {
             cors_origins,
             require_verified_email,
             password_min_length,
+            password_min_score,
+            login_free_attempts,
+            login_lockout_max,
+            rate_limits,
             trusted_proxies,
             hsts,
             log_format,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod mail;
 pub mod net;
+pub mod ratelimit;
 pub mod service;
 pub mod state;
 pub mod telemetry;

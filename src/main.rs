@@ -41,6 +41,17 @@ enum Command {
         #[arg(long, default_value = "Administrator")]
         name: String,
     },
+    /// Copy accounts from the original Python service's SQLite database.
+    ///
+    /// Copies email, name, the is_active / is_verified / is_superuser flags and the password
+    /// hashes (passlib's bcrypt: each is verified at the account's next login and replaced by
+    /// argon2id). Accounts whose email is already here are skipped and reported, so running it
+    /// twice is safe. The target is the configured DATABASE_URL.
+    ImportUsers {
+        /// The original database, e.g. sqlite:///srv/old/sqlite.db or sqlite+aiosqlite:///./sqlite.db.
+        #[arg(long)]
+        from: String,
+    },
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -60,6 +71,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
         Command::CreateSuperuser { email, name } => create_superuser(config, &email, &name).await,
+        Command::ImportUsers { from } => import_users(config, &from).await,
     }
 }
 
@@ -165,6 +177,33 @@ async fn create_superuser(config: Config, email: &str, name: &str) -> ExitCode {
         }
         Ok(SuperuserOutcome::Promoted(id)) => {
             println!("{} ({id}) is now a superuser", email.as_str());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn import_users(config: Config, from: &str) -> ExitCode {
+    let db = match connect(&config).await {
+        Ok(db) => db,
+        Err(e) => return fail(e),
+    };
+    let result = auth_server::service::import::import_users(&db, from).await;
+    db.close().await;
+    match result {
+        Ok(report) => {
+            for email in &report.duplicates {
+                println!("skipped {email}: an account with this email exists already");
+            }
+            for (email, why) in &report.invalid {
+                println!("skipped {email}: {why}");
+            }
+            println!(
+                "imported {} account(s); skipped {} already present, {} invalid",
+                report.imported,
+                report.duplicates.len(),
+                report.invalid.len()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

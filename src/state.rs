@@ -13,6 +13,8 @@ pub struct AppState {
     pub db: Db,
     pub hasher: Arc<PasswordHasher>,
     pub tokens: Arc<TokenKeys>,
+    /// Per-client-address request limits.
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Wakes the mail worker when a request has queued mail.
     pub mail_wakeup: Arc<tokio::sync::Notify>,
 }
@@ -25,7 +27,9 @@ impl AppState {
             config.hash_queue_limit,
         )?;
         let tokens = TokenKeys::new(&config);
+        let limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits));
         Ok(Self {
+            limiter,
             config: Arc::new(config),
             db,
             hasher: Arc::new(hasher),

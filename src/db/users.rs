@@ -269,3 +269,26 @@ pub async fn promote(db: &Db, email: &str, now: i64) -> Result<bool, sqlx::Error
         .map(|r| r.rows_affected()))?;
     Ok(done == 1)
 }
+
+/// Inserts an account unless one has its email already. Returns whether it was inserted.
+pub async fn insert_if_absent(db: &Db, user: &User) -> Result<bool, sqlx::Error> {
+    let sql = concat!(
+        "INSERT INTO users (",
+        columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (email) DO NOTHING"
+    );
+    let done = with_pool!(db, pool => sqlx::query(sql)
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.is_active)
+        .bind(user.is_verified)
+        .bind(user.is_superuser)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}

@@ -9,8 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{
-    BodyKind, Client, JsonBody, OptionalJsonBody, body_kind, parse_form, parse_json, read_body,
-    required,
+    BodyKind, Client, JsonBody, Limited, LoginLimit, OptionalJsonBody, RefreshLimit, RegisterLimit,
+    body_kind, parse_form, parse_json, read_body, required,
 };
 use super::problem::Problem;
 use super::types::*;
@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     )
 )]
 async fn register(
+    _: Limited<RegisterLimit>,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>)> {
@@ -152,6 +153,7 @@ impl FromRequest<AppState> for Credentials {
     )
 )]
 async fn login(
+    _: Limited<LoginLimit>,
     State(state): State<AppState>,
     Client(client): Client,
     credentials: Credentials,
@@ -174,6 +176,7 @@ async fn login(
     )
 )]
 async fn refresh(
+    _: Limited<RefreshLimit>,
     State(state): State<AppState>,
     Client(client): Client,
     JsonBody(body): JsonBody<RefreshRequest>,

@@ -16,6 +16,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::map_response;
+use axum::response::IntoResponse;
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -67,34 +68,25 @@ pub fn app(state: AppState) -> Router {
         )
         .into();
 
-    let mut security_headers = vec![
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-    ];
-    if config.hsts {
-        security_headers.push((
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        ));
-    }
-
     let mut app = Router::new()
         .merge(api)
         .merge(docs)
         .fallback(|| async { Error::NotFound("there is nothing at this path") });
-    for (name, value) in security_headers {
-        app = app.layer(SetResponseHeaderLayer::overriding(
-            name,
-            HeaderValue::from_static(value),
-        ));
-    }
     if !config.cors_origins.is_empty() {
         app = app.layer(cors(&config.cors_origins));
     }
+    let header =
+        |name, value| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
+    let hsts = config.hsts.then(|| {
+        header(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        )
+    });
 
-    // Outermost first: a request id for every request, a span carrying it, then the limits;
-    // responses the framework or the limits make are turned into problem documents.
+    // Outermost first: a request id for every request and a span carrying it; the security
+    // headers on every response, errors included; then the limits. Responses the framework or
+    // the limits make are turned into problem documents.
     app.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -109,8 +101,13 @@ pub fn app(state: AppState) -> Router {
                     ),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .layer(header(header::REFERRER_POLICY, "no-referrer"))
+            .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+            .option_layer(hsts)
             .layer(map_response(problem::problemize))
             .layer(CatchPanicLayer::custom(problem::panic_response))
+            .layer(axum::middleware::from_fn(limit_headers))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
                 config.request_timeout,
@@ -118,6 +115,27 @@ pub fn app(state: AppState) -> Router {
             .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
             .layer(DefaultBodyLimit::max(config.body_limit_bytes)),
     )
+}
+
+/// The most header bytes a request may carry (hyper itself stops at about 400 KiB).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses requests with more than [`MAX_HEADER_BYTES`] of headers: 431.
+async fn limit_headers(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return problem::problem(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

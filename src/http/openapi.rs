@@ -88,7 +88,16 @@ fn add_if_missing(op: &mut Operation, status: &str, description: &str) {
 
 impl Modify for CommonResponses {
     fn modify(&self, api: &mut OpenApi) {
-        for item in api.paths.paths.values_mut() {
+        for (path, item) in api.paths.paths.iter_mut() {
+            let limited = [
+                "/login",
+                "/register",
+                "/refresh",
+                "/password-reset/",
+                "/verify/",
+            ]
+            .iter()
+            .any(|p| path.starts_with(p));
             for op in [
                 &mut item.get,
                 &mut item.put,
@@ -118,6 +127,13 @@ impl Modify for CommonResponses {
                         op,
                         "401",
                         "UNAUTHORIZED: missing, malformed, expired or revoked access token",
+                    );
+                }
+                if limited {
+                    add_if_missing(
+                        op,
+                        "429",
+                        "TOO_MANY_REQUESTS: over the per-client limit, or (login) the address is locked after failed attempts; see Retry-After",
                     );
                 }
                 add_if_missing(op, "500", "INTERNAL: an unexpected error");

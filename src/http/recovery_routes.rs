@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Authenticated, JsonBody, required};
+use super::extract::{Authenticated, JsonBody, Limited, MailLimit, RefreshLimit, required};
 use super::problem::Problem;
 use super::types::*;
 use crate::domain::{Email, FieldErrors, Password};
@@ -37,6 +37,7 @@ const RESET_ACCEPTED: &str =
     responses((status = 202, description = "Accepted", body = AcceptedResponse))
 )]
 async fn request_password_reset(
+    _: Limited<MailLimit>,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<PasswordResetRequest>,
 ) -> Result<(StatusCode, Json<AcceptedResponse>)> {
@@ -63,6 +64,7 @@ async fn request_password_reset(
     )
 )]
 async fn confirm_password_reset(
+    _: Limited<RefreshLimit>,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<PasswordResetConfirm>,
 ) -> Result<StatusCode> {
@@ -94,6 +96,7 @@ async fn confirm_password_reset(
     responses((status = 202, description = "Accepted", body = AcceptedResponse))
 )]
 async fn request_verification(
+    _: Limited<MailLimit>,
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<(StatusCode, Json<AcceptedResponse>)> {
@@ -116,6 +119,7 @@ async fn request_verification(
     )
 )]
 async fn confirm_verification(
+    _: Limited<RefreshLimit>,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<VerifyConfirm>,
 ) -> Result<Json<UserResponse>> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{self, Db, one_time_tokens, outbox, sessions, throttle};
+use crate::db::{self, Db, login_attempts, one_time_tokens, outbox, sessions, throttle};
 
 /// How long ended rows are kept before they are deleted (for a look at recent history).
 const RETENTION_MS: i64 = 24 * 3_600_000;
@@ -18,6 +18,7 @@ pub struct Purged {
     pub tokens: u64,
     pub mails: u64,
     pub throttles: u64,
+    pub login_attempts: u64,
 }
 
 /// Deletes what ended long enough before `now`.
@@ -27,6 +28,7 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
         tokens: one_time_tokens::purge_spent(db, now - RETENTION_MS).await?,
         mails: outbox::purge_done(db, now - MAIL_RETENTION_MS).await?,
         throttles: throttle::purge_before(db, now - RETENTION_MS).await?,
+        login_attempts: login_attempts::purge_before(db, now - RETENTION_MS, now).await?,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod import;
 pub mod maintenance;
 pub mod policy;
 pub mod recovery;

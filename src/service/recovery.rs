@@ -2,7 +2,7 @@
 //! as a hash) mailed as links built from PUBLIC_URL.
 
 use crate::auth::tokens::{hash_token_id, random_token};
-use crate::db::{self, Tx, one_time_tokens, outbox, sessions, throttle, users};
+use crate::db::{self, Tx, login_attempts, one_time_tokens, outbox, sessions, throttle, users};
 use crate::domain::Email;
 use crate::error::{Error, Result};
 use crate::mail::templates;
@@ -141,6 +141,8 @@ pub async fn confirm_password_reset(
     }
     let ended = sessions::revoke_all_of_user_in(&mut tx, &spent.user_id, now).await?;
     tx.commit().await?;
+    // A reset works for a locked address, and ends the lock.
+    login_attempts::clear(&state.db, &user.email).await?;
     tracing::info!(user_id = %spent.user_id, sessions_ended = ended, "password reset");
     Ok(())
 }

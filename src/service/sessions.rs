@@ -2,7 +2,7 @@
 //! log out.
 
 use crate::auth::tokens::{Claims, TokenError, hash_token_id};
-use crate::db::{self, sessions, users};
+use crate::db::{self, login_attempts, sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -52,6 +52,11 @@ fn ms(d: std::time::Duration) -> i64 {
 }
 
 /// Checks email and password and opens a session.
+///
+/// Consecutive failures are counted per address in the database (for every address, whether or
+/// not an account has it); past `login_free_attempts` the address is locked for 1 s, then twice
+/// as long after each further failure, up to `login_lockout_max`. While locked, no password is
+/// checked, the right one included: the answer is 429 with Retry-After.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
@@ -59,10 +64,26 @@ pub async fn login(
     password: &Password,
     client: ClientInfo,
 ) -> Result<TokenPair> {
+    let parsed = Email::parse("email", email).ok();
+    let key: String = match &parsed {
+        Some(e) => e.as_str().to_string(),
+        None => email
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(Email::MAX_LENGTH)
+            .collect(),
+    };
+    let now = db::now_ms();
+    if let Some(until) = login_attempts::locked_until(&state.db, &key, now).await? {
+        return Err(Error::TooManyRequests {
+            retry_after: std::time::Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
+        });
+    }
     // An address that cannot be valid cannot have an account; it still costs a verification.
-    let user = match Email::parse("email", email) {
-        Ok(email) => users::find_by_email(&state.db, email.as_str()).await?,
-        Err(_) => None,
+    let user = match &parsed {
+        Some(email) => users::find_by_email(&state.db, email.as_str()).await?,
+        None => None,
     };
     let verification = state
         .hasher
@@ -70,8 +91,12 @@ pub async fn login(
         .await?;
     let user = match user {
         Some(user) if verification.matches => user,
-        _ => return Err(Error::InvalidCredentials),
+        _ => {
+            record_failure(state, &key).await?;
+            return Err(Error::InvalidCredentials);
+        }
     };
+    login_attempts::clear(&state.db, &key).await?;
     if !user.is_active {
         return Err(Error::AccountDisabled);
     }
@@ -82,6 +107,25 @@ pub async fn login(
         upgrade_hash_in_background(state, &user, password);
     }
     open_session(state, &user, client).await
+}
+
+async fn record_failure(state: &AppState, key: &str) -> Result<()> {
+    let now = db::now_ms();
+    let failures = login_attempts::record_failure(&state.db, key, now).await?;
+    let free = i64::from(state.config.login_free_attempts);
+    if failures >= free {
+        let doublings = u32::try_from((failures - free).min(40)).unwrap_or(40);
+        let delay = ms(std::time::Duration::from_secs(1))
+            .saturating_mul(1i64 << doublings)
+            .min(ms(state.config.login_lockout_max));
+        login_attempts::lock(&state.db, key, now + delay).await?;
+        tracing::warn!(
+            failures,
+            lock_ms = delay,
+            "repeated failed logins; the address is locked for a while"
+        );
+    }
+    Ok(())
 }
 
 /// Replaces a hash made with old parameters, without delaying the login that found it.

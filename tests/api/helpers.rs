@@ -131,6 +131,11 @@ pub fn test_vars(database_url: &str) -> Vec<(String, String)> {
         ("ARGON2_ITERATIONS", "1"),
         ("ARGON2_PARALLELISM", "1"),
         ("DATABASE_MAX_CONNECTIONS", "5"),
+        // Every test's requests come from 127.0.0.1: the per-address limits are tested on their own.
+        ("RATE_LIMIT_LOGIN_PER_MINUTE", "100000"),
+        ("RATE_LIMIT_REGISTER_PER_MINUTE", "100000"),
+        ("RATE_LIMIT_REFRESH_PER_MINUTE", "100000"),
+        ("RATE_LIMIT_MAIL_PER_MINUTE", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -441,4 +446,99 @@ where
         outputs.push(handle.await.expect("the task finished"));
     }
     outputs
+}
+
+/// The server binary run as a child process on a fresh SQLite file, with its output captured:
+/// for what only a whole process shows (its memory, everything it logs).
+pub struct ChildServer {
+    pub base: String,
+    pub database: PathBuf,
+    child: std::process::Child,
+    dir: PathBuf,
+    output: Arc<std::sync::Mutex<String>>,
+}
+
+impl ChildServer {
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let dir = std::env::temp_dir().join(format!(
+            "auth-server-child-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_auth-server"));
+        command
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("SECRET_KEY", SECRET)
+            .env("DATABASE_URL", "sqlite://auth.db")
+            .env("LOG_FORMAT", "json")
+            .env_remove("SMTP_URL")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut all = output.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
+        let server = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            database: dir.join("auth.db"),
+            child,
+            dir,
+            output,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client.get(server.url("/health")).send().await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the server did not start: {}", server.output());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the process has written so far, stdout and stderr.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The peak resident memory of the process so far, in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

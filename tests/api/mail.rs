@@ -470,63 +470,28 @@ async fn mail_still_queued_at_a_restart_is_delivered_after_it() {
 
 #[tokio::test]
 async fn without_smtp_mail_is_written_to_the_log() {
-    use std::io::{BufRead, BufReader};
-    let dir = std::env::temp_dir().join(format!(
-        "auth-server-logmail-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
-        .current_dir(&dir)
-        .env("PORT", port.to_string())
-        .env("SECRET_KEY", SECRET)
-        .env("ARGON2_MEMORY_KIB", "256")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("LOG_FORMAT", "json")
-        .env_remove("SMTP_URL")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the server did not start");
+    let server =
+        ChildServer::start(&[("ARGON2_MEMORY_KIB", "256"), ("ARGON2_ITERATIONS", "1")]).await;
     let email = unique_email();
-    let response = client
-        .post(format!("{base}/register"))
+    let response = reqwest::Client::new()
+        .post(server.url("/register"))
         .json(&json!({"email": email, "password": PASSWORD, "name": "Dev"}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     let deadline = std::time::Instant::now() + WAIT;
-    let mut found = None;
-    while std::time::Instant::now() < deadline && found.is_none() {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-            && line.contains("verify-email?token=")
-        {
-            found = Some(line);
+    let line = loop {
+        let output = server.output();
+        if let Some(line) = output.lines().find(|l| l.contains("verify-email?token=")) {
+            break line.to_string();
         }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    let line = found.expect("the verification mail was not logged");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verification mail was not logged: {output}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let logged: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(logged["to"], email);
     assert!(

@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, the real server over real HTTP.
 
+mod hardening;
 mod helpers;
 mod smtp;
 

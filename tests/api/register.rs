@@ -92,13 +92,36 @@ async fn invalid_fields_are_each_named() {
 #[tokio::test]
 async fn password_length_counts_characters() {
     let app = spawn_app().await;
-    // Eight characters of two bytes each: long enough.
-    let response = app.register(&unique_email(), "éééééééé", "Unicode").await;
+    // Eight characters of two or three bytes each: long enough.
+    let response = app.register(&unique_email(), "ñ7ü€ß9Ωж", "Unicode").await;
     assert_eq!(response.status(), 201);
-    let response = app
-        .register(&unique_email(), &"é".repeat(128), "Unicode")
-        .await;
-    assert_eq!(response.status(), 201);
+    // Seven are not, whatever their bytes.
+    let body = assert_problem(
+        app.register(&unique_email(), "ñ7ü€ß9Ω", "Unicode").await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(error_fields(&body), ["password"]);
+    // 128 characters (256 bytes) are the most.
+    let long: String = (0..128u32)
+        .map(|i| char::from_u32(0xE0 + (i * 7) % 31).unwrap())
+        .collect();
+    assert_eq!(long.chars().count(), 128);
+    assert_eq!(
+        app.register(&unique_email(), &long, "Unicode")
+            .await
+            .status(),
+        201
+    );
+    let longer = format!("{long}x");
+    let body = assert_problem(
+        app.register(&unique_email(), &longer, "Unicode").await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(error_fields(&body), ["password"]);
 }
 
 #[tokio::test]
