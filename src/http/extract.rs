@@ -383,3 +383,96 @@ mod tests {
         assert_eq!(body_kind(&h), BodyKind::Other);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::http::types::{LoginForm, LoginRequest, RegisterRequest, UpdateMeRequest};
+
+    fn field_errors_are_named(e: Error) -> Result<(), TestCaseError> {
+        match e {
+            Error::Validation(errors) => {
+                prop_assert!(!errors.is_empty());
+                for e in errors {
+                    prop_assert!(!e.field.is_empty() && !e.message.is_empty());
+                }
+                Ok(())
+            }
+            other => Err(TestCaseError::fail(format!(
+                "not a validation error: {other:?}"
+            ))),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_parse_or_name_the_bad_field(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for result in [
+                parse_json::<RegisterRequest>(&bytes).map(|_| ()),
+                parse_json::<LoginRequest>(&bytes).map(|_| ()),
+                parse_json::<UpdateMeRequest>(&bytes).map(|_| ()),
+                parse_form::<LoginForm>(&bytes).map(|_| ()),
+            ] {
+                if let Err(e) = result {
+                    field_errors_are_named(e)?;
+                }
+            }
+        }
+
+        #[test]
+        fn json_shaped_input_parses_or_names_the_bad_field(
+            email in proptest::option::of(".{0,300}"),
+            password in proptest::option::of(any::<String>()),
+            extra in proptest::option::of("[a-z_]{1,12}"),
+            number in any::<i64>(),
+        ) {
+            let mut body = serde_json::Map::new();
+            if let Some(e) = email { body.insert("email".into(), e.into()); }
+            if let Some(p) = password { body.insert("password".into(), p.into()); }
+            if let Some(x) = extra { body.insert(x, number.into()); }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            if let Err(e) = parse_json::<RegisterRequest>(&bytes) {
+                field_errors_are_named(e)?;
+            }
+        }
+
+        #[test]
+        fn content_types_never_panic(ct in "[ -~]{0,80}") {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&ct) {
+                headers.insert(CONTENT_TYPE, v);
+            }
+            let _ = body_kind(&headers);
+        }
+
+        #[test]
+        fn emails_normalise_idempotently(raw in ".{0,300}") {
+            if let Ok(email) = crate::domain::Email::parse("email", &raw) {
+                let again = crate::domain::Email::parse("email", email.as_str()).unwrap();
+                prop_assert_eq!(again.as_str(), email.as_str());
+                prop_assert_eq!(email.as_str(), email.as_str().trim().to_lowercase());
+                prop_assert!(email.as_str().chars().count() <= 254);
+            }
+        }
+
+        #[test]
+        fn forwarded_for_never_yields_an_address_from_nowhere(
+            header in "[0-9a-f.:, ]{0,120}",
+            trusted in any::<bool>(),
+        ) {
+            let peer: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+            let proxies = if trusted { vec!["10.0.0.0/8".parse().unwrap()] } else { vec![] };
+            let ip = crate::net::client_ip(peer, Some(&header), &proxies);
+            if trusted {
+                prop_assert!(ip == peer || header.contains(&ip.to_string()) || header.contains("::ffff:"));
+            } else {
+                prop_assert_eq!(ip, peer);
+            }
+        }
+    }
+}

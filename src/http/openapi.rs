@@ -16,7 +16,11 @@ use utoipa::{Modify, OpenApi as _};
             Every error is an RFC 9457 problem document (`application/problem+json`) with a stable `code`.\n\n\
             To try the protected endpoints here: **Authorize**, then log in under `oauth2` with your email as the username.",
     ),
-    components(schemas(super::problem::Problem, crate::error::FieldError)),
+    components(schemas(
+        super::problem::Problem,
+        crate::error::FieldError,
+        crate::service::sessions::LogoutScope
+    )),
     modifiers(&CommonResponses, &SecuritySchemes),
     tags(
         (name = "authentication", description = "Register, log in, refresh, log out"),

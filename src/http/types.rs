@@ -14,7 +14,7 @@ use crate::service::sessions::TokenPair;
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// A valid address, at most 254 characters; compared case-insensitively.
-    #[schema(required = true, example = "alice@example.com", max_length = 254)]
+    #[schema(required = true, example = "alice@example.com", max_length = 254, format = Email)]
     pub email: Option<String>,
     /// 8 to 128 characters.
     #[schema(required = true, example = "correct horse battery staple", min_length = 8, max_length = 128, format = Password)]

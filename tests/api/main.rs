@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, the real server over real HTTP.
 
+mod fuzz;
 mod hardening;
 mod helpers;
 mod smtp;
