@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::auth::keys::{self, PublicKey, SigningKey};
 use crate::net::IpNet;
 
 /// Which database the `DATABASE_URL` selects. The URL is kept in the form sqlx understands.
@@ -63,12 +64,44 @@ impl DatabaseUrl {
     }
 }
 
-/// The JWT signing algorithms this build accepts for `ALGORITHM`.
+/// The JWT signing algorithms `ALGORITHM` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SigningAlgorithm {
     HS256,
     HS384,
     HS512,
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+impl SigningAlgorithm {
+    pub fn jwt(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            Self::HS256 => A::HS256,
+            Self::HS384 => A::HS384,
+            Self::HS512 => A::HS512,
+            Self::RS256 => A::RS256,
+            Self::ES256 => A::ES256,
+            Self::EdDSA => A::EdDSA,
+        }
+    }
+
+    pub fn is_symmetric(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+            Self::RS256 => "RS256",
+            Self::ES256 => "ES256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
 }
 
 impl FromStr for SigningAlgorithm {
@@ -78,10 +111,12 @@ impl FromStr for SigningAlgorithm {
             "HS256" => Ok(Self::HS256),
             "HS384" => Ok(Self::HS384),
             "HS512" => Ok(Self::HS512),
-            "RS256" | "ES256" | "EDDSA" => Err(format!(
-                "`{s}` (asymmetric signing) is not available in this version; use HS256, HS384 or HS512"
+            "RS256" => Ok(Self::RS256),
+            "ES256" => Ok(Self::ES256),
+            "EDDSA" => Ok(Self::EdDSA),
+            _ => Err(format!(
+                "`{s}` is not one of HS256, HS384, HS512, RS256, ES256, EdDSA"
             )),
-            _ => Err(format!("`{s}` is not one of HS256, HS384, HS512")),
         }
     }
 }
@@ -120,6 +155,12 @@ pub struct Config {
     /// True when no SECRET_KEY was configured and `secret_key` was generated at start.
     pub secret_key_generated: bool,
     pub algorithm: SigningAlgorithm,
+    /// With an asymmetric algorithm: the key that signs access tokens (PRIVATE_KEY_FILE).
+    pub signing_key: Option<SigningKey>,
+    /// Retired keys that still verify access tokens and stay in the JWKS.
+    pub previous_keys: Vec<PublicKey>,
+    /// This server's own public address, for the discovery document (default: PUBLIC_URL).
+    pub api_url: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub refresh_reuse_interval: Duration,
@@ -216,11 +257,12 @@ impl Config {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars: HashMap<String, String> = vars
+        // The last value of a variable wins; an empty value means unset.
+        let mut vars: HashMap<String, String> = vars
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
-            .filter(|(_, v)| !v.trim().is_empty())
             .collect();
+        vars.retain(|_, v| !v.trim().is_empty());
         let get = |k: &str| vars.get(k).map(|v| v.trim().to_string());
 
         fn parse<T: FromStr>(
@@ -289,6 +331,43 @@ impl Config {
         };
 
         let algorithm = parse("ALGORITHM", get("ALGORITHM"), SigningAlgorithm::HS256)?;
+        let signing_key = match (algorithm.is_symmetric(), get("PRIVATE_KEY_FILE")) {
+            (true, None) => None,
+            (true, Some(_)) => {
+                return Err(err(
+                    "PRIVATE_KEY_FILE",
+                    format!(
+                        "is set, but ALGORITHM={} signs with SECRET_KEY; use RS256, ES256 or EdDSA, or unset it",
+                        algorithm.name()
+                    ),
+                ));
+            }
+            (false, None) => {
+                return Err(err(
+                    "PRIVATE_KEY_FILE",
+                    format!(
+                        "is required with ALGORITHM={} (make one with `auth-server generate-key`)",
+                        algorithm.name()
+                    ),
+                ));
+            }
+            (false, Some(path)) => Some(
+                keys::load_private(std::path::Path::new(&path), algorithm.jwt())
+                    .map_err(|m| err("PRIVATE_KEY_FILE", m))?,
+            ),
+        };
+        let mut previous_keys = Vec::new();
+        for path in get("PREVIOUS_PUBLIC_KEY_FILES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            previous_keys.push(
+                keys::load_public(std::path::Path::new(path))
+                    .map_err(|m| err("PREVIOUS_PUBLIC_KEY_FILES", m))?,
+            );
+        }
         let minutes = positive(
             "ACCESS_TOKEN_EXPIRE_MINUTES",
             parse(
@@ -382,6 +461,14 @@ impl Config {
             ));
         }
         let public_url = public_url.trim_end_matches('/').to_string();
+        let api_url = get("API_URL").unwrap_or_else(|| public_url.clone());
+        if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
+            return Err(err(
+                "API_URL",
+                format!("`{api_url}` must start with http:// or https://"),
+            ));
+        }
+        let api_url = api_url.trim_end_matches('/').to_string();
 
         let smtp_url = get("SMTP_URL");
         if let Some(url) = &smtp_url {
@@ -564,6 +651,9 @@ impl Config {
             secret_key,
             secret_key_generated,
             algorithm,
+            signing_key,
+            previous_keys,
+            api_url,
             access_token_ttl: Duration::from_secs(minutes * 60),
             refresh_token_ttl: Duration::from_secs(days * 86_400),
             refresh_reuse_interval: Duration::from_secs(reuse),
@@ -627,6 +717,14 @@ mod tests {
         assert_eq!(c.refresh_token_ttl, Duration::from_secs(7 * 86_400));
         assert_eq!(c.argon2.memory_kib, 19_456);
         assert_eq!(c.body_limit_bytes, 65_536);
+    }
+
+    #[test]
+    fn the_last_value_wins_and_empty_means_unset() {
+        let c = config(&[("PORT", "9000"), ("PORT", "9001")]).unwrap();
+        assert_eq!(c.port, 9001);
+        let c = config(&[("PORT", "9000"), ("PORT", " ")]).unwrap();
+        assert_eq!(c.port, 8000);
     }
 
     #[test]

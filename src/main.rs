@@ -41,6 +41,17 @@ enum Command {
         #[arg(long, default_value = "Administrator")]
         name: String,
     },
+    /// Write a new private key for ALGORITHM=RS256, ES256 or EdDSA (PKCS#8 PEM, mode 0600).
+    ///
+    /// Point PRIVATE_KEY_FILE at it. An existing file is never overwritten.
+    GenerateKey {
+        /// RS256 (RSA 2048), ES256 (P-256) or EdDSA (Ed25519).
+        #[arg(long)]
+        algorithm: String,
+        /// Where to write the key.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Copy accounts from the original Python service's SQLite database.
     ///
     /// Copies email, name, the is_active / is_verified / is_superuser flags and the password
@@ -62,6 +73,10 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Making a key needs no configuration (and may come before there is a valid one).
+    if let Some(Command::GenerateKey { algorithm, out }) = &cli.command {
+        return generate_key(algorithm, out);
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => return fail(e),
@@ -72,6 +87,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(config).await,
         Command::CreateSuperuser { email, name } => create_superuser(config, &email, &name).await,
         Command::ImportUsers { from } => import_users(config, &from).await,
+        Command::GenerateKey { .. } => unreachable!("handled before the configuration is read"),
     }
 }
 
@@ -207,5 +223,41 @@ async fn import_users(config: Config, from: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+fn generate_key(algorithm: &str, out: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let algorithm = match algorithm.parse::<auth_server::config::SigningAlgorithm>() {
+        Ok(a) if !a.is_symmetric() => a,
+        _ => {
+            return fail(format!(
+                "--algorithm `{algorithm}`: use RS256, ES256 or EdDSA"
+            ));
+        }
+    };
+    let pem = match auth_server::auth::keys::generate(algorithm.jwt()) {
+        Ok(pem) => pem,
+        Err(e) => return fail(e),
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out);
+    let written = file.and_then(|mut f| f.write_all(pem.as_bytes()));
+    match written {
+        Ok(()) => {
+            println!(
+                "wrote a new {} private key to {}; set ALGORITHM={} and PRIVATE_KEY_FILE={}",
+                algorithm.name(),
+                out.display(),
+                algorithm.name(),
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot write {}: {e}", out.display())),
     }
 }

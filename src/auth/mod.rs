@@ -1,4 +1,5 @@
 //! Credentials: password hashing and tokens. Nothing here knows about HTTP or SQL.
 
+pub mod keys;
 pub mod password;
 pub mod tokens;

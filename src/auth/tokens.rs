@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, SigningAlgorithm};
+use crate::config::Config;
 
 pub const ACCESS_TYP: &str = "at+jwt";
 pub const REFRESH_TYP: &str = "refresh+jwt";
@@ -49,11 +49,20 @@ pub enum TokenError {
     Invalid,
 }
 
+/// A key that verifies access tokens, with the validation pinned to its own algorithm.
+struct Verifier {
+    kid: Option<String>,
+    key: DecodingKey,
+    validation: Validation,
+}
+
 pub struct TokenKeys {
     access_header: Header,
     access_encoding: EncodingKey,
-    access_decoding: DecodingKey,
-    access_validation: Validation,
+    /// The current key first, then the retired ones (PREVIOUS_PUBLIC_KEY_FILES).
+    access_verifiers: Vec<Verifier>,
+    /// The public keys, as the JWKS publishes them.
+    public_keys: Vec<crate::auth::keys::PublicKey>,
     refresh_header: Header,
     refresh_encoding: EncodingKey,
     refresh_decoding: DecodingKey,
@@ -89,21 +98,50 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
 
 impl TokenKeys {
     pub fn new(config: &Config) -> Self {
-        let alg = match config.algorithm {
-            SigningAlgorithm::HS256 => Algorithm::HS256,
-            SigningAlgorithm::HS384 => Algorithm::HS384,
-            SigningAlgorithm::HS512 => Algorithm::HS512,
-        };
+        let alg = config.algorithm.jwt();
         let mut access_header = Header::new(alg);
         access_header.typ = Some(ACCESS_TYP.into());
+        let verifier = |kid: Option<String>, key: DecodingKey, alg: Algorithm| Verifier {
+            kid,
+            key,
+            validation: validation(alg, &config.jwt_issuer, &config.jwt_audience),
+        };
+        let (access_encoding, current) = match &config.signing_key {
+            Some(key) => {
+                let kid = key.public.thumbprint();
+                access_header.kid = Some(kid.clone());
+                (
+                    key.encoding_key(),
+                    verifier(Some(kid), key.public.decoding_key(), alg),
+                )
+            }
+            None => (
+                EncodingKey::from_secret(&config.secret_key),
+                verifier(None, DecodingKey::from_secret(&config.secret_key), alg),
+            ),
+        };
+        let mut access_verifiers = vec![current];
+        let mut public_keys: Vec<_> = config
+            .signing_key
+            .iter()
+            .map(|k| k.public.clone())
+            .collect();
+        for old in &config.previous_keys {
+            access_verifiers.push(verifier(
+                Some(old.thumbprint()),
+                old.decoding_key(),
+                old.algorithm(),
+            ));
+            public_keys.push(old.clone());
+        }
         let mut refresh_header = Header::new(Algorithm::HS256);
         refresh_header.typ = Some(REFRESH_TYP.into());
         let refresh_key = derive_key(&config.secret_key, "auth-server refresh token signing key");
         Self {
             access_header,
-            access_encoding: EncodingKey::from_secret(&config.secret_key),
-            access_decoding: DecodingKey::from_secret(&config.secret_key),
-            access_validation: validation(alg, &config.jwt_issuer, &config.jwt_audience),
+            access_encoding,
+            access_verifiers,
+            public_keys,
             refresh_header,
             refresh_encoding: EncodingKey::from_secret(&refresh_key),
             refresh_decoding: DecodingKey::from_secret(&refresh_key),
@@ -128,7 +166,7 @@ impl TokenKeys {
             uuid::Uuid::new_v4().to_string(),
         );
         jsonwebtoken::encode(&self.access_header, &claims, &self.access_encoding)
-            .expect("HMAC signing of a serialisable struct cannot fail")
+            .expect("signing with a key checked at start cannot fail")
     }
 
     /// Signs the refresh token of generation `generation` of a session. The same arguments give
@@ -147,13 +185,25 @@ impl TokenKeys {
             .expect("HMAC signing of a serialisable struct cannot fail")
     }
 
+    /// Checks an access token with the key its `kid` names among the known ones (the current
+    /// key when it names none of them), under that key's own algorithm only.
     pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
-        verify(
-            token,
-            ACCESS_TYP,
-            &self.access_decoding,
-            &self.access_validation,
-        )
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let verifier = header
+            .kid
+            .as_deref()
+            .and_then(|kid| {
+                self.access_verifiers
+                    .iter()
+                    .find(|v| v.kid.as_deref() == Some(kid))
+            })
+            .unwrap_or(&self.access_verifiers[0]);
+        verify(token, ACCESS_TYP, &verifier.key, &verifier.validation)
+    }
+
+    /// The public keys that verify access tokens (none with an HS algorithm).
+    pub fn public_keys(&self) -> &[crate::auth::keys::PublicKey] {
+        &self.public_keys
     }
 
     pub fn verify_refresh(&self, token: &str) -> Result<Claims, TokenError> {

@@ -2,6 +2,7 @@
 
 mod admin_routes;
 mod auth_routes;
+mod discovery_routes;
 pub mod extract;
 mod me_routes;
 pub mod openapi;
@@ -35,29 +36,41 @@ use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The API's routes and their OpenAPI document, built from the same handler list.
-pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
+/// The API's routes, the discovery routes, and their one OpenAPI document, built from the same
+/// handler lists.
+pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
+    let (discovery, discovery_doc) = OpenApiRouter::new()
+        .merge(discovery_routes::router())
+        .split_for_parts();
+    let (router, mut api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(auth_routes::router())
         .merge(me_routes::router())
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
         .merge(ops_routes::router())
         .split_for_parts();
-    (router, openapi::finish(api))
+    api.merge(discovery_doc);
+    (router, discovery, openapi::finish(api))
 }
 
 /// The whole application: API, docs, and the middleware stack.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
-    let (api, openapi) = api();
+    let (api, discovery, openapi) = api();
 
     // Anything carrying tokens or user data must not be stored by caches.
     let api = api
-        .with_state(state)
+        .with_state(state.clone())
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
+        ));
+    // Public keys change only at a rotation: resource servers may cache them a while.
+    let discovery = discovery
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
         ));
     let docs: Router = SwaggerUi::new("/docs")
         .url("/openapi.json", openapi)
@@ -70,6 +83,7 @@ pub fn app(state: AppState) -> Router {
 
     let mut app = Router::new()
         .merge(api)
+        .merge(discovery)
         .merge(docs)
         .fallback(|| async { Error::NotFound("there is nothing at this path") });
     if !config.cors_origins.is_empty() {

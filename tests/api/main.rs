@@ -19,4 +19,5 @@ mod purge;
 mod refresh;
 mod register;
 mod sessions;
+mod signing;
 mod tokens;
