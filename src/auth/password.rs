@@ -67,6 +67,7 @@ impl Worker {
     }
 
     fn run(mut self, jobs: Arc<Mutex<Receiver<Job>>>) {
+        lower_priority();
         loop {
             // The lock is held only while waiting for the next job.
             let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
@@ -169,6 +170,18 @@ impl Worker {
             matches,
             needs_rehash: !current,
         }
+    }
+}
+
+/// Hashing yields to the request workers when both want a core: hashes take a little longer
+/// under load, and everything else (GET /me, /health) keeps its latency.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id (Linux gives each thread its own nice value);
+    // failure only leaves the priority as it was.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 

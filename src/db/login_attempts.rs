@@ -2,11 +2,11 @@
 
 use super::{Db, with_pool};
 
-/// Until when logins to `email` are refused, if they are.
-pub async fn locked_until(db: &Db, email: &str, now: i64) -> Result<Option<i64>, sqlx::Error> {
-    let sql = "SELECT locked_until FROM login_attempts WHERE email = $1 AND locked_until > $2";
-    let row: Option<Option<i64>> = with_pool!(db, pool => sqlx::query_scalar(sql).bind(email).bind(now).fetch_optional(pool).await)?;
-    Ok(row.flatten())
+/// The failures on record for `email`: `None` when there are none (the common case, which
+/// then needs no write after a successful login), else until when it is locked, if it is.
+pub async fn lookup(db: &Db, email: &str) -> Result<Option<Option<i64>>, sqlx::Error> {
+    let sql = "SELECT locked_until FROM login_attempts WHERE email = $1";
+    with_pool!(db, pool => sqlx::query_scalar(sql).bind(email).fetch_optional(pool).await)
 }
 
 /// Counts a failure and returns the number of consecutive failures, in one statement (so that

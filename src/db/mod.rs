@@ -9,6 +9,7 @@ pub mod login_attempts;
 pub mod one_time_tokens;
 pub mod outbox;
 pub mod sessions;
+mod sqlite_read;
 pub mod throttle;
 pub mod users;
 
@@ -25,15 +26,22 @@ use crate::config::DatabaseUrl;
 /// A connection pool on the configured backend.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     Postgres(PgPool),
+}
+
+/// SQLite: the sqlx pool, and read-only connections for the per-request session check.
+#[derive(Clone, Debug)]
+pub struct SqliteDb {
+    pub pool: SqlitePool,
+    readers: Option<std::sync::Arc<sqlite_read::Readers>>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool (`&SqlitePool` or `&PgPool`).
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
@@ -97,9 +105,13 @@ impl Db {
                     .max_connections(max_connections.unwrap_or(8))
                     .min_connections(1)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
+                    // A local file does not drop connections; pinging one before each use
+                    // doubled the cost of every query (each is a hand-off to its worker thread).
+                    .test_before_acquire(false)
+                    .connect_with(options.clone())
                     .await?;
-                Ok(Self::Sqlite(pool))
+                let readers = sqlite_read::Readers::for_file(&options).map(std::sync::Arc::new);
+                Ok(Self::Sqlite(SqliteDb { pool, readers }))
             }
             DatabaseUrl::Postgres(url) => {
                 let pool = PgPoolOptions::new()
@@ -138,7 +150,7 @@ impl Db {
     /// Applies the migrations that this database has not seen yet.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
-            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Self::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.pool).await,
             Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }
     }
@@ -147,7 +159,7 @@ impl Db {
     /// that it waits its turn instead of failing when it would upgrade a read lock.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
             Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -158,6 +170,13 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Self::Sqlite(SqliteDb {
+            readers: Some(readers),
+            ..
+        }) = self
+        {
+            readers.close();
+        }
         with_pool!(self, pool => pool.close().await)
     }
 }

@@ -58,18 +58,27 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<Session>, sqlx::Error> {
     with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
 
-/// The user of a session that is live at `now` (not revoked, not expired), in one round trip:
-/// this runs on every authenticated request.
+/// The user of a session that is live at `now` (not revoked, not expired), in one round trip.
+pub(super) const FIND_LIVE_USER: &str = "SELECT u.id, u.email, u.name, u.password_hash, u.is_active, \
+    u.is_verified, u.is_superuser, u.created_at, u.updated_at \
+    FROM sessions s JOIN users u ON u.id = s.user_id \
+    WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2";
+
+/// The user of a session that is live at `now`: this runs on every authenticated request.
 pub async fn find_live_user(
     db: &Db,
     session_id: &str,
     now: i64,
 ) -> Result<Option<User>, sqlx::Error> {
-    let sql = "SELECT u.id, u.email, u.name, u.password_hash, u.is_active, u.is_verified, \
-               u.is_superuser, u.created_at, u.updated_at \
-               FROM sessions s JOIN users u ON u.id = s.user_id \
-               WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2";
-    with_pool!(db, pool => sqlx::query_as(sql).bind(session_id).bind(now).fetch_optional(pool).await)
+    if let Db::Sqlite(super::SqliteDb {
+        readers: Some(readers),
+        ..
+    }) = db
+        && let Some(found) = readers.live_user(session_id, now)
+    {
+        return Ok(found);
+    }
+    with_pool!(db, pool => sqlx::query_as(FIND_LIVE_USER).bind(session_id).bind(now).fetch_optional(pool).await)
 }
 
 /// The new state of a session's chain after a rotation.

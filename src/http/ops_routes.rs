@@ -10,7 +10,9 @@ use super::types::HealthResponse;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(liveness))
 }
 
 /// Liveness and database reachability, for load balancers and orchestrators.
@@ -42,6 +44,22 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRespon
             unavailable()
         }
     }
+}
+
+/// Liveness: the process serves HTTP. Touches neither the database nor any token, so a probe
+/// never restarts a healthy instance because its database is away.
+#[utoipa::path(
+    get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "Serving", body = LiveResponse, example = json!({"status": "ok"})))
+)]
+async fn liveness() -> Json<LiveResponse> {
+    Json(LiveResponse { status: "ok" })
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LiveResponse {
+    /// Always `ok`.
+    pub status: &'static str,
 }
 
 fn unavailable() -> (StatusCode, Json<HealthResponse>) {

@@ -75,7 +75,10 @@ pub async fn login(
             .collect(),
     };
     let now = db::now_ms();
-    if let Some(until) = login_attempts::locked_until(&state.db, &key, now).await? {
+    let failures_on_record = login_attempts::lookup(&state.db, &key).await?;
+    if let Some(Some(until)) = failures_on_record
+        && until > now
+    {
         return Err(Error::TooManyRequests {
             retry_after: std::time::Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
         });
@@ -96,7 +99,9 @@ pub async fn login(
             return Err(Error::InvalidCredentials);
         }
     };
-    login_attempts::clear(&state.db, &key).await?;
+    if failures_on_record.is_some() {
+        login_attempts::clear(&state.db, &key).await?;
+    }
     if !user.is_active {
         return Err(Error::AccountDisabled);
     }

@@ -11,7 +11,7 @@ use crate::smtp::SmtpSink;
 
 async fn stored_hash(app: &TestApp, email: &str) -> String {
     match &app.state.db {
-        auth_server::db::Db::Sqlite(pool) => {
+        auth_server::db::Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
             sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
                 .bind(email)
                 .fetch_one(pool)

@@ -325,7 +325,7 @@ impl TestApp {
     /// Runs a counting query on whichever database the app uses.
     pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
         match &self.state.db {
-            Db::Sqlite(pool) => sqlx::query_scalar(sql)
+            Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => sqlx::query_scalar(sql)
                 .bind(bind)
                 .fetch_one(pool)
                 .await
@@ -341,7 +341,7 @@ impl TestApp {
     /// Runs a statement with two text parameters.
     pub async fn execute2(&self, sql: &'static str, a: &str, b: &str) {
         match &self.state.db {
-            Db::Sqlite(pool) => sqlx::query(sql)
+            Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => sqlx::query(sql)
                 .bind(a)
                 .bind(b)
                 .execute(pool)
@@ -360,7 +360,9 @@ impl TestApp {
     /// Runs a statement with one text parameter.
     pub async fn execute(&self, sql: &'static str, bind: &str) {
         match &self.state.db {
-            Db::Sqlite(pool) => sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ()),
+            Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
+                sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ())
+            }
             Db::Postgres(pool) => sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ()),
         }
         .unwrap();

@@ -167,7 +167,7 @@ async fn a_hash_with_weaker_parameters_is_upgraded_at_login() {
     .to_string();
     assert!(weak.contains("m=64,"));
     match &app.state.db {
-        auth_server::db::Db::Sqlite(pool) => {
+        auth_server::db::Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
             sqlx::query("UPDATE users SET password_hash = $1 WHERE email = $2")
                 .bind(&weak)
                 .bind(&email)

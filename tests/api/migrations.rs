@@ -41,7 +41,7 @@ async fn first_release(db: &Db, email: &str) {
                   VALUES ($1, $2, 'Old Timer', $3, TRUE, TRUE, FALSE, 0, 0)";
     let id = uuid::Uuid::new_v4().to_string();
     match db {
-        Db::Sqlite(pool) => {
+        Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
             migrator.run(pool).await.unwrap();
             sqlx::query(insert)
                 .bind(&id)
