@@ -31,6 +31,22 @@ macro_rules! columns {
     };
 }
 
+/// Binds every column of `user`, in the order of `columns!()`, to `$1` .. `$9`.
+macro_rules! bind_user {
+    ($query:expr, $user:expr) => {
+        $query
+            .bind(&$user.id)
+            .bind(&$user.email)
+            .bind(&$user.name)
+            .bind(&$user.password_hash)
+            .bind($user.is_active)
+            .bind($user.is_verified)
+            .bind($user.is_superuser)
+            .bind($user.created_at)
+            .bind($user.updated_at)
+    };
+}
+
 /// Inserts a new account. A taken email fails with a unique violation (see `db::is_unique_violation`).
 pub async fn insert(tx: &mut Tx, user: &User) -> Result<(), sqlx::Error> {
     let sql = concat!(
@@ -38,16 +54,7 @@ pub async fn insert(tx: &mut Tx, user: &User) -> Result<(), sqlx::Error> {
         columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     );
-    with_tx!(tx, conn => sqlx::query(sql)
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(&user.password_hash)
-        .bind(user.is_active)
-        .bind(user.is_verified)
-        .bind(user.is_superuser)
-        .bind(user.created_at)
-        .bind(user.updated_at)
+    with_tx!(tx, conn => bind_user!(sqlx::query(sql), user)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
@@ -277,16 +284,7 @@ pub async fn insert_if_absent(db: &Db, user: &User) -> Result<bool, sqlx::Error>
         columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (email) DO NOTHING"
     );
-    let done = with_pool!(db, pool => sqlx::query(sql)
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(&user.password_hash)
-        .bind(user.is_active)
-        .bind(user.is_verified)
-        .bind(user.is_superuser)
-        .bind(user.created_at)
-        .bind(user.updated_at)
+    let done = with_pool!(db, pool => bind_user!(sqlx::query(sql), user)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
