@@ -525,6 +525,22 @@ impl ChildServer {
         self.output.lock().unwrap().clone()
     }
 
+    /// Sends `signal` and waits (up to 10 s) for the process to exit; returns its exit status.
+    pub fn stop_with(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The peak resident memory of the process so far, in KiB (Linux).
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

@@ -209,3 +209,31 @@ fn a_bad_configuration_value_stops_the_server_with_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_and_sigint_stop_the_server_gracefully() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut server =
+            ChildServer::start(&[("ARGON2_MEMORY_KIB", "256"), ("ARGON2_ITERATIONS", "1")]).await;
+        // A request in flight when the signal comes is answered.
+        let client = reqwest::Client::new();
+        let in_flight = client
+            .post(server.url("/register"))
+            .json(
+                &serde_json::json!({"email": unique_email(), "password": PASSWORD, "name": "Last"}),
+            )
+            .send();
+        let (response, status) = tokio::join!(in_flight, async {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            server.stop_with(signal)
+        });
+        let status = status.expect("the server did not stop within 10 s");
+        assert!(status.success(), "exit status {status:?}");
+        assert_eq!(response.unwrap().status(), StatusCode::CREATED);
+        assert!(
+            server.output().contains("shutdown signal received"),
+            "{}",
+            server.output()
+        );
+    }
+}
