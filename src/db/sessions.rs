@@ -120,7 +120,8 @@ pub async fn rotate(db: &Db, r: &Rotation<'_>) -> Result<bool, sqlx::Error> {
     Ok(done == 1)
 }
 
-/// Revokes one session of a user. Returns false if it was not a live session of that user.
+/// Revokes one live session of a user. Returns false if it was not a live session of that user
+/// (unknown, someone else's, already revoked, or expired).
 pub async fn revoke(
     db: &Db,
     user_id: &str,
@@ -128,7 +129,8 @@ pub async fn revoke(
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE sessions SET revoked_at = $3 \
-               WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
+               WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+               AND refresh_expires_at > $3 AND expires_at > $3";
     let done = with_pool!(db, pool => sqlx::query(sql)
         .bind(session_id)
         .bind(user_id)
@@ -139,6 +141,10 @@ pub async fn revoke(
     Ok(done == 1)
 }
 
+/// Revokes every live session of a user, except `keep` if given.
+const REVOKE_ALL_OF_USER: &str = "UPDATE sessions SET revoked_at = $2 \
+    WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3)";
+
 /// Revokes every live session of a user, except `keep` if given. Returns how many.
 pub async fn revoke_all_of_user(
     db: &Db,
@@ -146,9 +152,7 @@ pub async fn revoke_all_of_user(
     keep: Option<&str>,
     now: i64,
 ) -> Result<u64, sqlx::Error> {
-    let sql = "UPDATE sessions SET revoked_at = $2 \
-               WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3)";
-    let done = with_pool!(db, pool => sqlx::query(sql)
+    let done = with_pool!(db, pool => sqlx::query(REVOKE_ALL_OF_USER)
         .bind(user_id)
         .bind(now)
         .bind(keep)
@@ -158,16 +162,17 @@ pub async fn revoke_all_of_user(
     Ok(done)
 }
 
-/// Revokes every live session of a user, inside a transaction.
+/// Revokes every live session of a user, except `keep` if given, inside a transaction.
 pub async fn revoke_all_of_user_in(
     tx: &mut Tx,
     user_id: &str,
+    keep: Option<&str>,
     now: i64,
 ) -> Result<u64, sqlx::Error> {
-    let sql = "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
-    with_tx!(tx, conn => sqlx::query(sql)
+    with_tx!(tx, conn => sqlx::query(REVOKE_ALL_OF_USER)
         .bind(user_id)
         .bind(now)
+        .bind(keep)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))
@@ -186,23 +191,6 @@ pub async fn list_live_of_user(
          AND expires_at > $2 ORDER BY created_at DESC, id DESC"
     );
     with_pool!(db, pool => sqlx::query_as(sql).bind(user_id).bind(now).fetch_all(pool).await)
-}
-
-/// Revokes every live session of a user but `keep`, inside a transaction.
-pub async fn revoke_others_in(
-    tx: &mut Tx,
-    user_id: &str,
-    keep: &str,
-    now: i64,
-) -> Result<u64, sqlx::Error> {
-    let sql = "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL AND id <> $3";
-    with_tx!(tx, conn => sqlx::query(sql)
-        .bind(user_id)
-        .bind(now)
-        .bind(keep)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))
 }
 
 /// Deletes sessions that ended (revoked or expired) before `before`. Returns how many.

@@ -137,25 +137,6 @@ pub async fn delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
     Ok(done == 1)
 }
 
-/// Sets a new password hash (a reset) and marks the address verified: the reset link proved it.
-pub async fn reset_password(
-    tx: &mut Tx,
-    id: &str,
-    new_hash: &str,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let sql =
-        "UPDATE users SET password_hash = $2, is_verified = TRUE, updated_at = $3 WHERE id = $1";
-    let done = with_tx!(tx, conn => sqlx::query(sql)
-        .bind(id)
-        .bind(new_hash)
-        .bind(now)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
-}
-
 /// Marks the account verified, if its address is still `email`. Returns the updated row.
 pub async fn mark_verified(
     tx: &mut Tx,
@@ -170,17 +151,21 @@ pub async fn mark_verified(
     with_tx!(tx, conn => sqlx::query_as(sql).bind(id).bind(email).bind(now).fetch_optional(conn).await)
 }
 
-/// Replaces the password hash (a password change), inside a transaction.
+/// Sets a new password hash, inside a transaction; `mark_verified` also marks the address
+/// verified (a reset: the link proved it).
 pub async fn set_password_hash(
     tx: &mut Tx,
     id: &str,
     new_hash: &str,
+    mark_verified: bool,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let sql = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1";
+    let sql = "UPDATE users SET password_hash = $2, is_verified = is_verified OR $3, updated_at = $4 \
+               WHERE id = $1";
     let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(id)
         .bind(new_hash)
+        .bind(mark_verified)
         .bind(now)
         .execute(conn)
         .await

@@ -157,17 +157,16 @@ fn bearer_token(parts: &Parts) -> Result<Option<&str>, Error> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
-    let malformed = Error::Unauthorized("the Authorization header must be `Bearer <access token>`");
-    let value = value.to_str().map_err(|_| malformed)?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or(Error::Unauthorized(
-        "the Authorization header must be `Bearer <access token>`",
-    ))?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(Error::Unauthorized(
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or(Error::Unauthorized(
             "the Authorization header must be `Bearer <access token>`",
-        ));
-    }
+        ))?;
     Ok(Some(token))
 }
 

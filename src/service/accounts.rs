@@ -139,9 +139,10 @@ pub async fn change_password(
     let new_hash = state.hasher.hash(new).await?;
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    users::set_password_hash(&mut tx, &caller.user.id, &new_hash, now).await?;
+    users::set_password_hash(&mut tx, &caller.user.id, &new_hash, false, now).await?;
     let ended =
-        sessions::revoke_others_in(&mut tx, &caller.user.id, &caller.session_id, now).await?;
+        sessions::revoke_all_of_user_in(&mut tx, &caller.user.id, Some(&caller.session_id), now)
+            .await?;
     tx.commit().await?;
     tracing::info!(sessions_ended = ended, "password changed");
     Ok(())

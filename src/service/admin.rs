@@ -69,7 +69,7 @@ pub async fn update(
         Err(e) => return Err(e.into()),
     };
     if !updated.is_active {
-        let ended = sessions::revoke_all_of_user_in(&mut tx, id, now).await?;
+        let ended = sessions::revoke_all_of_user_in(&mut tx, id, None, now).await?;
         if current.is_active {
             tracing::info!(sessions_ended = ended, "account deactivated");
         }

@@ -7,3 +7,8 @@ pub mod maintenance;
 pub mod policy;
 pub mod recovery;
 pub mod sessions;
+
+/// A duration in milliseconds, the unit of every timestamp column.
+pub(crate) fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

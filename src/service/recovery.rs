@@ -6,12 +6,9 @@ use crate::db::{self, Tx, login_attempts, one_time_tokens, outbox, sessions, thr
 use crate::domain::Email;
 use crate::error::{Error, Result};
 use crate::mail::templates;
+use crate::service::ms;
 use crate::service::policy;
 use crate::state::AppState;
-
-fn ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Takes the per-address allowance for one mail of `purpose`; false when one went out too recently.
 async fn allowed(
@@ -136,10 +133,10 @@ pub async fn confirm_password_reset(
     let spent = one_time_tokens::spend(&mut tx, &token_hash, one_time_tokens::PASSWORD_RESET, now)
         .await?
         .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
-    if !users::reset_password(&mut tx, &spent.user_id, &new_hash, now).await? {
+    if !users::set_password_hash(&mut tx, &spent.user_id, &new_hash, true, now).await? {
         return Err(Error::InvalidOneTimeToken(BAD_TOKEN));
     }
-    let ended = sessions::revoke_all_of_user_in(&mut tx, &spent.user_id, now).await?;
+    let ended = sessions::revoke_all_of_user_in(&mut tx, &spent.user_id, None, now).await?;
     tx.commit().await?;
     // A reset works for a locked address, and ends the lock.
     login_attempts::clear(&state.db, &user.email).await?;

@@ -5,6 +5,7 @@ use crate::auth::tokens::{Claims, TokenError, hash_token_id};
 use crate::db::{self, login_attempts, sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
+use crate::service::ms;
 use crate::state::AppState;
 
 /// Where a request came from, recorded on its session.
@@ -45,10 +46,6 @@ pub struct Caller {
 
 fn ms_to_s(ms: i64) -> i64 {
     ms.div_euclid(1000)
-}
-
-fn ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Checks email and password and opens a session.
@@ -300,6 +297,18 @@ async fn revoke_for_reuse(
     ))
 }
 
+/// A refresh needs the account to still exist and be active.
+async fn ensure_active(state: &AppState, user_id: &str) -> Result<()> {
+    let active = users::find_by_id(&state.db, user_id)
+        .await?
+        .is_some_and(|u| u.is_active);
+    if active {
+        Ok(())
+    } else {
+        Err(Error::InvalidRefreshToken("the account is not active"))
+    }
+}
+
 /// Spends a refresh token and returns the next pair (see the rotation rules in the README).
 #[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Result<TokenPair> {
@@ -310,12 +319,7 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
         let session = live_session_of(state, &claims, now).await?;
         match standing(state, &session, &claims, now) {
             Standing::Live => {
-                let user_ok = users::find_by_id(&state.db, &session.user_id)
-                    .await?
-                    .is_some_and(|u| u.is_active);
-                if !user_ok {
-                    return Err(Error::InvalidRefreshToken("the account is not active"));
-                }
+                ensure_active(state, &session.user_id).await?;
                 let generation = session.refresh_generation + 1;
                 let new_jti_hash =
                     hash_token_id(&state.tokens.refresh_jti(&session.id, generation));
@@ -350,12 +354,7 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
                 }
             }
             Standing::JustSpent => {
-                let user_ok = users::find_by_id(&state.db, &session.user_id)
-                    .await?
-                    .is_some_and(|u| u.is_active);
-                if !user_ok {
-                    return Err(Error::InvalidRefreshToken("the account is not active"));
-                }
+                ensure_active(state, &session.user_id).await?;
                 return Ok(token_pair(state, &session, now));
             }
             Standing::Reused => return Err(revoke_for_reuse(state, &session, now).await?),
@@ -420,12 +419,7 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<sessions::Ses
 
 /// Revokes one of the caller's live sessions (its refresh token and access tokens die at once).
 pub async fn revoke_one(state: &AppState, caller: &Caller, session_id: &str) -> Result<()> {
-    let now = db::now_ms();
-    let live = sessions::list_live_of_user(&state.db, &caller.user.id, now)
-        .await?
-        .into_iter()
-        .any(|s| s.id == session_id);
-    if !live || !sessions::revoke(&state.db, &caller.user.id, session_id, now).await? {
+    if !sessions::revoke(&state.db, &caller.user.id, session_id, db::now_ms()).await? {
         return Err(Error::NotFound("you have no live session with this id"));
     }
     tracing::info!(user_id = %caller.user.id, session_id, "session revoked by its user");
