@@ -188,7 +188,7 @@ impl TokenKeys {
     /// Checks an access token with the key its `kid` names among the known ones (the current
     /// key when it names none of them), under that key's own algorithm only.
     pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let header = decode_header(token)?;
         let verifier = header
             .kid
             .as_deref()
@@ -198,7 +198,13 @@ impl TokenKeys {
                     .find(|v| v.kid.as_deref() == Some(kid))
             })
             .unwrap_or(&self.access_verifiers[0]);
-        verify(token, ACCESS_TYP, &verifier.key, &verifier.validation)
+        verify(
+            token,
+            &header,
+            ACCESS_TYP,
+            &verifier.key,
+            &verifier.validation,
+        )
     }
 
     /// The public keys that verify access tokens (none with an HS algorithm).
@@ -209,6 +215,7 @@ impl TokenKeys {
     pub fn verify_refresh(&self, token: &str) -> Result<Claims, TokenError> {
         verify(
             token,
+            &decode_header(token)?,
             REFRESH_TYP,
             &self.refresh_decoding,
             &self.refresh_validation,
@@ -254,15 +261,21 @@ pub fn hash_token_id(jti: &str) -> String {
     out
 }
 
+fn decode_header(token: &str) -> Result<Header, TokenError> {
+    jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)
+}
+
+/// Checks `token`, whose header the caller has decoded.
 fn verify(
     token: &str,
+    header: &Header,
     typ: &str,
     key: &DecodingKey,
     validation: &Validation,
 ) -> Result<Claims, TokenError> {
-    // The header is read only to check `typ`; `alg` is pinned by `validation`, and keys named
-    // in the header (`jwk`, `jku`, `x5u`, `kid`) are never followed.
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    // The header is read only to check `typ` (and, by the caller, `kid` among known keys);
+    // `alg` is pinned by `validation`, and keys named in the header (`jwk`, `jku`, `x5u`, `kid`
+    // paths) are never followed.
     if !header
         .typ
         .as_deref()
