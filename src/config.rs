@@ -186,6 +186,10 @@ pub struct Config {
     pub verify_email_ttl: Duration,
     /// At most one reset (or verification) mail per address per this interval.
     pub mail_rate_limit: Duration,
+    /// At most this many mails caused by one account per hour (verification, reset, email
+    /// changes); notices of a changed email or password are not counted, so they cannot be
+    /// suppressed by using the allowance up.
+    pub mail_account_limit_per_hour: u32,
     /// The first retry of a failed mail waits this long; each next one twice as long (up to an hour).
     pub mail_retry_base: Duration,
     /// Attempts after which a mail is marked failed for good.
@@ -520,6 +524,15 @@ impl Config {
             )?
             .min(86_400),
         );
+        let mail_account_limit_per_hour = u32::try_from(positive(
+            "MAIL_ACCOUNT_LIMIT_PER_HOUR",
+            parse(
+                "MAIL_ACCOUNT_LIMIT_PER_HOUR",
+                get("MAIL_ACCOUNT_LIMIT_PER_HOUR"),
+                10u64,
+            )?,
+        )?)
+        .unwrap_or(u32::MAX);
         let mail_retry_base = Duration::from_secs(
             positive(
                 "MAIL_RETRY_BASE_SECONDS",
@@ -677,6 +690,7 @@ impl Config {
             password_reset_ttl: Duration::from_secs(reset_minutes * 60),
             verify_email_ttl: Duration::from_secs(verify_hours * 3600),
             mail_rate_limit,
+            mail_account_limit_per_hour,
             mail_retry_base,
             mail_max_attempts,
             cors_origins,

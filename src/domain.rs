@@ -5,15 +5,40 @@ use validator::ValidateEmail;
 use crate::config::PASSWORD_MAX_LENGTH;
 use crate::error::FieldError;
 
-/// A valid email address, trimmed and lower-cased (addresses are compared case-insensitively).
+/// Unicode Normalization Form C: visually identical text, one sequence of code points.
+pub fn nfc(text: &str) -> String {
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfc()
+        .normalize(text)
+        .into_owned()
+}
+
+/// A valid email address in the one form it is stored and compared in: trimmed, NFC,
+/// lower-cased, and its domain in IDNA ASCII form (`bücher.example`, written composed or
+/// decomposed, is `xn--bcher-kva.example`), so that visually identical addresses are one account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub const MAX_LENGTH: usize = 254;
 
+    /// The normalised form of an address, valid or not (the key for things such as the lockout,
+    /// which count attempts at any address).
+    pub fn normalise(raw: &str) -> String {
+        let email = nfc(&raw.trim().to_lowercase());
+        let Some((local, domain)) = email.rsplit_once('@') else {
+            return email;
+        };
+        if domain.starts_with('[') {
+            return email;
+        }
+        match idna::domain_to_ascii(domain) {
+            Ok(ascii) => format!("{local}@{ascii}"),
+            Err(_) => email,
+        }
+    }
+
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
-        let email = raw.trim().to_lowercase();
+        let email = Self::normalise(raw);
         if email.is_empty() {
             return Err(FieldError::new(field, "an email address is required"));
         }
@@ -150,6 +175,26 @@ mod tests {
         assert!(Email::parse("email", "").is_err());
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(Email::parse("email", &long).is_err());
+    }
+
+    #[test]
+    fn visually_identical_addresses_are_one() {
+        let composed = Email::parse("email", "ana@b\u{fc}cher.example").unwrap();
+        let decomposed = Email::parse("email", "ana@bu\u{308}cher.example").unwrap();
+        let ascii = Email::parse("email", "Ana@XN--BCHER-KVA.example").unwrap();
+        assert_eq!(composed.as_str(), "ana@xn--bcher-kva.example");
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed, ascii);
+        // Upper case in an internationalised domain folds too.
+        assert_eq!(
+            Email::parse("email", "ana@B\u{dc}CHER.example").unwrap(),
+            composed
+        );
+        assert_eq!(
+            Email::parse("email", "x@[192.0.2.1]").unwrap().as_str(),
+            "x@[192.0.2.1]"
+        );
+        assert_eq!(Email::normalise(" Not-An-Email "), "not-an-email");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! both; [`with_pool!`] runs it on whichever pool is configured.
 
 pub mod login_attempts;
+pub mod mail_quota;
 pub mod one_time_tokens;
 pub mod outbox;
 pub mod sessions;
@@ -148,12 +149,20 @@ impl Db {
         }
     }
 
-    /// Applies the migrations that this database has not seen yet.
+    /// Applies the migrations that this database has not seen yet, and fills what a migration
+    /// cannot compute in SQL the same way on both backends (the folded names for search).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
-            Self::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.pool).await,
-            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Self::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.pool).await?,
+            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
+        let filled = users::backfill_search_names(self)
+            .await
+            .map_err(sqlx::migrate::MigrateError::Execute)?;
+        if filled > 0 {
+            tracing::info!(accounts = filled, "folded names for search filled in");
+        }
+        Ok(())
     }
 
     /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so

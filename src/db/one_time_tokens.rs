@@ -11,6 +11,8 @@ pub struct NewToken<'a> {
     pub user_id: &'a str,
     pub purpose: &'static str,
     pub email: &'a str,
+    /// The account's security stamp: the token dies when it moves.
+    pub user_stamp: i64,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -28,8 +30,8 @@ pub async fn replace(tx: &mut Tx, token: &NewToken<'_>) -> Result<(), sqlx::Erro
         .await
         .map(|r| r.rows_affected()))?;
     let insert = "INSERT INTO one_time_tokens \
-                  (token_hash, user_id, purpose, email, created_at, expires_at, used_at) \
-                  VALUES ($1, $2, $3, $4, $5, $6, NULL)";
+                  (token_hash, user_id, purpose, email, created_at, expires_at, used_at, user_stamp) \
+                  VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)";
     with_tx!(tx, conn => sqlx::query(insert)
         .bind(token.token_hash)
         .bind(token.user_id)
@@ -37,6 +39,7 @@ pub async fn replace(tx: &mut Tx, token: &NewToken<'_>) -> Result<(), sqlx::Erro
         .bind(token.email)
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(token.user_stamp)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
@@ -48,18 +51,30 @@ pub async fn replace(tx: &mut Tx, token: &NewToken<'_>) -> Result<(), sqlx::Erro
 pub struct Spent {
     pub user_id: String,
     pub email: String,
+    pub user_stamp: i64,
 }
 
-/// Spends a token if it is unused and unexpired, in one statement: of concurrent uses, one wins.
+/// A token is usable while it is unused, unexpired, and its account's credentials have not
+/// changed since it was made.
+macro_rules! usable {
+    () => {
+        "token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 \
+         AND user_stamp = (SELECT u.security_stamp FROM users u WHERE u.id = one_time_tokens.user_id)"
+    };
+}
+
+/// Spends a token if it is usable, in one statement: of concurrent uses, one wins.
 pub async fn spend(
     tx: &mut Tx,
     token_hash: &str,
     purpose: &str,
     now: i64,
 ) -> Result<Option<Spent>, sqlx::Error> {
-    let sql = "UPDATE one_time_tokens SET used_at = $3 \
-               WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 \
-               RETURNING user_id, email";
+    let sql = concat!(
+        "UPDATE one_time_tokens SET used_at = $3 WHERE ",
+        usable!(),
+        " RETURNING user_id, email, user_stamp"
+    );
     with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(token_hash)
         .bind(purpose)
@@ -75,8 +90,7 @@ pub async fn find_usable(
     purpose: &str,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
-    let sql = "SELECT user_id FROM one_time_tokens \
-               WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3";
+    let sql = concat!("SELECT user_id FROM one_time_tokens WHERE ", usable!());
     with_pool!(db, pool => sqlx::query_scalar(sql)
         .bind(token_hash)
         .bind(purpose)

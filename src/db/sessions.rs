@@ -18,22 +18,48 @@ pub struct Session {
     pub revoked_at: Option<i64>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// The account's security stamp when the session was opened (or last carried forward): the
+    /// session is live only while it is still the account's.
+    pub user_stamp: i64,
+}
+
+/// A session, and whether its account's credentials are still those it was opened under (and
+/// the account still active).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SessionState {
+    #[sqlx(flatten)]
+    pub session: Session,
+    pub credentials_current: bool,
+}
+
+/// The condition, on a row of `sessions`, that its account is active and its credentials have
+/// not changed since the session was opened.
+macro_rules! credentials_current {
+    () => {
+        "EXISTS (SELECT 1 FROM users u WHERE u.id = sessions.user_id \
+         AND u.security_stamp = sessions.user_stamp AND u.is_active)"
+    };
 }
 
 macro_rules! columns {
     () => {
         "id, user_id, refresh_generation, refresh_jti_hash, previous_jti_hash, \
-    refreshed_at, refresh_expires_at, created_at, last_used_at, expires_at, revoked_at, user_agent, ip"
+    refreshed_at, refresh_expires_at, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, \
+    user_stamp"
     };
 }
 
-pub async fn insert(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
+/// Inserts a session, if its account is still active at `s.user_stamp` (a login whose
+/// credentials changed while its password was being checked opens nothing): returns whether it
+/// was inserted.
+pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
     let sql = concat!(
         "INSERT INTO sessions (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+         WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND security_stamp = $14 AND is_active)"
     );
-    with_pool!(db, pool => sqlx::query(sql)
+    let done = with_pool!(db, pool => sqlx::query(sql)
         .bind(&s.id)
         .bind(&s.user_id)
         .bind(s.refresh_generation)
@@ -47,22 +73,32 @@ pub async fn insert(db: &Db, s: &Session) -> Result<(), sqlx::Error> {
         .bind(s.revoked_at)
         .bind(&s.user_agent)
         .bind(&s.ip)
+        .bind(s.user_stamp)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
-    Ok(())
+    Ok(done == 1)
 }
 
-pub async fn find(db: &Db, id: &str) -> Result<Option<Session>, sqlx::Error> {
-    let sql = concat!("SELECT ", columns!(), " FROM sessions WHERE id = $1");
+/// A session, with whether its account's credentials are still current.
+pub async fn find(db: &Db, id: &str) -> Result<Option<SessionState>, sqlx::Error> {
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        ", ",
+        credentials_current!(),
+        " AS credentials_current FROM sessions WHERE id = $1"
+    );
     with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
 
-/// The user of a session that is live at `now` (not revoked, not expired), in one round trip.
+/// The user of a session that is live at `now` (not revoked, not expired, opened under the
+/// account's current credentials), in one round trip.
 pub(super) const FIND_LIVE_USER: &str = "SELECT u.id, u.email, u.name, u.password_hash, u.is_active, \
-    u.is_verified, u.is_superuser, u.created_at, u.updated_at \
+    u.is_verified, u.is_superuser, u.created_at, u.updated_at, u.security_stamp \
     FROM sessions s JOIN users u ON u.id = s.user_id \
-    WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2";
+    WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2 \
+    AND s.user_stamp = u.security_stamp";
 
 /// The user of a session that is live at `now`: this runs on every authenticated request.
 pub async fn find_live_user(
@@ -97,14 +133,17 @@ pub struct Rotation<'a> {
 
 /// Spends the live refresh token and makes the next generation live, in one conditional
 /// statement: of any number of concurrent rotations of one token, on any number of instances,
-/// exactly one succeeds (returns true).
+/// exactly one succeeds (returns true); none does once the account's credentials changed.
 pub async fn rotate(db: &Db, r: &Rotation<'_>) -> Result<bool, sqlx::Error> {
-    let sql = "UPDATE sessions SET refresh_generation = refresh_generation + 1, \
-               previous_jti_hash = refresh_jti_hash, refresh_jti_hash = $4, \
-               refreshed_at = $5, last_used_at = $5, refresh_expires_at = $6, \
-               user_agent = COALESCE($7, user_agent), ip = COALESCE($8, ip) \
-               WHERE id = $1 AND refresh_generation = $2 AND refresh_jti_hash = $3 \
-               AND revoked_at IS NULL AND refresh_expires_at > $5 AND expires_at > $5";
+    let sql = concat!(
+        "UPDATE sessions SET refresh_generation = refresh_generation + 1, \
+         previous_jti_hash = refresh_jti_hash, refresh_jti_hash = $4, \
+         refreshed_at = $5, last_used_at = $5, refresh_expires_at = $6, \
+         user_agent = COALESCE($7, user_agent), ip = COALESCE($8, ip) \
+         WHERE id = $1 AND refresh_generation = $2 AND refresh_jti_hash = $3 \
+         AND revoked_at IS NULL AND refresh_expires_at > $5 AND expires_at > $5 AND ",
+        credentials_current!()
+    );
     let done = with_pool!(db, pool => sqlx::query(sql)
         .bind(r.session_id)
         .bind(r.expected_generation)
@@ -178,6 +217,30 @@ pub async fn revoke_all_of_user_in(
         .map(|r| r.rows_affected()))
 }
 
+/// Keeps the user's live sessions that were current under `old_stamp` (all of them, or only
+/// `only`) live under `new_stamp`, after a credential change that they survive (an email
+/// change; the session that changed the password). A session opened by a login still in flight
+/// under the old stamp is not among them, and stays dead.
+pub async fn carry_forward(
+    tx: &mut Tx,
+    user_id: &str,
+    old_stamp: i64,
+    new_stamp: i64,
+    only: Option<&str>,
+) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE sessions SET user_stamp = $3 \
+               WHERE user_id = $1 AND user_stamp = $2 AND revoked_at IS NULL \
+               AND ($4 IS NULL OR id = $4)";
+    with_tx!(tx, conn => sqlx::query(sql)
+        .bind(user_id)
+        .bind(old_stamp)
+        .bind(new_stamp)
+        .bind(only)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))
+}
+
 /// The live sessions of a user, newest first.
 pub async fn list_live_of_user(
     db: &Db,
@@ -188,7 +251,9 @@ pub async fn list_live_of_user(
         "SELECT ",
         columns!(),
         " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND refresh_expires_at > $2 \
-         AND expires_at > $2 ORDER BY created_at DESC, id DESC"
+         AND expires_at > $2 AND ",
+        credentials_current!(),
+        " ORDER BY created_at DESC, id DESC"
     );
     with_pool!(db, pool => sqlx::query_as(sql).bind(user_id).bind(now).fetch_all(pool).await)
 }

@@ -99,6 +99,7 @@ impl Readers {
                         is_superuser: row.get(6)?,
                         created_at: row.get(7)?,
                         updated_at: row.get(8)?,
+                        security_stamp: row.get(9)?,
                     })
                 })
                 .optional()

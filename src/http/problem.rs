@@ -101,7 +101,10 @@ impl IntoResponse for Error {
             _ => {}
         }
         let retry_after = match &self {
-            Error::TooManyRequests { retry_after } => Some(retry_after.as_secs().max(1)),
+            // Whole seconds, rounded up: a client that waits as told is not turned away again.
+            Error::TooManyRequests { retry_after } => {
+                Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
+            }
             Error::Busy | Error::DatabaseUnavailable(_) => Some(1),
             _ => None,
         };

@@ -37,3 +37,13 @@ pub fn email_changed(old: &str, new: &str) -> Composed {
         ),
     }
 }
+
+pub fn password_changed() -> Composed {
+    Composed {
+        subject: "Your password was changed".into(),
+        body: "The password of the account with this email address was changed, and the account \
+               was signed out of its other sessions.\n\n\
+               If you did not do this, reset your password at once and contact support.\n"
+            .into(),
+    }
+}

@@ -1,10 +1,11 @@
 //! Accounts: registration, profile changes, deletion.
 
-use crate::db::{self, outbox, sessions, users};
+use crate::db::{self, sessions, users};
 use crate::domain::{Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
-use crate::service::recovery;
+use crate::service::recovery::{self, Allowance, TokenOwner};
+use crate::service::lockout;
 use crate::service::sessions::Caller;
 use crate::state::AppState;
 
@@ -30,6 +31,7 @@ pub async fn register(state: &AppState, new: Registration) -> Result<users::User
         is_superuser: false,
         created_at: now,
         updated_at: now,
+        security_stamp: 0,
     };
     // The unique index decides between concurrent registrations of one address; the
     // verification mail is queued in the same transaction.
@@ -39,29 +41,56 @@ pub async fn register(state: &AppState, new: Registration) -> Result<users::User
         Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
         Err(e) => return Err(e.into()),
     }
-    recovery::queue_verification(state, &mut tx, &user.id, &user.email, now).await?;
+    // Registering, deleting and registering again must not spray one address with mail.
+    let granted =
+        recovery::allowance(state, &mut tx, &user.id, recovery::REGISTRATION, &user.email, now)
+            .await?;
+    if granted == Allowance::Granted {
+        let owner = TokenOwner {
+            id: &user.id,
+            security_stamp: user.security_stamp,
+        };
+        recovery::queue_verification(state, &mut tx, owner, &user.email, now).await?;
+    } else {
+        tracing::info!(?granted, "a verification mail went to this address moments ago; no mail");
+    }
     tx.commit().await?;
     state.mail_wakeup.notify_one();
     tracing::info!(user_id = %user.id, "account registered");
     Ok(user)
 }
 
-/// Checks the caller's password again before a sensitive change (403 when wrong).
+/// Checks the caller's password again before a sensitive change (403 when wrong). Each check
+/// is an attempt counted by the lockout of the account's address, as a login is.
 pub async fn confirm_password(
     state: &AppState,
     user: &users::User,
     password: &Password,
 ) -> Result<()> {
-    let verification = state
+    let attempt = lockout::begin(state, &user.email).await?;
+    let verification = match state
         .hasher
         .verify(password, Some(&user.password_hash))
-        .await?;
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            attempt.abandoned(state).await?;
+            return Err(e);
+        }
+    };
     if verification.matches {
-        Ok(())
+        attempt.succeeded(state).await
     } else {
+        attempt.failed();
         Err(Error::WrongPassword)
     }
 }
+
+/// The caller's credentials changed while its request was under way (another session changed
+/// the password, say): it must sign in again.
+const CREDENTIALS_CHANGED: Error =
+    Error::Unauthorized("the account's credentials changed meanwhile; sign in again");
 
 /// A profile update as validated at the boundary; `None` leaves a field as it is.
 #[derive(Debug, Default)]
@@ -94,17 +123,62 @@ pub async fn update_profile(
     };
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    let updated = match users::update_profile(&mut tx, &user.id, &changes, now).await {
-        Ok(Some(updated)) => updated,
-        Ok(None) => return Err(Error::Unauthorized("the account no longer exists")),
-        Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
-        Err(e) => return Err(e.into()),
+    let verification_mail = match &new_email {
+        None => Allowance::AddressThrottled,
+        Some(new_email) => {
+            match recovery::allowance(
+                state,
+                &mut tx,
+                &user.id,
+                crate::db::one_time_tokens::VERIFY_EMAIL,
+                new_email.as_str(),
+                now,
+            )
+            .await?
+            {
+                Allowance::AccountExhausted(retry_after) => {
+                    return Err(Error::TooManyRequests { retry_after });
+                }
+                granted => granted,
+            }
+        }
     };
+    let updated =
+        match users::update_profile(&mut tx, &user.id, user.security_stamp, &changes, now).await {
+            Ok(Some(updated)) => updated,
+            Ok(None) => return Err(CREDENTIALS_CHANGED),
+            Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
+            Err(e) => return Err(e.into()),
+        };
     if let Some(new_email) = &new_email {
+        // Every session of the account goes on under the new stamp; outstanding links and
+        // logins still in flight do not.
+        sessions::carry_forward(
+            &mut tx,
+            &user.id,
+            user.security_stamp,
+            updated.security_stamp,
+            None,
+        )
+        .await?;
         // A link to confirm the new address, and a word to the old one.
-        recovery::queue_verification(state, &mut tx, &user.id, new_email.as_str(), now).await?;
+        if verification_mail == Allowance::Granted {
+            let owner = TokenOwner {
+                id: &user.id,
+                security_stamp: updated.security_stamp,
+            };
+            recovery::queue_verification(state, &mut tx, owner, new_email.as_str(), now).await?;
+        }
         let notice = templates::email_changed(&user.email, new_email.as_str());
-        outbox::enqueue(&mut tx, &user.email, &notice.subject, &notice.body, now).await?;
+        recovery::queue_notice(
+            state,
+            &mut tx,
+            recovery::NOTICE_EMAIL_CHANGED,
+            &user.email,
+            notice,
+            now,
+        )
+        .await?;
     }
     tx.commit().await?;
     if new_email.is_some() {
@@ -139,11 +213,40 @@ pub async fn change_password(
     let new_hash = state.hasher.hash(new).await?;
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    users::set_password_hash(&mut tx, &caller.user.id, &new_hash, false, now).await?;
+    let changed = users::set_password_hash(
+        &mut tx,
+        &users::NewPassword {
+            id: &caller.user.id,
+            hash: &new_hash,
+            expected_stamp: caller.user.security_stamp,
+            reset_email: None,
+        },
+        now,
+    )
+    .await?
+    .ok_or(CREDENTIALS_CHANGED)?;
     let ended =
         sessions::revoke_all_of_user_in(&mut tx, &caller.user.id, Some(&caller.session_id), now)
             .await?;
+    sessions::carry_forward(
+        &mut tx,
+        &caller.user.id,
+        caller.user.security_stamp,
+        changed.security_stamp,
+        Some(&caller.session_id),
+    )
+    .await?;
+    recovery::queue_notice(
+        state,
+        &mut tx,
+        recovery::NOTICE_PASSWORD_CHANGED,
+        &changed.email,
+        templates::password_changed(),
+        now,
+    )
+    .await?;
     tx.commit().await?;
+    state.mail_wakeup.notify_one();
     tracing::info!(sessions_ended = ended, "password changed");
     Ok(())
 }

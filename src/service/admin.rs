@@ -3,6 +3,8 @@
 use crate::db::{self, sessions, users};
 use crate::domain::{Email, Name};
 use crate::error::{Error, Result};
+use crate::mail::templates;
+use crate::service::recovery;
 use crate::service::sessions::Caller;
 use crate::state::AppState;
 
@@ -47,7 +49,25 @@ pub async fn update(
             "you cannot remove your own superuser flag or deactivate yourself; ask another superuser",
         ));
     }
-    let current = get(state, id).await?;
+    // The change applies to the account as read; a concurrent change means a fresh read.
+    for _ in 0..3 {
+        let current = get(state, id).await?;
+        if let Some(updated) = apply_update(state, &current, &update).await? {
+            return Ok(updated);
+        }
+    }
+    // Three lost races in a row: say so as "busy, try again".
+    Err(Error::Busy)
+}
+
+/// Applies `update` to `current` if the account's credentials are still as read (`None`
+/// otherwise), with what follows a credential change, in one transaction.
+async fn apply_update(
+    state: &AppState,
+    current: &users::User,
+    update: &UserUpdate,
+) -> Result<Option<users::User>> {
+    let id = current.id.as_str();
     let new_email = update
         .email
         .as_ref()
@@ -62,20 +82,46 @@ pub async fn update(
     };
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    let updated = match users::admin_update(&mut tx, id, &changes, now).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return Err(Error::NotFound("there is no user with this id")),
-        Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
-        Err(e) => return Err(e.into()),
-    };
+    let updated =
+        match users::admin_update(&mut tx, id, current.security_stamp, &changes, now).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return Ok(None),
+            Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
+            Err(e) => return Err(e.into()),
+        };
     if !updated.is_active {
         let ended = sessions::revoke_all_of_user_in(&mut tx, id, None, now).await?;
         if current.is_active {
             tracing::info!(sessions_ended = ended, "account deactivated");
         }
+    } else if updated.security_stamp != current.security_stamp {
+        // The account's sessions go on; its outstanding links and logins in flight do not.
+        sessions::carry_forward(
+            &mut tx,
+            id,
+            current.security_stamp,
+            updated.security_stamp,
+            None,
+        )
+        .await?;
+    }
+    if let Some(new_email) = new_email {
+        let notice = templates::email_changed(&current.email, new_email.as_str());
+        recovery::queue_notice(
+            state,
+            &mut tx,
+            recovery::NOTICE_EMAIL_CHANGED,
+            &current.email,
+            notice,
+            now,
+        )
+        .await?;
     }
     tx.commit().await?;
-    Ok(updated)
+    if new_email.is_some() {
+        state.mail_wakeup.notify_one();
+    }
+    Ok(Some(updated))
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %admin.user.id, user_id = %id))]
@@ -140,6 +186,7 @@ pub async fn create_superuser(
         is_superuser: true,
         created_at: now,
         updated_at: now,
+        security_stamp: 0,
     };
     let mut tx = state.db.begin().await.map_err(|e| e.to_string())?;
     users::insert(&mut tx, &user)

@@ -147,6 +147,7 @@ pub async fn import_users(target: &Db, from: &str) -> Result<ImportReport, Strin
             is_superuser: flag(row, superuser, false),
             created_at,
             updated_at: timestamp_ms(row, updated).unwrap_or(created_at),
+            security_stamp: 0,
         };
         match users::insert_if_absent(target, &user).await {
             Ok(true) => report.imported += 1,

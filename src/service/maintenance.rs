@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{self, Db, login_attempts, one_time_tokens, outbox, sessions, throttle};
+use crate::db::{
+    self, Db, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle,
+};
 
 /// How long ended rows are kept before they are deleted (for a look at recent history).
 const RETENTION_MS: i64 = 24 * 3_600_000;
@@ -27,7 +29,8 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
         sessions: sessions::purge_ended(db, now - RETENTION_MS).await?,
         tokens: one_time_tokens::purge_spent(db, now - RETENTION_MS).await?,
         mails: outbox::purge_done(db, now - MAIL_RETENTION_MS).await?,
-        throttles: throttle::purge_before(db, now - RETENTION_MS).await?,
+        throttles: throttle::purge_before(db, now - RETENTION_MS).await?
+            + mail_quota::purge_before(db, now - RETENTION_MS).await?,
         login_attempts: login_attempts::purge_before(db, now - RETENTION_MS, now).await?,
     })
 }

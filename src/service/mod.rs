@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod import;
+pub mod lockout;
 pub mod maintenance;
 pub mod policy;
 pub mod recovery;

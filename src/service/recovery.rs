@@ -1,8 +1,18 @@
 //! Password reset and email verification: single-use tokens (256 bits from the OS, stored only
-//! as a hash) mailed as links built from PUBLIC_URL.
+//! as a hash) mailed as links built from PUBLIC_URL; and the limits on the mail an account can
+//! cause.
+//!
+//! A token carries the account's security stamp and the address it was mailed to: it is good
+//! only while both are still the account's (checked in the statement that spends it and in the
+//! one that applies it), so any change of email, password, active or superuser flag kills every
+//! outstanding link, and a link never resets or verifies an address it was not mailed to.
+
+use std::time::Duration;
 
 use crate::auth::tokens::{hash_token_id, random_token};
-use crate::db::{self, Tx, login_attempts, one_time_tokens, outbox, sessions, throttle, users};
+use crate::db::{
+    self, Tx, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle, users,
+};
 use crate::domain::Email;
 use crate::error::{Error, Result};
 use crate::mail::templates;
@@ -10,23 +20,92 @@ use crate::service::ms;
 use crate::service::policy;
 use crate::state::AppState;
 
-/// Takes the per-address allowance for one mail of `purpose`; false when one went out too recently.
-async fn allowed(
-    state: &AppState,
-    tx: &mut Tx,
-    purpose: &str,
-    email: &str,
-    now: i64,
-) -> Result<bool> {
-    let key = format!("{purpose}:{email}");
-    Ok(throttle::try_take(tx, &key, now, ms(state.config.mail_rate_limit)).await?)
+/// The kinds of mail, each limited per address on its own.
+pub(crate) const REGISTRATION: &str = "register";
+pub(crate) const NOTICE_EMAIL_CHANGED: &str = "notice_email";
+pub(crate) const NOTICE_PASSWORD_CHANGED: &str = "notice_password";
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Whether a mail caused by an account may go out.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Allowance {
+    Granted,
+    /// One of this kind went to the address too recently: no mail, nothing else changes.
+    AddressThrottled,
+    /// The account has caused its hourly allowance of mail; the next window opens after this.
+    AccountExhausted(Duration),
 }
 
-/// Writes a verification token for `email` and its mail, inside `tx`.
-pub async fn queue_verification(
+/// Takes, inside `tx`, one mail of `kind` to `address` from the allowances: first the account's
+/// (MAIL_ACCOUNT_LIMIT_PER_HOUR), then the address's (one per MAIL_RATE_LIMIT_SECONDS). What
+/// was taken stays taken only if the caller commits: requests that send nothing roll back, an
+/// email change commits (so every change counts, mailed or not).
+pub(crate) async fn allowance(
     state: &AppState,
     tx: &mut Tx,
     user_id: &str,
+    kind: &str,
+    address: &str,
+    now: i64,
+) -> Result<Allowance> {
+    let window_start = now - now.rem_euclid(HOUR_MS);
+    let limit = i64::from(state.config.mail_account_limit_per_hour);
+    if !mail_quota::try_take(tx, user_id, 1, limit, window_start).await? {
+        let wait = window_start + HOUR_MS - now;
+        return Ok(Allowance::AccountExhausted(Duration::from_millis(
+            u64::try_from(wait).unwrap_or(0),
+        )));
+    }
+    if !address_allows(state, tx, kind, address, now).await? {
+        return Ok(Allowance::AddressThrottled);
+    }
+    Ok(Allowance::Granted)
+}
+
+/// The per-address limit alone: one mail of `kind` to `address` per MAIL_RATE_LIMIT_SECONDS.
+async fn address_allows(
+    state: &AppState,
+    tx: &mut Tx,
+    kind: &str,
+    address: &str,
+    now: i64,
+) -> Result<bool> {
+    let key = format!("{kind}:{address}");
+    Ok(throttle::try_take(tx, &key, now, ms(state.config.mail_rate_limit)).await?)
+}
+
+/// Queues a notice (a changed email or password) to `address`, with no token in it. Notices are
+/// limited per address only, so that using up the account's allowance cannot hide a change.
+pub(crate) async fn queue_notice(
+    state: &AppState,
+    tx: &mut Tx,
+    kind: &str,
+    address: &str,
+    mail: templates::Composed,
+    now: i64,
+) -> Result<()> {
+    if address_allows(state, tx, kind, address, now).await? {
+        outbox::enqueue(tx, address, &mail.subject, &mail.body, now).await?;
+    } else {
+        tracing::info!(kind, "a notice of this kind went to the address moments ago; no mail");
+    }
+    Ok(())
+}
+
+/// The account a token is for: its id and the security stamp it must still have.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokenOwner<'a> {
+    pub id: &'a str,
+    pub security_stamp: i64,
+}
+
+/// Writes a verification token for `email` and its mail, inside `tx` (the caller has taken
+/// the allowance).
+pub(crate) async fn queue_verification(
+    state: &AppState,
+    tx: &mut Tx,
+    owner: TokenOwner<'_>,
     email: &str,
     now: i64,
 ) -> Result<()> {
@@ -35,9 +114,10 @@ pub async fn queue_verification(
         tx,
         &one_time_tokens::NewToken {
             token_hash: &hash_token_id(&token),
-            user_id,
+            user_id: owner.id,
             purpose: one_time_tokens::VERIFY_EMAIL,
             email,
+            user_stamp: owner.security_stamp,
             created_at: now,
             expires_at: now + ms(state.config.verify_email_ttl),
         },
@@ -71,16 +151,17 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
     }
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    if !allowed(
+    let granted = allowance(
         state,
         &mut tx,
+        &user.id,
         one_time_tokens::PASSWORD_RESET,
         &user.email,
         now,
     )
-    .await?
-    {
-        tracing::info!(user_id = %user.id, "password reset mail limit reached; no mail");
+    .await?;
+    if granted != Allowance::Granted {
+        tracing::info!(user_id = %user.id, ?granted, "password reset mail limit reached; no mail");
         return Ok(());
     }
     let token = random_token();
@@ -91,6 +172,8 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
             user_id: &user.id,
             purpose: one_time_tokens::PASSWORD_RESET,
             email: &user.email,
+            // Read with the address: if either has changed by now, the token is born dead.
+            user_stamp: user.security_stamp,
             created_at: now,
             expires_at: now + ms(state.config.password_reset_ttl),
         },
@@ -107,7 +190,9 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
 
 const BAD_TOKEN: &str = "the token is invalid, expired or already used";
 
-/// Sets a new password with a reset token, and ends every session of the account.
+/// Sets a new password with a reset token, and ends every session of the account. The token
+/// must still be usable, and the account must still have the address the link was mailed to
+/// and the credentials it had then; the address is then marked verified (the link proved it).
 #[tracing::instrument(skip_all)]
 pub async fn confirm_password_reset(
     state: &AppState,
@@ -133,45 +218,69 @@ pub async fn confirm_password_reset(
     let spent = one_time_tokens::spend(&mut tx, &token_hash, one_time_tokens::PASSWORD_RESET, now)
         .await?
         .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
-    if !users::set_password_hash(&mut tx, &spent.user_id, &new_hash, true, now).await? {
-        return Err(Error::InvalidOneTimeToken(BAD_TOKEN));
-    }
+    let changed = users::set_password_hash(
+        &mut tx,
+        &users::NewPassword {
+            id: &spent.user_id,
+            hash: &new_hash,
+            expected_stamp: spent.user_stamp,
+            reset_email: Some(&spent.email),
+        },
+        now,
+    )
+    .await?
+    .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
     let ended = sessions::revoke_all_of_user_in(&mut tx, &spent.user_id, None, now).await?;
+    queue_notice(
+        state,
+        &mut tx,
+        NOTICE_PASSWORD_CHANGED,
+        &changed.email,
+        templates::password_changed(),
+        now,
+    )
+    .await?;
     tx.commit().await?;
+    state.mail_wakeup.notify_one();
     // A reset works for a locked address, and ends the lock.
-    login_attempts::clear(&state.db, &user.email).await?;
+    login_attempts::clear(&state.db, &changed.email).await?;
     tracing::info!(user_id = %spent.user_id, sessions_ended = ended, "password reset");
     Ok(())
 }
 
 /// Mails a verification link to the caller's address (nothing when it is already verified, or
-/// when one went out too recently).
+/// when the address or the account has had its share of mail).
 pub async fn request_verification(state: &AppState, user: &users::User) -> Result<()> {
     if user.is_verified {
         return Ok(());
     }
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    if !allowed(
+    let granted = allowance(
         state,
         &mut tx,
+        &user.id,
         one_time_tokens::VERIFY_EMAIL,
         &user.email,
         now,
     )
-    .await?
-    {
-        tracing::info!(user_id = %user.id, "verification mail limit reached; no mail");
+    .await?;
+    if granted != Allowance::Granted {
+        tracing::info!(user_id = %user.id, ?granted, "verification mail limit reached; no mail");
         return Ok(());
     }
-    queue_verification(state, &mut tx, &user.id, &user.email, now).await?;
+    let owner = TokenOwner {
+        id: &user.id,
+        security_stamp: user.security_stamp,
+    };
+    queue_verification(state, &mut tx, owner, &user.email, now).await?;
     tx.commit().await?;
     state.mail_wakeup.notify_one();
     Ok(())
 }
 
 /// Marks the address verified with a verification token. The token holds only while the
-/// account still has the address it was mailed to.
+/// account still has the address it was mailed to and the credentials it had then.
 pub async fn confirm_verification(state: &AppState, token: &str) -> Result<users::User> {
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
@@ -183,7 +292,7 @@ pub async fn confirm_verification(state: &AppState, token: &str) -> Result<users
     )
     .await?
     .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
-    let user = users::mark_verified(&mut tx, &spent.user_id, &spent.email, now)
+    let user = users::mark_verified(&mut tx, &spent.user_id, &spent.email, spent.user_stamp, now)
         .await?
         .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
     tx.commit().await?;

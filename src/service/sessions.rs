@@ -2,10 +2,10 @@
 //! log out.
 
 use crate::auth::tokens::{Claims, TokenError, hash_token_id};
-use crate::db::{self, login_attempts, sessions, users};
+use crate::db::{self, sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
-use crate::service::ms;
+use crate::service::{lockout, ms};
 use crate::state::AppState;
 
 /// Where a request came from, recorded on its session.
@@ -48,12 +48,8 @@ fn ms_to_s(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
-/// Checks email and password and opens a session.
-///
-/// Consecutive failures are counted per address in the database (for every address, whether or
-/// not an account has it); past `login_free_attempts` the address is locked for 1 s, then twice
-/// as long after each further failure, up to `login_lockout_max`. While locked, no password is
-/// checked, the right one included: the answer is 429 with Retry-After.
+/// Checks email and password and opens a session. Every check is an attempt counted by the
+/// lockout (see `service::lockout`) before the password is looked at.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
@@ -64,41 +60,36 @@ pub async fn login(
     let parsed = Email::parse("email", email).ok();
     let key: String = match &parsed {
         Some(e) => e.as_str().to_string(),
-        None => email
-            .trim()
-            .to_lowercase()
+        None => Email::normalise(email)
             .chars()
             .take(Email::MAX_LENGTH)
             .collect(),
     };
-    let now = db::now_ms();
-    let failures_on_record = login_attempts::lookup(&state.db, &key).await?;
-    if let Some(Some(until)) = failures_on_record
-        && until > now
-    {
-        return Err(Error::TooManyRequests {
-            retry_after: std::time::Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
-        });
-    }
+    let attempt = lockout::begin(state, &key).await?;
     // An address that cannot be valid cannot have an account; it still costs a verification.
     let user = match &parsed {
         Some(email) => users::find_by_email(&state.db, email.as_str()).await?,
         None => None,
     };
-    let verification = state
+    let verification = match state
         .hasher
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-        .await?;
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            attempt.abandoned(state).await?;
+            return Err(e);
+        }
+    };
     let user = match user {
         Some(user) if verification.matches => user,
         _ => {
-            record_failure(state, &key).await?;
+            attempt.failed();
             return Err(Error::InvalidCredentials);
         }
     };
-    if failures_on_record.is_some() {
-        login_attempts::clear(&state.db, &key).await?;
-    }
+    attempt.succeeded(state).await?;
     if !user.is_active {
         return Err(Error::AccountDisabled);
     }
@@ -109,25 +100,6 @@ pub async fn login(
         upgrade_hash_in_background(state, &user, password);
     }
     open_session(state, &user, client).await
-}
-
-async fn record_failure(state: &AppState, key: &str) -> Result<()> {
-    let now = db::now_ms();
-    let failures = login_attempts::record_failure(&state.db, key, now).await?;
-    let free = i64::from(state.config.login_free_attempts);
-    if failures >= free {
-        let doublings = u32::try_from((failures - free).min(40)).unwrap_or(40);
-        let delay = ms(std::time::Duration::from_secs(1))
-            .saturating_mul(1i64 << doublings)
-            .min(ms(state.config.login_lockout_max));
-        login_attempts::lock(&state.db, key, now + delay).await?;
-        tracing::warn!(
-            failures,
-            lock_ms = delay,
-            "repeated failed logins; the address is locked for a while"
-        );
-    }
-    Ok(())
 }
 
 /// Replaces a hash made with old parameters, without delaying the login that found it.
@@ -157,7 +129,9 @@ fn upgrade_hash_in_background(state: &AppState, user: &users::User, password: &P
     });
 }
 
-/// Opens a new session for `user` and returns its first token pair.
+/// Opens a new session for `user` and returns its first token pair. The session opens only if
+/// the account's credentials are still those `user` was read with: a login whose password was
+/// checked against credentials that have changed since yields nothing.
 pub async fn open_session(
     state: &AppState,
     user: &users::User,
@@ -182,9 +156,12 @@ pub async fn open_session(
         user_id: user.id.clone(),
         user_agent: client.user_agent,
         ip: client.ip,
+        user_stamp: user.security_stamp,
         id,
     };
-    sessions::insert(&state.db, &session).await?;
+    if !sessions::insert(&state.db, &session).await? {
+        return Err(Error::InvalidCredentials);
+    }
     tracing::info!(user_id = %user.id, session_id = %session.id, "session opened");
     Ok(token_pair(state, &session, now))
 }
@@ -258,15 +235,21 @@ fn standing(state: &AppState, session: &sessions::Session, claims: &Claims, now:
 
 /// Loads the session a refresh token names, if it is live; errors say why not.
 async fn live_session_of(state: &AppState, claims: &Claims, now: i64) -> Result<sessions::Session> {
-    let session = sessions::find(&state.db, &claims.sid)
+    let found = sessions::find(&state.db, &claims.sid)
         .await?
-        .filter(|s| s.user_id == claims.sub)
+        .filter(|s| s.session.user_id == claims.sub)
         .ok_or(Error::InvalidRefreshToken("the refresh token is not valid"))?;
+    let session = found.session;
     if session.revoked_at.is_some() {
         return Err(Error::InvalidRefreshToken("the session has been revoked"));
     }
     if now >= session.expires_at || now >= session.refresh_expires_at {
         return Err(Error::InvalidRefreshToken("the session has expired"));
+    }
+    if !found.credentials_current {
+        return Err(Error::InvalidRefreshToken(
+            "the account's credentials have changed, or it is not active",
+        ));
     }
     Ok(session)
 }
@@ -297,18 +280,6 @@ async fn revoke_for_reuse(
     ))
 }
 
-/// A refresh needs the account to still exist and be active.
-async fn ensure_active(state: &AppState, user_id: &str) -> Result<()> {
-    let active = users::find_by_id(&state.db, user_id)
-        .await?
-        .is_some_and(|u| u.is_active);
-    if active {
-        Ok(())
-    } else {
-        Err(Error::InvalidRefreshToken("the account is not active"))
-    }
-}
-
 /// Spends a refresh token and returns the next pair (see the rotation rules in the README).
 #[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Result<TokenPair> {
@@ -319,7 +290,6 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
         let session = live_session_of(state, &claims, now).await?;
         match standing(state, &session, &claims, now) {
             Standing::Live => {
-                ensure_active(state, &session.user_id).await?;
                 let generation = session.refresh_generation + 1;
                 let new_jti_hash =
                     hash_token_id(&state.tokens.refresh_jti(&session.id, generation));
@@ -354,7 +324,6 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
                 }
             }
             Standing::JustSpent => {
-                ensure_active(state, &session.user_id).await?;
                 return Ok(token_pair(state, &session, now));
             }
             Standing::Reused => return Err(revoke_for_reuse(state, &session, now).await?),
