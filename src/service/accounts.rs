@@ -4,8 +4,8 @@ use crate::db::{self, sessions, users};
 use crate::domain::{Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
-use crate::service::recovery::{self, Allowance, TokenOwner};
 use crate::service::lockout;
+use crate::service::recovery::{self, Allowance, TokenOwner};
 use crate::service::sessions::Caller;
 use crate::state::AppState;
 
@@ -42,9 +42,15 @@ pub async fn register(state: &AppState, new: Registration) -> Result<users::User
         Err(e) => return Err(e.into()),
     }
     // Registering, deleting and registering again must not spray one address with mail.
-    let granted =
-        recovery::allowance(state, &mut tx, &user.id, recovery::REGISTRATION, &user.email, now)
-            .await?;
+    let granted = recovery::allowance(
+        state,
+        &mut tx,
+        &user.id,
+        recovery::REGISTRATION,
+        &user.email,
+        now,
+    )
+    .await?;
     if granted == Allowance::Granted {
         let owner = TokenOwner {
             id: &user.id,
@@ -52,7 +58,10 @@ pub async fn register(state: &AppState, new: Registration) -> Result<users::User
         };
         recovery::queue_verification(state, &mut tx, owner, &user.email, now).await?;
     } else {
-        tracing::info!(?granted, "a verification mail went to this address moments ago; no mail");
+        tracing::info!(
+            ?granted,
+            "a verification mail went to this address moments ago; no mail"
+        );
     }
     tx.commit().await?;
     state.mail_wakeup.notify_one();

@@ -88,7 +88,10 @@ pub(crate) async fn queue_notice(
     if address_allows(state, tx, kind, address, now).await? {
         outbox::enqueue(tx, address, &mail.subject, &mail.body, now).await?;
     } else {
-        tracing::info!(kind, "a notice of this kind went to the address moments ago; no mail");
+        tracing::info!(
+            kind,
+            "a notice of this kind went to the address moments ago; no mail"
+        );
     }
     Ok(())
 }

@@ -21,3 +21,4 @@ mod register;
 mod sessions;
 mod signing;
 mod tokens;
+mod trust;
