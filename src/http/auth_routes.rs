@@ -19,6 +19,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::service::accounts::{self, Registration};
 use crate::service::policy;
 use crate::service::sessions::{self, LogoutScope};
+use crate::service::{login, refresh};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -158,7 +159,7 @@ async fn login(
     Client(client): Client,
     credentials: Credentials,
 ) -> Result<Json<TokenPairResponse>> {
-    let pair = sessions::login(&state, &credentials.email, &credentials.password, client).await?;
+    let pair = login::login(&state, &credentials.email, &credentials.password, client).await?;
     Ok(Json(pair.into()))
 }
 
@@ -183,7 +184,7 @@ async fn refresh(
 ) -> Result<Json<TokenPairResponse>> {
     let token =
         required("refresh_token", body.refresh_token).map_err(|e| Error::Validation(vec![e]))?;
-    let pair = sessions::refresh(&state, &token, client).await?;
+    let pair = refresh::refresh(&state, &token, client).await?;
     Ok(Json(pair.into()))
 }
 

@@ -4,9 +4,11 @@ pub mod accounts;
 pub mod admin;
 pub mod import;
 pub mod lockout;
+pub mod login;
 pub mod maintenance;
 pub mod policy;
 pub mod recovery;
+pub mod refresh;
 pub mod sessions;
 
 /// A duration in milliseconds, the unit of every timestamp column.
