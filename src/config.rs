@@ -200,8 +200,9 @@ pub struct Config {
     /// The lowest zxcvbn score (0 to 4) a new password may have.
     pub password_min_score: u8,
     /// Failed logins to one address that are answered at once; each further one locks the
-    /// address for twice as long as the last, from 1 s up to `login_lockout_max`.
+    /// address for twice as long as the last, from `login_lockout_first` up to `login_lockout_max`.
     pub login_free_attempts: u32,
+    pub login_lockout_first: Duration,
     pub login_lockout_max: Duration,
     /// Requests per minute per client address (0: no limit), by endpoint group.
     pub rate_limits: RateLimits,
@@ -604,6 +605,17 @@ impl Config {
                 900u64,
             )?,
         )?);
+        let login_lockout_first = Duration::from_secs(
+            positive(
+                "LOGIN_LOCKOUT_FIRST_SECONDS",
+                parse(
+                    "LOGIN_LOCKOUT_FIRST_SECONDS",
+                    get("LOGIN_LOCKOUT_FIRST_SECONDS"),
+                    1u64,
+                )?,
+            )?
+            .min(login_lockout_max.as_secs()),
+        );
         let per_minute = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
             Ok(parse(var, get(var), default)?.min(1_000_000))
         };
@@ -698,6 +710,7 @@ impl Config {
             password_min_length,
             password_min_score,
             login_free_attempts,
+            login_lockout_first,
             login_lockout_max,
             rate_limits,
             trusted_proxies,

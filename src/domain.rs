@@ -24,7 +24,9 @@ impl Email {
     /// The normalised form of an address, valid or not (the key for things such as the lockout,
     /// which count attempts at any address).
     pub fn normalise(raw: &str) -> String {
-        let email = nfc(&raw.trim().to_lowercase());
+        // No address has control characters, and PostgreSQL text cannot hold NUL.
+        let printable: String = raw.trim().chars().filter(|c| !c.is_control()).collect();
+        let email = nfc(&printable.to_lowercase());
         let Some((local, domain)) = email.rsplit_once('@') else {
             return email;
         };
@@ -195,6 +197,7 @@ mod tests {
             "x@[192.0.2.1]"
         );
         assert_eq!(Email::normalise(" Not-An-Email "), "not-an-email");
+        assert_eq!(Email::normalise("a\u{0}b@x.example"), "ab@x.example");
     }
 
     #[test]

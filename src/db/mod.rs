@@ -149,18 +149,22 @@ impl Db {
         }
     }
 
-    /// Applies the migrations that this database has not seen yet, and fills what a migration
-    /// cannot compute in SQL the same way on both backends (the folded names for search).
+    /// Applies the migrations that this database has not seen yet, and brings older rows to
+    /// what a migration cannot compute in SQL the same way on both backends (normalised emails,
+    /// folded names for search).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
             Self::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.pool).await?,
             Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
-        let filled = users::backfill_search_names(self)
+        let filled = users::backfill_after_upgrade(self)
             .await
             .map_err(sqlx::migrate::MigrateError::Execute)?;
         if filled > 0 {
-            tracing::info!(accounts = filled, "folded names for search filled in");
+            tracing::info!(
+                accounts = filled,
+                "older accounts brought to today's address and name forms"
+            );
         }
         Ok(())
     }

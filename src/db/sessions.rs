@@ -51,14 +51,25 @@ macro_rules! columns {
 
 /// Inserts a session, if its account is still active at `s.user_stamp` (a login whose
 /// credentials changed while its password was being checked opens nothing): returns whether it
-/// was inserted.
+/// was inserted. On PostgreSQL the account row is read `FOR SHARE`: a credential change that is
+/// under way but not yet committed is waited for and then seen, so a login racing it cannot
+/// open a session under the old stamp after the change has carried the others forward.
 pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
-    let sql = concat!(
-        "INSERT INTO sessions (",
-        columns!(),
-        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
-         WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND security_stamp = $14 AND is_active)"
-    );
+    macro_rules! insert_sql {
+        ($lock:literal) => {
+            concat!(
+                "INSERT INTO sessions (",
+                columns!(),
+                ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+                 FROM users WHERE id = $2 AND security_stamp = $14 AND is_active",
+                $lock
+            )
+        };
+    }
+    let sql = match db {
+        Db::Sqlite(_) => insert_sql!(""),
+        Db::Postgres(_) => insert_sql!(" FOR SHARE"),
+    };
     let done = with_pool!(db, pool => sqlx::query(sql)
         .bind(&s.id)
         .bind(&s.user_id)

@@ -54,9 +54,11 @@ macro_rules! bind_user {
     };
 }
 
-/// Case-folds text for search the same way on every backend: Unicode lower case, then NFC.
+/// Case-folds text for search the same way on every backend: Unicode lower case, then NFC
+/// (control characters dropped: no name has them, and PostgreSQL text cannot hold NUL).
 pub fn search_folded(text: &str) -> String {
-    crate::domain::nfc(&text.to_lowercase())
+    let printable: String = text.chars().filter(|c| !c.is_control()).collect();
+    crate::domain::nfc(&printable.to_lowercase())
 }
 
 /// Inserts a new account. A taken email fails with a unique violation (see `db::is_unique_violation`).
@@ -92,13 +94,27 @@ pub struct ProfileChanges<'a> {
     pub unverify: bool,
 }
 
+/// The condition that the caller's session `$n` is still a live session of the account being
+/// written (revoking a session stops the requests it has under way from changing anything).
+macro_rules! caller_session_live {
+    ($n:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM sessions s WHERE s.id = ",
+            $n,
+            " AND s.user_id = users.id AND s.revoked_at IS NULL)"
+        )
+    };
+}
+
 /// Applies `changes` and returns the updated row, if the account is still at `expected_stamp`
-/// (`None` if it is gone or its credentials changed meanwhile). A new email moves the security
-/// stamp. A taken email fails with a unique violation.
+/// and `session_id` is still one of its live sessions (`None` otherwise: gone, credentials
+/// changed, or the session revoked meanwhile). A new email moves the security stamp. A taken
+/// email fails with a unique violation.
 pub async fn update_profile(
     tx: &mut Tx,
     id: &str,
     expected_stamp: i64,
+    session_id: &str,
     changes: &ProfileChanges<'_>,
     now: i64,
 ) -> Result<Option<User>, sqlx::Error> {
@@ -107,9 +123,10 @@ pub async fn update_profile(
          email = COALESCE($3, email), \
          is_verified = CASE WHEN $4 THEN FALSE ELSE is_verified END, \
          security_stamp = security_stamp + CASE WHEN $3 IS NOT NULL AND $3 <> email THEN 1 ELSE 0 END, \
-         updated_at = $5 WHERE id = $1 AND security_stamp = $7 RETURNING ",
-        columns!(),
-        ""
+         updated_at = $5 WHERE id = $1 AND security_stamp = $7 AND ",
+        caller_session_live!("$8"),
+        " RETURNING ",
+        columns!()
     );
     with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(id)
@@ -119,6 +136,7 @@ pub async fn update_profile(
         .bind(now)
         .bind(changes.name.map(search_folded))
         .bind(expected_stamp)
+        .bind(session_id)
         .fetch_optional(conn)
         .await)
 }
@@ -139,6 +157,29 @@ pub async fn replace_password_hash(
         .bind(old_hash)
         .bind(new_hash)
         .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Deletes the account on its own request: only while its credentials are still at
+/// `expected_stamp` and `session_id` is one of its live sessions. Its sessions and tokens go
+/// with it (ON DELETE CASCADE). Returns whether it was deleted.
+pub async fn delete_own(
+    db: &Db,
+    id: &str,
+    expected_stamp: i64,
+    session_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = concat!(
+        "DELETE FROM users WHERE id = $1 AND security_stamp = $2 AND ",
+        caller_session_live!("$3")
+    );
+    let done = with_pool!(db, pool => sqlx::query(sql)
+        .bind(id)
+        .bind(expected_stamp)
+        .bind(session_id)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
@@ -180,7 +221,8 @@ pub async fn mark_verified(
 
 /// A new password hash, set only if the account is still at `expected_stamp` and, for a reset,
 /// still has the address the link was mailed to (which it then marks verified: the link proved
-/// it). Moves the security stamp; returns the updated row.
+/// it), or, for a change by the user, the caller's session is still live. Moves the security
+/// stamp; returns the updated row.
 #[derive(Debug)]
 pub struct NewPassword<'a> {
     pub id: &'a str,
@@ -188,6 +230,8 @@ pub struct NewPassword<'a> {
     pub expected_stamp: i64,
     /// A reset: the address the link went to, which must still be the account's.
     pub reset_email: Option<&'a str>,
+    /// A change by the user: the session it is made from.
+    pub session_id: Option<&'a str>,
 }
 
 pub async fn set_password_hash(
@@ -198,7 +242,10 @@ pub async fn set_password_hash(
     let sql = concat!(
         "UPDATE users SET password_hash = $2, is_verified = is_verified OR $3 IS NOT NULL, \
          security_stamp = security_stamp + 1, updated_at = $4 \
-         WHERE id = $1 AND security_stamp = $5 AND ($3 IS NULL OR email = $3) RETURNING ",
+         WHERE id = $1 AND security_stamp = $5 AND ($3 IS NULL OR email = $3) \
+         AND ($6 IS NULL OR ",
+        caller_session_live!("$6"),
+        ") RETURNING ",
         columns!()
     );
     with_tx!(tx, conn => sqlx::query_as(sql)
@@ -207,13 +254,14 @@ pub async fn set_password_hash(
         .bind(change.reset_email)
         .bind(now)
         .bind(change.expected_stamp)
+        .bind(change.session_id)
         .fetch_optional(conn)
         .await)
 }
 
 /// `%` and `_` in a search are literal.
-fn like_pattern(q: &str) -> String {
-    let escaped = search_folded(q)
+fn like_pattern(folded: &str) -> String {
+    let escaped = folded
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
@@ -221,7 +269,8 @@ fn like_pattern(q: &str) -> String {
 }
 
 /// A page of accounts, newest first, optionally those whose email or name contains `q`
-/// (case-insensitively, folded by [`search_folded`] on both sides, so both backends agree); and
+/// (case-insensitively, folded by [`search_folded`] on both sides, so both backends agree; an
+/// internationalised domain is also looked for in its IDNA form, as addresses are stored); and
 /// how many match in all.
 pub async fn list(
     db: &Db,
@@ -231,25 +280,36 @@ pub async fn list(
 ) -> Result<(Vec<User>, i64), sqlx::Error> {
     macro_rules! matching {
         () => {
-            " FROM users WHERE ($1 IS NULL OR email LIKE $1 ESCAPE '\\' OR name_search LIKE $1 ESCAPE '\\')"
+            " FROM users WHERE ($1 IS NULL OR email LIKE $1 ESCAPE '\\' \
+             OR email LIKE $2 ESCAPE '\\' OR name_search LIKE $1 ESCAPE '\\')"
         };
     }
-    let pattern = q.map(like_pattern);
+    let folded = q.map(search_folded);
+    let pattern = folded.as_deref().map(like_pattern);
+    let idna = folded
+        .as_deref()
+        .filter(|f| !f.is_ascii())
+        .and_then(|f| idna::domain_to_ascii(f).ok())
+        .map(|ascii| like_pattern(&ascii));
     let page = concat!(
         "SELECT ",
         columns!(),
         matching!(),
-        " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
     );
     let count = concat!("SELECT COUNT(*)", matching!());
     let items = with_pool!(db, pool => sqlx::query_as(page)
         .bind(&pattern)
+        .bind(&idna)
         .bind(limit)
         .bind(offset)
         .fetch_all(pool)
         .await)?;
-    let total =
-        with_pool!(db, pool => sqlx::query_scalar(count).bind(&pattern).fetch_one(pool).await)?;
+    let total = with_pool!(db, pool => sqlx::query_scalar(count)
+        .bind(&pattern)
+        .bind(&idna)
+        .fetch_one(pool)
+        .await)?;
     Ok((items, total))
 }
 
@@ -345,19 +405,43 @@ pub async fn insert_if_absent(db: &Db, user: &User) -> Result<bool, sqlx::Error>
     Ok(done == 1)
 }
 
-/// Fills `name_search` for rows written before it existed (once, at start; a no-op after).
-pub async fn backfill_search_names(db: &Db) -> Result<u64, sqlx::Error> {
+/// Brings rows written before the `security_stamp` migration to today's forms, once, at start
+/// (a no-op afterwards: it looks only at rows whose `name_search` is still empty): fills the
+/// folded name, and rewrites the email in its normalised form (NFC, IDNA domain), which older
+/// versions did not apply, so that the account is found by what its owner types. An address
+/// whose normalised form another account already has is left as it is and reported (an operator
+/// must decide which account keeps it). Returns how many rows were brought over.
+pub async fn backfill_after_upgrade(db: &Db) -> Result<u64, sqlx::Error> {
     let mut filled = 0;
     loop {
-        let rows: Vec<(String, String)> = with_pool!(db, pool => sqlx::query_as(
-            "SELECT id, name FROM users WHERE name_search IS NULL LIMIT 1000"
+        let rows: Vec<(String, String, String)> = with_pool!(db, pool => sqlx::query_as(
+            "SELECT id, email, name FROM users WHERE name_search IS NULL LIMIT 1000"
         )
         .fetch_all(pool)
         .await)?;
         if rows.is_empty() {
             return Ok(filled);
         }
-        for (id, name) in rows {
+        for (id, email, name) in rows {
+            let normalised = crate::domain::Email::normalise(&email);
+            if normalised != email {
+                let sql = "UPDATE users SET email = $2 WHERE id = $1";
+                let renamed = with_pool!(db, pool => sqlx::query(sql)
+                    .bind(&id)
+                    .bind(&normalised)
+                    .execute(pool)
+                    .await
+                    .map(|_| ()));
+                match renamed {
+                    Ok(()) => {}
+                    Err(e) if super::is_unique_violation(&e) => tracing::error!(
+                        user_id = %id,
+                        "two accounts have addresses that are one after normalisation; this one \
+                         keeps its old form (and cannot be found by it) until an operator resolves it"
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
             // A rename meanwhile has filled it already, from the new name.
             let sql = "UPDATE users SET name_search = $2 WHERE id = $1 AND name_search IS NULL";
             with_pool!(db, pool => sqlx::query(sql)

@@ -63,7 +63,7 @@ async fn update_me(
         current_password: body.current_password.map(Password::given),
     };
     errors.finish()?;
-    let user = accounts::update_profile(&state, &caller.user, update).await?;
+    let user = accounts::update_profile(&state, &caller, update).await?;
     Ok(Json(user.into()))
 }
 
@@ -83,7 +83,7 @@ async fn delete_me(
     JsonBody(body): JsonBody<DeleteMeRequest>,
 ) -> Result<StatusCode> {
     let password = required("password", body.password).map_err(|e| Error::Validation(vec![e]))?;
-    accounts::delete_account(&state, &caller.user, &Password::given(password)).await?;
+    accounts::delete_account(&state, &caller, &Password::given(password)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

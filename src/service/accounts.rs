@@ -109,103 +109,140 @@ pub struct ProfileUpdate {
     pub current_password: Option<Password>,
 }
 
-#[tracing::instrument(skip_all, fields(user_id = %user.id))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.user.id))]
 pub async fn update_profile(
     state: &AppState,
-    user: &users::User,
+    caller: &Caller,
     update: ProfileUpdate,
 ) -> Result<users::User> {
+    let user = &caller.user;
     let new_email = update.email.filter(|e| e.as_str() != user.email);
-    if new_email.is_some() {
-        let Some(password) = &update.current_password else {
-            return Err(Error::Validation(vec![FieldError::new(
-                "current_password",
-                "is required to change the email address",
-            )]));
-        };
-        confirm_password(state, user, password).await?;
-    }
+    let Some(new_email) = new_email else {
+        return rename(state, caller, update.name.as_ref()).await;
+    };
+    let Some(password) = &update.current_password else {
+        return Err(Error::Validation(vec![FieldError::new(
+            "current_password",
+            "is required to change the email address",
+        )]));
+    };
+    confirm_password(state, user, password).await?;
     let changes = users::ProfileChanges {
         name: update.name.as_ref().map(Name::as_str),
-        email: new_email.as_ref().map(Email::as_str),
-        unverify: new_email.is_some(),
+        email: Some(new_email.as_str()),
+        unverify: true,
     };
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    let verification_mail = match &new_email {
-        None => Allowance::AddressThrottled,
-        Some(new_email) => {
-            match recovery::allowance(
-                state,
-                &mut tx,
-                &user.id,
-                crate::db::one_time_tokens::VERIFY_EMAIL,
-                new_email.as_str(),
-                now,
-            )
-            .await?
-            {
-                Allowance::AccountExhausted(retry_after) => {
-                    return Err(Error::TooManyRequests { retry_after });
-                }
-                granted => granted,
-            }
+    let verification_mail = match recovery::allowance(
+        state,
+        &mut tx,
+        &user.id,
+        crate::db::one_time_tokens::VERIFY_EMAIL,
+        new_email.as_str(),
+        now,
+    )
+    .await?
+    {
+        Allowance::AccountExhausted(retry_after) => {
+            return Err(Error::TooManyRequests { retry_after });
         }
+        granted => granted,
     };
-    let updated =
-        match users::update_profile(&mut tx, &user.id, user.security_stamp, &changes, now).await {
-            Ok(Some(updated)) => updated,
-            Ok(None) => return Err(CREDENTIALS_CHANGED),
-            Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
-            Err(e) => return Err(e.into()),
+    // Checked against the credentials the password was confirmed with, from a live session.
+    let updated = match users::update_profile(
+        &mut tx,
+        &user.id,
+        user.security_stamp,
+        &caller.session_id,
+        &changes,
+        now,
+    )
+    .await
+    {
+        Ok(Some(updated)) => updated,
+        Ok(None) => return Err(CREDENTIALS_CHANGED),
+        Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
+        Err(e) => return Err(e.into()),
+    };
+    // Every session of the account goes on under the new stamp; outstanding links and logins
+    // still in flight do not.
+    sessions::carry_forward(
+        &mut tx,
+        &user.id,
+        user.security_stamp,
+        updated.security_stamp,
+        None,
+    )
+    .await?;
+    // A link to confirm the new address, and a word to the old one.
+    if verification_mail == Allowance::Granted {
+        let owner = TokenOwner {
+            id: &user.id,
+            security_stamp: updated.security_stamp,
         };
-    if let Some(new_email) = &new_email {
-        // Every session of the account goes on under the new stamp; outstanding links and
-        // logins still in flight do not.
-        sessions::carry_forward(
-            &mut tx,
-            &user.id,
-            user.security_stamp,
-            updated.security_stamp,
-            None,
-        )
-        .await?;
-        // A link to confirm the new address, and a word to the old one.
-        if verification_mail == Allowance::Granted {
-            let owner = TokenOwner {
-                id: &user.id,
-                security_stamp: updated.security_stamp,
-            };
-            recovery::queue_verification(state, &mut tx, owner, new_email.as_str(), now).await?;
-        }
-        let notice = templates::email_changed(&user.email, new_email.as_str());
-        recovery::queue_notice(
-            state,
-            &mut tx,
-            recovery::NOTICE_EMAIL_CHANGED,
-            &user.email,
-            notice,
-            now,
-        )
-        .await?;
+        recovery::queue_verification(state, &mut tx, owner, new_email.as_str(), now).await?;
     }
+    let notice = templates::email_changed(&user.email, new_email.as_str());
+    recovery::queue_notice(
+        state,
+        &mut tx,
+        recovery::NOTICE_EMAIL_CHANGED,
+        &user.email,
+        notice,
+        now,
+    )
+    .await?;
     tx.commit().await?;
-    if new_email.is_some() {
-        state.mail_wakeup.notify_one();
-        tracing::info!("email address changed");
-    }
+    state.mail_wakeup.notify_one();
+    tracing::info!("email address changed");
     Ok(updated)
 }
 
-/// Deletes the caller's account, its sessions and tokens, after checking its password.
-#[tracing::instrument(skip_all, fields(user_id = %user.id))]
-pub async fn delete_account(
-    state: &AppState,
-    user: &users::User,
-    password: &Password,
-) -> Result<()> {
+/// A change of name (or nothing): no credential is involved, so a concurrent credential change
+/// that the caller's session survived only means a fresh read of the account.
+async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Result<users::User> {
+    let changes = users::ProfileChanges {
+        name: name.map(Name::as_str),
+        email: None,
+        unverify: false,
+    };
+    let mut stamp = caller.user.security_stamp;
+    for _ in 0..3 {
+        let now = db::now_ms();
+        let mut tx = state.db.begin().await?;
+        let updated = users::update_profile(
+            &mut tx,
+            &caller.user.id,
+            stamp,
+            &caller.session_id,
+            &changes,
+            now,
+        )
+        .await?;
+        if let Some(updated) = updated {
+            tx.commit().await?;
+            return Ok(updated);
+        }
+        drop(tx);
+        stamp = users::find_by_id(&state.db, &caller.user.id)
+            .await?
+            .ok_or(CREDENTIALS_CHANGED)?
+            .security_stamp;
+    }
+    Err(Error::Busy)
+}
+
+/// Deletes the caller's account, its sessions and tokens, after checking its password: only
+/// while its credentials are those the password was checked against and the caller's session is
+/// still live.
+#[tracing::instrument(skip_all, fields(user_id = %caller.user.id))]
+pub async fn delete_account(state: &AppState, caller: &Caller, password: &Password) -> Result<()> {
+    let user = &caller.user;
     confirm_password(state, user, password).await?;
-    users::delete(&state.db, &user.id).await?;
+    if !users::delete_own(&state.db, &user.id, user.security_stamp, &caller.session_id).await? {
+        return Err(CREDENTIALS_CHANGED);
+    }
     tracing::info!("account deleted");
     Ok(())
 }
@@ -229,6 +266,7 @@ pub async fn change_password(
             hash: &new_hash,
             expected_stamp: caller.user.security_stamp,
             reset_email: None,
+            session_id: Some(&caller.session_id),
         },
         now,
     )

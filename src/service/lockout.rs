@@ -4,7 +4,7 @@
 //! number of instances checks more passwords than allowed.
 //!
 //! The first LOGIN_FREE_ATTEMPTS consecutive attempts are free; the one that reaches the limit
-//! locks the address for 1 s as it is counted (so attempts racing it find the address locked),
+//! locks the address for LOGIN_LOCKOUT_FIRST_SECONDS (1) as it is counted (so attempts racing it find the address locked),
 //! and each further one, once the lock has passed, for twice as long, up to
 //! LOGIN_LOCKOUT_MAX_SECONDS. A successful check forgets them all and lifts the lock. While an
 //! address is locked no password is checked, the right one included: the answer is 429 with
@@ -38,7 +38,7 @@ fn lock_after(state: &AppState, failures: i64) -> Option<i64> {
     }
     let doublings = u32::try_from((failures - free).min(40)).unwrap_or(40);
     Some(
-        ms(Duration::from_secs(1))
+        ms(state.config.login_lockout_first)
             .saturating_mul(1i64 << doublings)
             .min(ms(state.config.login_lockout_max)),
     )

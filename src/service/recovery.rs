@@ -38,9 +38,11 @@ pub(crate) enum Allowance {
 }
 
 /// Takes, inside `tx`, one mail of `kind` to `address` from the allowances: first the account's
-/// (MAIL_ACCOUNT_LIMIT_PER_HOUR), then the address's (one per MAIL_RATE_LIMIT_SECONDS). What
-/// was taken stays taken only if the caller commits: requests that send nothing roll back, an
-/// email change commits (so every change counts, mailed or not).
+/// (MAIL_ACCOUNT_LIMIT_PER_HOUR), then the address's (one per MAIL_RATE_LIMIT_SECONDS). Only
+/// for mail that the account itself asks for (registration, verification, email changes):
+/// reset requests, which anyone can make, are limited per address only. What was taken stays
+/// taken only if the caller commits: requests that send nothing roll back, an email change
+/// commits (so every change counts, mailed or not).
 pub(crate) async fn allowance(
     state: &AppState,
     tx: &mut Tx,
@@ -154,17 +156,18 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
     }
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
-    let granted = allowance(
+    // Anyone may ask for a reset of any address: it is limited per address only, and does not
+    // spend the account's allowance (which a stranger could otherwise use up).
+    if !address_allows(
         state,
         &mut tx,
-        &user.id,
         one_time_tokens::PASSWORD_RESET,
         &user.email,
         now,
     )
-    .await?;
-    if granted != Allowance::Granted {
-        tracing::info!(user_id = %user.id, ?granted, "password reset mail limit reached; no mail");
+    .await?
+    {
+        tracing::info!(user_id = %user.id, "password reset mail limit reached; no mail");
         return Ok(());
     }
     let token = random_token();
@@ -228,6 +231,7 @@ pub async fn confirm_password_reset(
             hash: &new_hash,
             expected_stamp: spent.user_stamp,
             reset_email: Some(&spent.email),
+            session_id: None,
         },
         now,
     )

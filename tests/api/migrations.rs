@@ -92,3 +92,22 @@ async fn a_database_of_the_first_release_is_migrated_forward() {
         1
     );
 }
+
+/// Older versions stored an internationalised address as typed; the upgrade brings it to the
+/// normalised form, so its owner is found by what they type, in any form, and the address
+/// cannot be registered a second time.
+#[tokio::test]
+async fn older_unicode_addresses_are_normalised_at_the_upgrade() {
+    let local = format!("old{}", uuid::Uuid::new_v4().simple());
+    let decomposed = format!("{local}@BU\u{308}CHER.example");
+    let stored = decomposed.to_lowercase();
+    let app = spawn_app_after(async move |db: &Db| first_release(db, &stored).await).await;
+    let composed = format!("{local}@b\u{fc}cher.example");
+    let tokens = app.login_ok(&composed).await;
+    let me: serde_json::Value = app.me(&tokens.access).await.json().await.unwrap();
+    assert_eq!(me["email"], format!("{local}@xn--bcher-kva.example"));
+    assert_eq!(
+        app.register(&composed, PASSWORD, "Twin").await.status(),
+        StatusCode::CONFLICT
+    );
+}
