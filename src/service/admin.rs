@@ -99,12 +99,15 @@ pub enum SuperuserOutcome {
     Promoted(String),
 }
 
-/// Creates a superuser (verified, no mail), or makes the existing account with this email one.
+/// Creates a superuser (verified, no mail). An account that already has this email is made one
+/// only with `promote_existing` (it keeps its password); otherwise that is refused, so that a
+/// typo or a squatted address cannot hand superuser rights to someone else's account.
 /// The password is needed, and checked against the policy, only for a new account.
 pub async fn create_superuser(
     state: &AppState,
     email: &Email,
     name: &Name,
+    promote_existing: bool,
     password: impl FnOnce() -> std::result::Result<String, String>,
 ) -> std::result::Result<SuperuserOutcome, String> {
     let now = db::now_ms();
@@ -112,6 +115,14 @@ pub async fn create_superuser(
         .await
         .map_err(|e| e.to_string())?
     {
+        if !promote_existing {
+            return Err(format!(
+                "an account with the email {} already exists (id {}); nothing was changed. \
+                 To make that account a superuser (it keeps its password), run again with --promote-existing",
+                email.as_str(),
+                user.id
+            ));
+        }
         users::promote(&state.db, email.as_str(), now)
             .await
             .map_err(|e| e.to_string())?;
@@ -142,9 +153,16 @@ pub async fn create_superuser(
         updated_at: now,
     };
     let mut tx = state.db.begin().await.map_err(|e| e.to_string())?;
-    users::insert(&mut tx, &user)
-        .await
-        .map_err(|e| e.to_string())?;
+    match users::insert(&mut tx, &user).await {
+        Ok(()) => {}
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(format!(
+                "an account with the email {} was created meanwhile; nothing was changed",
+                email.as_str()
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     tx.commit().await.map_err(|e| e.to_string())?;
     Ok(SuperuserOutcome::Created(user.id))
 }
