@@ -22,7 +22,7 @@
 //! checked against sane bounds before anything is computed: see [`HashLimits`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,8 @@ pub struct PoolStats {
     pub abandoned: u64,
     /// Jobs waiting now.
     pub queued: usize,
+    /// Jobs being computed now.
+    pub running: usize,
     /// The moving average of a job's duration.
     pub mean: Duration,
 }
@@ -203,6 +205,7 @@ struct Shared {
     mean_nanos: AtomicU64,
     computed: AtomicU64,
     abandoned: AtomicU64,
+    running: AtomicUsize,
 }
 
 impl Shared {
@@ -219,6 +222,7 @@ impl Shared {
                 Some(mean - mean / 5 + took / 5)
             });
         self.computed.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Removes the jobs whose requests have gone; returns how many.
@@ -274,6 +278,7 @@ impl Worker {
                         return;
                     }
                     if let Some(job) = queue.jobs.pop_front() {
+                        shared.running.fetch_add(1, Ordering::Relaxed);
                         break job;
                     }
                     queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
@@ -281,6 +286,7 @@ impl Worker {
             };
             if job.abandoned() {
                 shared.abandoned.fetch_add(1, Ordering::Relaxed);
+                shared.running.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
             let started = Instant::now();
@@ -435,6 +441,7 @@ impl PasswordHasher {
             mean_nanos: AtomicU64::new(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
             computed: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
         });
         for i in 0..threads {
             let worker = Worker::new(params.clone(), dummy_hash.clone());
@@ -491,10 +498,13 @@ impl PasswordHasher {
     }
 
     pub fn stats(&self) -> PoolStats {
+        // Under the lock, so that a job being taken is counted either queued or running.
+        let queue = self.shared.lock();
         PoolStats {
             computed: self.shared.computed.load(Ordering::Relaxed),
             abandoned: self.shared.abandoned.load(Ordering::Relaxed),
-            queued: self.shared.lock().jobs.len(),
+            queued: queue.jobs.len(),
+            running: self.shared.running.load(Ordering::Relaxed),
             mean: Duration::from_nanos(self.shared.mean_nanos.load(Ordering::Relaxed)),
         }
     }

@@ -1,0 +1,1 @@
+//! Acknowledged writes survive a crash of the server process.
