@@ -188,6 +188,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_sigkill_of_the_server() {
+    let _cores = CORES.lock().await;
     let mut server = ChildServer::on_test_database(&[
         ("ARGON2_MEMORY_KIB", "256"),
         ("ARGON2_ITERATIONS", "1"),

@@ -31,14 +31,16 @@ async fn register_burst(app: &TestApp, count: usize) -> Vec<u16> {
 
 #[tokio::test]
 async fn a_burst_the_pool_can_finish_within_the_budget_is_served_whole() {
+    let _cores = CORES.lock().await;
     // The suite's cheap argon2: far more requests than the old fixed queue (64) allowed.
     let app = spawn_app().await;
     let statuses = register_burst(&app, 200).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
 
-    // Costlier parameters, where the 200 hashes keep both threads busy for a second or more.
+    // Costlier parameters, where the 200 hashes keep both threads busy for a second or more
+    // (several on a machine busy with other work, still within the default budget of 5 s).
     let app = spawn_app_with(&[
-        ("ARGON2_MEMORY_KIB", "12288"),
+        ("ARGON2_MEMORY_KIB", "8192"),
         ("ARGON2_ITERATIONS", "2"),
         ("HASH_CONCURRENCY", "2"),
     ])
@@ -57,6 +59,7 @@ async fn a_burst_the_pool_can_finish_within_the_budget_is_served_whole() {
 
 #[tokio::test]
 async fn a_flood_is_shed_when_the_expected_wait_passes_the_budget_with_that_wait_as_retry_after() {
+    let _cores = CORES.lock().await;
     let budget = Duration::from_millis(1000);
     let app = spawn_app_with(&[
         ("ARGON2_MEMORY_KIB", "8192"),
@@ -129,6 +132,7 @@ async fn pool_idle(app: &TestApp) -> auth_server::auth::password::PoolStats {
 
 #[tokio::test]
 async fn hashes_for_clients_that_have_gone_are_not_computed() {
+    let _cores = CORES.lock().await;
     // One thread, about 15 to 30 ms a hash: 100 hashes would take seconds.
     let app = spawn_app_with(&[
         ("ARGON2_MEMORY_KIB", "19456"),
@@ -198,6 +202,7 @@ async fn hashes_for_clients_that_have_gone_are_not_computed() {
 // More runtime threads than cores, all busy with the flood: the cores are never idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logins_keep_progressing_beside_a_flood_of_cheap_requests() {
+    let _cores = CORES.lock().await;
     let app = spawn_app_with(&[
         ("ARGON2_MEMORY_KIB", "19456"),
         ("ARGON2_ITERATIONS", "2"),
@@ -347,6 +352,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 #[tokio::test]
 async fn a_bcrypt_account_does_not_stand_out_by_its_login_time() {
+    let _cores = CORES.lock().await;
     // An argon2 cost (30 to 50 ms) that dominates bcrypt's at cost 5 (about 2 ms) and the
     // request's other work.
     let app = spawn_app_with(&[
@@ -360,27 +366,35 @@ async fn a_bcrypt_account_does_not_stand_out_by_its_login_time() {
     app.register(&argon2_account, PASSWORD, "Argon2").await;
     app.register(&bcrypt_account, PASSWORD, "Bcrypt").await;
     set_hash(&app, &bcrypt_account, &bcrypt::hash(PASSWORD, 5).unwrap()).await;
-    let (mut a, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
-    // Interleaved, so that the machine's noise falls on all three alike.
-    for _ in 0..9 {
-        for (email, times) in [
-            (&argon2_account, &mut a),
-            (&bcrypt_account, &mut b),
-            (&unknown, &mut u),
-        ] {
+    // In rounds of three close together, so that the machine's noise falls on all three alike;
+    // the median of each round's ratio to the argon2 account's time.
+    let (mut bcrypt_ratios, mut unknown_ratios, mut argon2_times) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..15 {
+        let mut round = Vec::new();
+        for email in [&argon2_account, &bcrypt_account, &unknown] {
             let started = Instant::now();
             let response = app.login(email, "a wrong password guess").await;
-            times.push(started.elapsed());
+            round.push(started.elapsed().as_secs_f64());
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         }
+        argon2_times.push(Duration::from_secs_f64(round[0]));
+        bcrypt_ratios.push(round[1] / round[0]);
+        unknown_ratios.push(round[2] / round[0]);
     }
-    let (a, b, u) = (median(a), median(b), median(u));
-    eprintln!("wrong password: argon2 account {a:?}, bcrypt account {b:?}, unknown email {u:?}");
-    for (what, t) in [("bcrypt account", b), ("unknown email", u)] {
-        let ratio = t.as_secs_f64() / a.as_secs_f64();
+    let median_of = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (b, u) = (median_of(bcrypt_ratios), median_of(unknown_ratios));
+    eprintln!(
+        "wrong password, against an argon2 account ({:?}): bcrypt account {b:.2}x, unknown email {u:.2}x",
+        median(argon2_times)
+    );
+    for (what, ratio) in [("bcrypt account", b), ("unknown email", u)] {
         assert!(
             (0.5..=2.0).contains(&ratio),
-            "{what}: {t:?} against {a:?} for an argon2 account"
+            "{what}: {ratio:.2}x the time of an argon2 account"
         );
     }
     // The bcrypt account still logs in (and is upgraded).

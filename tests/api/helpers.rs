@@ -14,6 +14,9 @@ use auth_server::{Application, Config};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
+/// The tests that measure time or saturate the cores take turns, so as not to skew each other.
+pub static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub const SECRET: &str = "test-secret-key-that-is-at-least-32-bytes-long";
 pub const PASSWORD: &str = "correct horse battery staple";
 
