@@ -47,6 +47,7 @@ impl Application {
         let db = Db::connect_with_retry(
             &config.database_url,
             config.database_max_connections,
+            config.sqlite_synchronous,
             config.database_connect_timeout,
         )
         .await

@@ -145,6 +145,35 @@ pub struct Argon2Config {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
+    /// The most memory a stored argon2 hash may ask for (ARGON2_MAX_MEMORY_KIB): one that asks
+    /// for more is refused at import and never verified.
+    pub max_memory_kib: u32,
+}
+
+/// How durably SQLite commits (`PRAGMA synchronous`, in WAL mode). See the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// No fsync at all: survives a crash of the process, not of the machine.
+    Off,
+    /// The WAL is synced at checkpoints only: a power loss can undo the latest commits.
+    Normal,
+    /// The WAL is synced at every commit: an acknowledged write survives a power loss.
+    Full,
+    /// As FULL (in WAL mode SQLite syncs nothing more).
+    Extra,
+}
+
+impl FromStr for SqliteSynchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(Self::Off),
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            "extra" => Ok(Self::Extra),
+            _ => Err(format!("`{s}` is not one of off, normal, full, extra")),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -170,8 +199,12 @@ pub struct Config {
     pub argon2: Argon2Config,
     /// How many password hashes run at once (default: the number of cores).
     pub hash_concurrency: usize,
-    /// How many hash jobs may wait for a slot before requests are turned away with 503.
+    /// A hard bound on the hash jobs waiting for a slot (memory); beyond it, 503 at once.
     pub hash_queue_limit: usize,
+    /// A hash whose expected wait for a slot is longer than this is turned away with 503.
+    pub hash_max_wait: Duration,
+    /// SQLite's `PRAGMA synchronous` (ignored on PostgreSQL).
+    pub sqlite_synchronous: SqliteSynchronous,
     pub database_max_connections: Option<u32>,
     /// How long start-up waits for an unreachable database before giving up.
     pub database_connect_timeout: Duration,
@@ -429,10 +462,38 @@ impl Config {
             "HASH_CONCURRENCY",
             parse("HASH_CONCURRENCY", get("HASH_CONCURRENCY"), cores as u64)?,
         )? as usize;
+        let max_memory_kib = parse(
+            "ARGON2_MAX_MEMORY_KIB",
+            get("ARGON2_MAX_MEMORY_KIB"),
+            262_144u32,
+        )?;
+        if max_memory_kib < memory_kib {
+            return Err(err(
+                "ARGON2_MAX_MEMORY_KIB",
+                format!("{max_memory_kib} is less than ARGON2_MEMORY_KIB ({memory_kib})"),
+            ));
+        }
         let hash_queue_limit = positive(
             "HASH_QUEUE_LIMIT",
-            parse("HASH_QUEUE_LIMIT", get("HASH_QUEUE_LIMIT"), 64u64)?,
-        )? as usize;
+            parse("HASH_QUEUE_LIMIT", get("HASH_QUEUE_LIMIT"), 1024u64)?,
+        )?
+        .min(1_000_000) as usize;
+        let hash_max_wait = Duration::from_millis(
+            positive(
+                "HASH_MAX_WAIT_MILLISECONDS",
+                parse(
+                    "HASH_MAX_WAIT_MILLISECONDS",
+                    get("HASH_MAX_WAIT_MILLISECONDS"),
+                    5000u64,
+                )?,
+            )?
+            .min(3_600_000),
+        );
+        let sqlite_synchronous = parse(
+            "SQLITE_SYNCHRONOUS",
+            get("SQLITE_SYNCHRONOUS"),
+            SqliteSynchronous::Full,
+        )?;
 
         let database_max_connections = match get("DATABASE_MAX_CONNECTIONS") {
             None => None,
@@ -689,9 +750,12 @@ impl Config {
                 memory_kib,
                 iterations,
                 parallelism,
+                max_memory_kib,
             },
             hash_concurrency,
             hash_queue_limit,
+            hash_max_wait,
+            sqlite_synchronous,
             database_max_connections,
             database_connect_timeout,
             host,
@@ -744,6 +808,10 @@ mod tests {
         assert_eq!(c.refresh_token_ttl, Duration::from_secs(7 * 86_400));
         assert_eq!(c.argon2.memory_kib, 19_456);
         assert_eq!(c.body_limit_bytes, 65_536);
+        assert_eq!(c.hash_max_wait, Duration::from_secs(5));
+        assert_eq!(c.hash_queue_limit, 1024);
+        assert_eq!(c.argon2.max_memory_kib, 262_144);
+        assert_eq!(c.sqlite_synchronous, SqliteSynchronous::Full);
     }
 
     #[test]
@@ -781,6 +849,22 @@ mod tests {
         assert_eq!(e.var, "PASSWORD_MIN_LENGTH");
         let e = config(&[("CORS_ORIGINS", "*")]).unwrap_err();
         assert_eq!(e.var, "CORS_ORIGINS");
+        let e = config(&[("SQLITE_SYNCHRONOUS", "sometimes")]).unwrap_err();
+        assert_eq!(e.var, "SQLITE_SYNCHRONOUS");
+        assert_eq!(
+            config(&[("SQLITE_SYNCHRONOUS", "Normal")])
+                .unwrap()
+                .sqlite_synchronous,
+            SqliteSynchronous::Normal
+        );
+        let e = config(&[("HASH_MAX_WAIT_MILLISECONDS", "0")]).unwrap_err();
+        assert_eq!(e.var, "HASH_MAX_WAIT_MILLISECONDS");
+        let e = config(&[
+            ("ARGON2_MEMORY_KIB", "65536"),
+            ("ARGON2_MAX_MEMORY_KIB", "32768"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "ARGON2_MAX_MEMORY_KIB");
         let e = config(&[("ALGORITHM", "none")]).unwrap_err();
         assert_eq!(e.var, "ALGORITHM");
         assert!(e.to_string().starts_with("invalid ALGORITHM"));

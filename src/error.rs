@@ -56,8 +56,10 @@ pub enum Error {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
+    /// Password hashing is saturated: a new hash would wait longer than HASH_MAX_WAIT_MILLISECONDS.
+    /// `retry_after` is that expected wait, in whole seconds.
     #[error("the server is busy; try again shortly")]
-    Busy,
+    Busy { retry_after: Duration },
     #[error("the database is not available")]
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("an unexpected error occurred")]

@@ -28,11 +28,13 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
-    /// Create a superuser, or make the existing account with this email one.
+    /// Create a superuser (or, with --promote-existing, make the existing account one).
     ///
     /// The password of a new account is read from the AUTH_SERVER_PASSWORD environment
     /// variable or, without it, from the first line of standard input. It must pass the
-    /// password policy. An existing account keeps its password.
+    /// password policy. If an account already has the email, the command fails and changes
+    /// nothing, unless --promote-existing is given: then that account becomes a superuser and
+    /// keeps its password.
     CreateSuperuser {
         /// The account's email address.
         #[arg(long)]
@@ -40,6 +42,9 @@ enum Command {
         /// The account's display name (used for a new account).
         #[arg(long, default_value = "Administrator")]
         name: String,
+        /// If an account already has this email, make it a superuser (it keeps its password).
+        #[arg(long)]
+        promote_existing: bool,
     },
     /// Write a new private key for ALGORITHM=RS256, ES256 or EdDSA (PKCS#8 PEM, mode 0600).
     ///
@@ -85,7 +90,11 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
-        Command::CreateSuperuser { email, name } => create_superuser(config, &email, &name).await,
+        Command::CreateSuperuser {
+            email,
+            name,
+            promote_existing,
+        } => create_superuser(config, &email, &name, promote_existing).await,
         Command::ImportUsers { from } => import_users(config, &from).await,
         Command::GenerateKey { .. } => unreachable!("handled before the configuration is read"),
     }
@@ -123,6 +132,7 @@ async fn connect(config: &Config) -> Result<Db, StartError> {
     let db = Db::connect_with_retry(
         &config.database_url,
         Some(2),
+        config.sqlite_synchronous,
         config.database_connect_timeout,
     )
     .await
@@ -167,7 +177,12 @@ fn read_password() -> Result<String, String> {
     Ok(password)
 }
 
-async fn create_superuser(config: Config, email: &str, name: &str) -> ExitCode {
+async fn create_superuser(
+    config: Config,
+    email: &str,
+    name: &str,
+    promote_existing: bool,
+) -> ExitCode {
     let email = match Email::parse("email", email) {
         Ok(e) => e,
         Err(e) => return fail(format!("--email {}", e.message)),
@@ -184,7 +199,8 @@ async fn create_superuser(config: Config, email: &str, name: &str) -> ExitCode {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
-    let outcome = admin::create_superuser(&state, &email, &name, read_password).await;
+    let outcome =
+        admin::create_superuser(&state, &email, &name, promote_existing, read_password).await;
     db.close().await;
     match outcome {
         Ok(SuperuserOutcome::Created(id)) => {
@@ -204,7 +220,8 @@ async fn import_users(config: Config, from: &str) -> ExitCode {
         Ok(db) => db,
         Err(e) => return fail(e),
     };
-    let result = auth_server::service::import::import_users(&db, from).await;
+    let limits = auth_server::auth::password::HashLimits::from_config(&config.argon2);
+    let result = auth_server::service::import::import_users(&db, from, &limits).await;
     db.close().await;
     match result {
         Ok(report) => {

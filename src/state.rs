@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::password::PasswordHasher;
+use crate::auth::password::{PasswordHasher, PoolConfig};
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::db::Db;
@@ -23,8 +23,11 @@ impl AppState {
     pub fn new(config: Config, db: Db) -> crate::Result<Self> {
         let hasher = PasswordHasher::new(
             &config.argon2,
-            config.hash_concurrency,
-            config.hash_queue_limit,
+            PoolConfig {
+                concurrency: config.hash_concurrency,
+                queue_limit: config.hash_queue_limit,
+                max_wait: config.hash_max_wait,
+            },
         )?;
         let tokens = TokenKeys::new(&config);
         let limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits));

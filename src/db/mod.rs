@@ -22,7 +22,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseUrl, SqliteSynchronous as Synchronous};
 
 /// A connection pool on the configured backend.
 #[derive(Clone, Debug)]
@@ -88,18 +88,36 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Db {
-    /// Connects (without retrying) and returns the pool. SQLite creates the file if it is missing.
+    /// Connects (without retrying) and returns the pool. SQLite creates the file if it is
+    /// missing, and commits with `synchronous=FULL`.
     pub async fn connect(
         url: &DatabaseUrl,
         max_connections: Option<u32>,
     ) -> Result<Self, sqlx::Error> {
+        Self::connect_with(url, max_connections, Synchronous::Full).await
+    }
+
+    /// [`Db::connect`] with SQLite's `synchronous` setting (SQLITE_SYNCHRONOUS).
+    pub async fn connect_with(
+        url: &DatabaseUrl,
+        max_connections: Option<u32>,
+        synchronous: Synchronous,
+    ) -> Result<Self, sqlx::Error> {
         match url {
             DatabaseUrl::Sqlite(url) => {
+                // In WAL mode every setting survives a crash of this process (a commit is in the
+                // OS's hands once written); they differ on a crash of the machine: FULL syncs
+                // the WAL at each commit, NORMAL only at checkpoints, OFF never.
+                let synchronous = match synchronous {
+                    Synchronous::Off => SqliteSynchronous::Off,
+                    Synchronous::Normal => SqliteSynchronous::Normal,
+                    Synchronous::Full => SqliteSynchronous::Full,
+                    Synchronous::Extra => SqliteSynchronous::Extra,
+                };
                 let options = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    // NORMAL is durable across application crashes in WAL mode.
-                    .synchronous(SqliteSynchronous::Normal)
+                    .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true);
                 let pool = SqlitePoolOptions::new()
@@ -132,12 +150,13 @@ impl Db {
     pub async fn connect_with_retry(
         url: &DatabaseUrl,
         max_connections: Option<u32>,
+        synchronous: Synchronous,
         patience: Duration,
     ) -> Result<Self, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + patience;
         let mut delay = Duration::from_millis(250);
         loop {
-            match Self::connect(url, max_connections).await {
+            match Self::connect_with(url, max_connections, synchronous).await {
                 Ok(db) => return Ok(db),
                 Err(e) if is_unavailable(&e) && tokio::time::Instant::now() + delay < deadline => {
                     tracing::warn!(error = %e, "database not reachable yet; retrying");

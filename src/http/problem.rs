@@ -89,7 +89,7 @@ impl IntoResponse for Error {
             Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
             Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Error::UnsupportedMediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
-            Error::Busy | Error::DatabaseUnavailable(_) => {
+            Error::Busy { .. } | Error::DatabaseUnavailable(_) => {
                 (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
             }
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
@@ -97,15 +97,18 @@ impl IntoResponse for Error {
         match &self {
             Error::Internal(e) => log_chain(e.as_ref(), "request failed"),
             Error::DatabaseUnavailable(e) => log_chain(e, "database unavailable"),
-            Error::Busy => tracing::warn!("password hashing queue full; request turned away"),
+            Error::Busy { retry_after } => tracing::warn!(
+                retry_after_s = retry_after.as_secs(),
+                "password hashing saturated; request turned away"
+            ),
             _ => {}
         }
         let retry_after = match &self {
             // Whole seconds, rounded up: a client that waits as told is not turned away again.
-            Error::TooManyRequests { retry_after } => {
+            Error::TooManyRequests { retry_after } | Error::Busy { retry_after } => {
                 Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
             }
-            Error::Busy | Error::DatabaseUnavailable(_) => Some(1),
+            Error::DatabaseUnavailable(_) => Some(1),
             _ => None,
         };
         let mut body = problem(status, code, detail);

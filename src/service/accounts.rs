@@ -230,7 +230,9 @@ async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Resul
             .ok_or(CREDENTIALS_CHANGED)?
             .security_stamp;
     }
-    Err(Error::Busy)
+    Err(Error::Busy {
+        retry_after: std::time::Duration::from_secs(1),
+    })
 }
 
 /// Deletes the caller's account, its sessions and tokens, after checking its password: only

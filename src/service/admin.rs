@@ -57,7 +57,9 @@ pub async fn update(
         }
     }
     // Three lost races in a row: say so as "busy, try again".
-    Err(Error::Busy)
+    Err(Error::Busy {
+        retry_after: std::time::Duration::from_secs(1),
+    })
 }
 
 /// Applies `update` to `current` if the account's credentials are still as read (`None`
@@ -145,12 +147,15 @@ pub enum SuperuserOutcome {
     Promoted(String),
 }
 
-/// Creates a superuser (verified, no mail), or makes the existing account with this email one.
+/// Creates a superuser (verified, no mail). An account that already has this email is made one
+/// only with `promote_existing` (it keeps its password); otherwise that is refused, so that a
+/// typo or a squatted address cannot hand superuser rights to someone else's account.
 /// The password is needed, and checked against the policy, only for a new account.
 pub async fn create_superuser(
     state: &AppState,
     email: &Email,
     name: &Name,
+    promote_existing: bool,
     password: impl FnOnce() -> std::result::Result<String, String>,
 ) -> std::result::Result<SuperuserOutcome, String> {
     let now = db::now_ms();
@@ -158,9 +163,23 @@ pub async fn create_superuser(
         .await
         .map_err(|e| e.to_string())?
     {
-        users::promote(&state.db, email.as_str(), now)
+        if !promote_existing {
+            return Err(format!(
+                "an account with the email {} already exists (id {}); nothing was changed. \
+                 To make that account a superuser (it keeps its password), run again with --promote-existing",
+                email.as_str(),
+                user.id
+            ));
+        }
+        let promoted = users::promote(&state.db, email.as_str(), now)
             .await
             .map_err(|e| e.to_string())?;
+        if !promoted {
+            return Err(format!(
+                "the account {} was changed or deleted meanwhile; nothing was changed. Run the command again",
+                user.id
+            ));
+        }
         return Ok(SuperuserOutcome::Promoted(user.id));
     }
     let password = password()?;
@@ -189,9 +208,16 @@ pub async fn create_superuser(
         security_stamp: 0,
     };
     let mut tx = state.db.begin().await.map_err(|e| e.to_string())?;
-    users::insert(&mut tx, &user)
-        .await
-        .map_err(|e| e.to_string())?;
+    match users::insert(&mut tx, &user).await {
+        Ok(()) => {}
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(format!(
+                "an account with the email {} was created meanwhile; nothing was changed",
+                email.as_str()
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     tx.commit().await.map_err(|e| e.to_string())?;
     Ok(SuperuserOutcome::Created(user.id))
 }

@@ -1,12 +1,15 @@
 //! Bringing accounts over from the original Python service's SQLite database: email, name,
 //! flags and password hashes (passlib's bcrypt, verified at the next login and then replaced by
 //! argon2id). Accounts whose email is already here are skipped, so running it twice is safe.
+//! A hash that is not bcrypt or argon2, or whose cost is beyond the [`HashLimits`], is reported
+//! and not brought over: the server would never verify it.
 
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, ValueRef};
 
+use crate::auth::password::{HashLimits, check_stored_hash};
 use crate::config::DatabaseUrl;
 use crate::db::{self, Db, users};
 use crate::domain::{Email, Name};
@@ -65,14 +68,13 @@ fn timestamp_ms(row: &SqliteRow, column: Option<&str>) -> Option<i64> {
         .map(|t| t.and_utc().timestamp_millis())
 }
 
-fn supported_hash(hash: &str) -> bool {
-    ["$2a$", "$2b$", "$2y$", "$argon2id$", "$argon2i$"]
-        .iter()
-        .any(|p| hash.starts_with(p))
-}
-
-/// Copies the `users` table of the SQLite database at `from` into `target`.
-pub async fn import_users(target: &Db, from: &str) -> Result<ImportReport, String> {
+/// Copies the `users` table of the SQLite database at `from` into `target`; password hashes
+/// beyond `limits` are refused.
+pub async fn import_users(
+    target: &Db,
+    from: &str,
+    limits: &HashLimits,
+) -> Result<ImportReport, String> {
     let DatabaseUrl::Sqlite(url) = DatabaseUrl::parse(from).map_err(|e| format!("--from: {e}"))?
     else {
         return Err("--from must be a SQLite database (sqlite:///path/to/sqlite.db)".into());
@@ -122,13 +124,11 @@ pub async fn import_users(target: &Db, from: &str) -> Result<ImportReport, Strin
                 continue;
             }
         };
-        let Some(hash) = text(row, hash_column).filter(|h| supported_hash(h)) else {
-            report.invalid.push((
-                email.as_str().into(),
-                "the password hash is not bcrypt or argon2".into(),
-            ));
+        let hash = text(row, hash_column).unwrap_or_default();
+        if let Err(why) = check_stored_hash(&hash, limits) {
+            report.invalid.push((email.as_str().into(), why));
             continue;
-        };
+        }
         let name = name_column
             .and_then(|c| text(row, c))
             .and_then(|n| Name::parse("name", &n).ok())

@@ -73,7 +73,12 @@ async fn create_superuser_promotes_an_existing_account_and_refuses_weak_password
     let (_, tokens) = app.signed_up(&email).await;
     let output = auth_server(
         &app,
-        &["create-superuser", "--email", &email.to_uppercase()],
+        &[
+            "create-superuser",
+            "--email",
+            &email.to_uppercase(),
+            "--promote-existing",
+        ],
         None,
         &[],
     );
@@ -135,6 +140,53 @@ async fn create_superuser_promotes_an_existing_account_and_refuses_weak_password
     );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--email"));
+}
+
+#[tokio::test]
+async fn create_superuser_refuses_an_existing_email_without_promote_existing() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let (user, tokens) = app.signed_up(&email).await;
+    // Whatever the password given, in whatever case the email is written: refused, unchanged.
+    for (address, stdin) in [
+        (email.clone(), Some("a sturdy takeover passphrase\n")),
+        (email.to_uppercase(), None),
+    ] {
+        let output = auth_server(
+            &app,
+            &["create-superuser", "--email", &address],
+            stdin,
+            &[("AUTH_SERVER_PASSWORD", "a sturdy takeover passphrase")],
+        );
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("already exists") && stderr.contains("--promote-existing"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(user["id"].as_str().unwrap()), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+    let me: Value = app.me(&tokens.access).await.json().await.unwrap();
+    assert_eq!(me["is_superuser"], false);
+    assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(&email, "a sturdy takeover passphrase")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM users WHERE is_superuser AND email = $1",
+            &email
+        )
+        .await,
+        0
+    );
+    let help = auth_server(&app, &["create-superuser", "--help"], None, &[]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--promote-existing"));
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@ use auth_server::{Application, Config};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
+/// The tests that measure time or saturate the cores take turns, so as not to skew each other.
+pub static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub const SECRET: &str = "test-secret-key-that-is-at-least-32-bytes-long";
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -450,32 +453,76 @@ where
     outputs
 }
 
-/// The server binary run as a child process on a fresh SQLite file, with its output captured:
-/// for what only a whole process shows (its memory, everything it logs).
+/// The server binary run as a child process, with its output captured: for what only a whole
+/// process shows (its memory, everything it logs, a crash). [`ChildServer::start`] runs it on a
+/// fresh SQLite file in a directory of its own; [`ChildServer::on_test_database`] on the test's
+/// database (a fresh PostgreSQL database with `TEST_DATABASE_URL`).
 pub struct ChildServer {
     pub base: String,
+    /// The SQLite file of [`ChildServer::start`].
     pub database: PathBuf,
     child: std::process::Child,
     dir: PathBuf,
+    env: Vec<(String, String)>,
+    database_url: String,
     output: Arc<std::sync::Mutex<String>>,
+    // Last: the database is removed after the process has stopped.
+    _db: Option<TestDb>,
 }
 
 impl ChildServer {
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
+        Self::launch(env, "sqlite://auth.db".into(), None).await
+    }
+
+    /// On the test database: a fresh PostgreSQL database when the suite runs on PostgreSQL, a
+    /// fresh SQLite file otherwise.
+    pub async fn on_test_database(env: &[(&str, &str)]) -> Self {
+        let (db, url) = TestDb::create().await;
+        Self::launch(env, url, Some(db)).await
+    }
+
+    async fn launch(env: &[(&str, &str)], database_url: String, db: Option<TestDb>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "auth-server-child-{}",
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let (child, port) = Self::spawn(&dir, &env, &database_url, &output);
+        let server = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            database: dir.join("auth.db"),
+            child,
+            dir,
+            env,
+            database_url,
+            output,
+            _db: db,
+        };
+        server.wait_until_up().await;
+        server
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        env: &[(String, String)],
+        database_url: &str,
+        output: &Arc<std::sync::Mutex<String>>,
+    ) -> (std::process::Child, u16) {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_auth-server"));
         command
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("PORT", port.to_string())
             .env("SECRET_KEY", SECRET)
-            .env("DATABASE_URL", "sqlite://auth.db")
+            .env("DATABASE_URL", database_url)
             .env("LOG_FORMAT", "json")
             .env_remove("SMTP_URL")
             .env_remove("RUST_LOG")
@@ -485,7 +532,6 @@ impl ChildServer {
             command.env(k, v);
         }
         let mut child = command.spawn().unwrap();
-        let output = Arc::new(std::sync::Mutex::new(String::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
@@ -499,21 +545,37 @@ impl ChildServer {
                 }
             });
         }
-        let server = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            database: dir.join("auth.db"),
-            child,
-            dir,
-            output,
-        };
+        (child, port)
+    }
+
+    async fn wait_until_up(&self) {
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if client.get(server.url("/health")).send().await.is_ok() {
-                return server;
+            if client.get(self.url("/health")).send().await.is_ok() {
+                return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("the server did not start: {}", server.output());
+        panic!("the server did not start: {}", self.output());
+    }
+
+    /// Kills the process with SIGKILL (no chance to finish anything) and waits for it to die.
+    pub fn kill9(&mut self) {
+        let status = self.stop_with(libc::SIGKILL).expect("SIGKILL kills");
+        assert!(!status.success());
+    }
+
+    /// Starts the server again, after it has stopped, on the same database and configuration
+    /// (on another port).
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "the server is still running"
+        );
+        let (child, port) = Self::spawn(&self.dir, &self.env, &self.database_url, &self.output);
+        self.child = child;
+        self.base = format!("http://127.0.0.1:{port}");
+        self.wait_until_up().await;
     }
 
     pub fn url(&self, path: &str) -> String {

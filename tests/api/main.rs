@@ -7,7 +7,9 @@ mod smtp;
 
 mod admin;
 mod cli;
+mod durability;
 mod errors;
+mod hashing;
 mod instances;
 mod login;
 mod logout;

@@ -1,0 +1,506 @@
+//! The password hashing pool under load (bursts served whole, floods shed by expected wait,
+//! abandoned hashes not computed, no starvation), hashes from elsewhere (bounded cost, no
+//! timing tell), and the import's refusals.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Registers `count` new accounts at once; returns the statuses.
+async fn register_burst(app: &TestApp, count: usize) -> Vec<u16> {
+    let requests: Vec<_> = (0..count)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/register"));
+            async move {
+                client
+                    .post(url)
+                    .json(&json!({"email": unique_email(), "password": PASSWORD, "name": "Burst"}))
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16())
+            }
+        })
+        .collect();
+    concurrently(requests).await
+}
+
+#[tokio::test]
+async fn a_burst_the_pool_can_finish_within_the_budget_is_served_whole() {
+    let _cores = CORES.lock().await;
+    // The suite's cheap argon2: far more requests than the old fixed queue (64) allowed.
+    let app = spawn_app().await;
+    let statuses = register_burst(&app, 200).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+
+    // Costlier parameters, where the 200 hashes keep both threads busy for a second or more
+    // (several on a machine busy with other work, still within the default budget of 5 s).
+    let app = spawn_app_with(&[
+        ("ARGON2_MEMORY_KIB", "8192"),
+        ("ARGON2_ITERATIONS", "2"),
+        ("HASH_CONCURRENCY", "2"),
+    ])
+    .await;
+    let started = Instant::now();
+    let statuses = register_burst(&app, 200).await;
+    let stats = app.state.hasher.stats();
+    eprintln!(
+        "200 registrations in {:?}; {stats:?}; the last one's expected wait {:?}",
+        started.elapsed(),
+        stats.mean * 200 / 2
+    );
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    assert_eq!(stats.computed, 200);
+}
+
+#[tokio::test]
+async fn a_flood_is_shed_when_the_expected_wait_passes_the_budget_with_that_wait_as_retry_after() {
+    let _cores = CORES.lock().await;
+    let budget = Duration::from_millis(1000);
+    let app = spawn_app_with(&[
+        ("ARGON2_MEMORY_KIB", "8192"),
+        ("ARGON2_ITERATIONS", "2"),
+        ("HASH_CONCURRENCY", "1"),
+        ("HASH_MAX_WAIT_MILLISECONDS", "1000"),
+        ("LOGIN_FREE_ATTEMPTS", "1000"),
+    ])
+    .await;
+    let requests: Vec<_> = (0..300)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), app.url("/login"));
+            async move {
+                let response = client
+                    .post(url)
+                    .json(&json!({"email": format!("nobody{i}@example.com"), "password": "not the password"}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+                let code = response.json::<Value>().await.unwrap()["code"].clone();
+                (status, retry_after, code)
+            }
+        })
+        .collect();
+    let answers = concurrently(requests).await;
+    let mean = app.state.hasher.stats().mean;
+    let admitted = answers.iter().filter(|(s, ..)| *s == 401).count();
+    let shed: Vec<_> = answers.iter().filter(|(s, ..)| *s == 503).collect();
+    eprintln!(
+        "{admitted} admitted, {} shed; mean hash {mean:?}; Retry-After {:?}",
+        shed.len(),
+        shed.iter().map(|(_, r, _)| r.unwrap()).collect::<Vec<_>>()
+    );
+    assert_eq!(admitted + shed.len(), 300, "{answers:?}");
+    assert!(!shed.is_empty(), "nothing was shed");
+    for (_, retry_after, code) in &shed {
+        assert_eq!(code, "SERVICE_UNAVAILABLE");
+        // Shed only past the budget (1 s), so the wait rounded up is at least 2 s.
+        let retry_after = retry_after.expect("Retry-After");
+        assert!((2..=30).contains(&retry_after), "Retry-After {retry_after}");
+    }
+    // About budget / mean hashes fit in the budget, plus those done while the burst arrived.
+    let fit = (budget.as_secs_f64() / mean.as_secs_f64()) as usize;
+    assert!(
+        admitted >= fit / 3 && admitted <= (fit * 3).max(10),
+        "{admitted} admitted where about {fit} fit"
+    );
+}
+
+/// Waits until the pool has nothing queued or running.
+async fn pool_idle(app: &TestApp) -> auth_server::auth::password::PoolStats {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = app.state.hasher.stats();
+        if stats.queued == 0 && stats.running == 0 {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not drain: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn hashes_for_clients_that_have_gone_are_not_computed() {
+    let _cores = CORES.lock().await;
+    // One thread, about 15 to 30 ms a hash: 100 hashes would take seconds.
+    let app = spawn_app_with(&[
+        ("ARGON2_MEMORY_KIB", "19456"),
+        ("ARGON2_ITERATIONS", "2"),
+        ("HASH_CONCURRENCY", "1"),
+        ("HASH_MAX_WAIT_MILLISECONDS", "600000"),
+        ("LOGIN_FREE_ATTEMPTS", "1000"),
+    ])
+    .await;
+    let login = |app: &TestApp, i: usize, timeout: Option<Duration>| {
+        let (client, url) = (app.client.clone(), app.url("/login"));
+        async move {
+            let mut request = client.post(url).json(
+                &json!({"email": format!("gone{i}@example.com"), "password": "not the password"}),
+            );
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            request.send().await.map(|r| r.status().as_u16())
+        }
+    };
+
+    // 100 clients send a login and hang up 200 ms later.
+    let before = app.state.hasher.stats();
+    let started = Instant::now();
+    let answers = concurrently(
+        (0..100)
+            .map(|i| login(&app, i, Some(Duration::from_millis(200))))
+            .collect(),
+    )
+    .await;
+    let hung_up = answers.iter().filter(|a| a.is_err()).count();
+    let stats = pool_idle(&app).await;
+    let computed = stats.computed - before.computed;
+    eprintln!(
+        "{hung_up} hung up; {computed} computed, {} abandoned, in {:?}",
+        stats.abandoned - before.abandoned,
+        started.elapsed()
+    );
+    assert!(hung_up >= 80, "{answers:?}");
+    assert!(
+        computed <= 100 - hung_up as u64 + 20,
+        "{computed} hashes computed for {hung_up} clients that had gone"
+    );
+
+    // A request that runs past REQUEST_TIMEOUT_SECONDS is answered 503, and its hash is dropped.
+    let app = app.restart(&[("REQUEST_TIMEOUT_SECONDS", "1")]).await;
+    let before = app.state.hasher.stats();
+    let answers = concurrently((0..100).map(|i| login(&app, i + 100, None)).collect()).await;
+    let statuses: Vec<u16> = answers.into_iter().map(Result::unwrap).collect();
+    let timed_out = statuses.iter().filter(|s| **s == 503).count();
+    let stats = pool_idle(&app).await;
+    let computed = stats.computed - before.computed;
+    eprintln!("{timed_out} timed out; {computed} computed");
+    assert!(
+        statuses.iter().all(|s| [401, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(timed_out > 0, "{statuses:?}");
+    assert!(
+        computed <= (100 - timed_out) as u64 + 10,
+        "{computed} computed for {} answered",
+        100 - timed_out
+    );
+}
+
+// More runtime threads than cores, all busy with the flood: the cores are never idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logins_keep_progressing_beside_a_flood_of_cheap_requests() {
+    let _cores = CORES.lock().await;
+    let app = spawn_app_with(&[
+        ("ARGON2_MEMORY_KIB", "19456"),
+        ("ARGON2_ITERATIONS", "2"),
+        ("HASH_MAX_WAIT_MILLISECONDS", "1000"),
+    ])
+    .await;
+    let email = unique_email();
+    app.signed_up(&email).await;
+    // The bound, from the configuration: an admitted hash waits at most the budget, then takes
+    // one hash's time (as the server measured it at start), which a fair share of a machine this
+    // busy may stretch many times. Hashing threads that get only idle CPU (SCHED_IDLE) would
+    // wait for the flood to end.
+    let budget = Duration::from_millis(1000);
+    let hash = app.state.hasher.stats().mean;
+    let bound = budget + hash * 40;
+
+    // The flood: 64 clients asking GET /health/live as fast as they can, on the same cores.
+    let flood_for = bound * 3;
+    let flood: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/health/live"));
+            async move {
+                let until = Instant::now() + flood_for;
+                let mut answered = 0u64;
+                while Instant::now() < until {
+                    if client
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                    {
+                        answered += 1;
+                    }
+                }
+                answered
+            }
+        })
+        .collect();
+    let flood = tokio::spawn(concurrently(flood));
+    // Three clients logging in, one login after another, while it lasts.
+    let logins: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url, email) = (app.client.clone(), app.url("/login"), email.clone());
+            async move {
+                let until = Instant::now() + flood_for;
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    let status = client
+                        .post(&url)
+                        .json(&json!({"email": email, "password": PASSWORD}))
+                        .timeout(flood_for * 2)
+                        .send()
+                        .await
+                        .map_or(0, |r| r.status().as_u16());
+                    latencies.push((status, started.elapsed()));
+                }
+                latencies
+            }
+        })
+        .collect();
+    let logins: Vec<_> = concurrently(logins).await.into_iter().flatten().collect();
+    let answered: u64 = flood.await.unwrap().iter().sum();
+    let slowest = logins.iter().map(|(_, t)| *t).max().unwrap();
+    eprintln!(
+        "{} logins beside {answered} cheap requests; slowest login {slowest:?}, bound {bound:?}",
+        logins.len()
+    );
+    assert!(
+        logins.iter().all(|(s, _)| *s == 200),
+        "{:?}",
+        logins.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    assert!(slowest <= bound, "a login took {slowest:?}, over {bound:?}");
+    assert!(logins.len() >= 6, "only {} logins", logins.len());
+}
+
+/// A PHC argon2id string with the given parameters (the hash itself is made up).
+fn planted_argon2(m: u32, t: u32, p: u32) -> String {
+    format!(
+        "$argon2id$v=19$m={m},t={t},p={p}${}${}",
+        STANDARD_NO_PAD.encode([7u8; 16]),
+        STANDARD_NO_PAD.encode([9u8; 32])
+    )
+}
+
+async fn set_hash(app: &TestApp, email: &str, hash: &str) {
+    app.execute2(
+        "UPDATE users SET password_hash = $1 WHERE email = $2",
+        hash,
+        email,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_planted_hash_beyond_the_limits_is_never_computed() {
+    let app = spawn_app_with(&[("LOGIN_FREE_ATTEMPTS", "1000")]).await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Planted").await;
+    let before = app.state.hasher.stats().computed;
+    // 4 GiB and a million passes; bcrypt at cost 31 (days). Either would hold a hashing thread
+    // for minutes (and the first, gigabytes) at every attempt.
+    let bcrypt31 = bcrypt::hash(PASSWORD, 4)
+        .unwrap()
+        .replacen("$04$", "$31$", 1);
+    for planted in [planted_argon2(4 * 1024 * 1024, 1_000_000, 1), bcrypt31] {
+        set_hash(&app, &email, &planted).await;
+        for password in [PASSWORD, "another guess entirely"] {
+            let started = Instant::now();
+            assert_problem(
+                app.login(&email, password).await,
+                401,
+                "INVALID_CREDENTIALS",
+            )
+            .await;
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+    }
+    assert_eq!(
+        app.state.hasher.stats().computed,
+        before,
+        "a planted hash was computed"
+    );
+    // Within the limits, a hash made elsewhere still verifies (argon2id at 64 MiB, t=3, p=4, as
+    // argon2-cffi makes them).
+    let elsewhere = {
+        use argon2::PasswordHasher as _;
+        argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(65_536, 3, 4, None).unwrap(),
+        )
+        .hash_password(PASSWORD.as_bytes())
+        .unwrap()
+        .to_string()
+    };
+    set_hash(&app, &email, &elsewhere).await;
+    assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+}
+
+/// The median of `samples`.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[tokio::test]
+async fn a_bcrypt_account_does_not_stand_out_by_its_login_time() {
+    let _cores = CORES.lock().await;
+    // An argon2 cost (30 to 50 ms) that dominates bcrypt's at cost 5 (about 2 ms) and the
+    // request's other work.
+    let app = spawn_app_with(&[
+        ("ARGON2_MEMORY_KIB", "19456"),
+        ("ARGON2_ITERATIONS", "3"),
+        ("LOGIN_FREE_ATTEMPTS", "1000"),
+    ])
+    .await;
+    let (argon2_account, bcrypt_account, unknown) =
+        (unique_email(), unique_email(), unique_email());
+    app.register(&argon2_account, PASSWORD, "Argon2").await;
+    app.register(&bcrypt_account, PASSWORD, "Bcrypt").await;
+    set_hash(&app, &bcrypt_account, &bcrypt::hash(PASSWORD, 5).unwrap()).await;
+    // In rounds of three close together, so that the machine's noise falls on all three alike;
+    // the median of each round's ratio to the argon2 account's time.
+    let (mut bcrypt_ratios, mut unknown_ratios, mut argon2_times) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..15 {
+        let mut round = Vec::new();
+        for email in [&argon2_account, &bcrypt_account, &unknown] {
+            let started = Instant::now();
+            let response = app.login(email, "a wrong password guess").await;
+            round.push(started.elapsed().as_secs_f64());
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+        argon2_times.push(Duration::from_secs_f64(round[0]));
+        bcrypt_ratios.push(round[1] / round[0]);
+        unknown_ratios.push(round[2] / round[0]);
+    }
+    let median_of = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (b, u) = (median_of(bcrypt_ratios), median_of(unknown_ratios));
+    eprintln!(
+        "wrong password, against an argon2 account ({:?}): bcrypt account {b:.2}x, unknown email {u:.2}x",
+        median(argon2_times)
+    );
+    for (what, ratio) in [("bcrypt account", b), ("unknown email", u)] {
+        assert!(
+            (0.5..=2.0).contains(&ratio),
+            "{what}: {ratio:.2}x the time of an argon2 account"
+        );
+    }
+    // The bcrypt account still logs in (and is upgraded).
+    assert_eq!(
+        app.login(&bcrypt_account, PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// A SQLite file shaped like the original service's database, with these rows.
+fn original_database(path: &std::path::Path, rows: Vec<(String, String)>) {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR NOT NULL UNIQUE,
+                 name VARCHAR NOT NULL, hashed_password VARCHAR NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for (email, hash) in rows {
+                sqlx::query(
+                    "INSERT INTO users (email, name, hashed_password) VALUES ($1, 'Old', $2)",
+                )
+                .bind(email)
+                .bind(hash)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_import_refuses_hashes_beyond_the_limits() {
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!(
+        "auth-server-import-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("sqlite.db");
+    let (fine, costly_bcrypt, huge_argon2, slow_argon2) = (
+        unique_email(),
+        unique_email(),
+        unique_email(),
+        unique_email(),
+    );
+    let bcrypt4 = bcrypt::hash("the old passphrase", 4).unwrap();
+    original_database(
+        &old,
+        vec![
+            (fine.clone(), bcrypt4.clone()),
+            (costly_bcrypt.clone(), bcrypt4.replacen("$04$", "$16$", 1)),
+            (huge_argon2.clone(), planted_argon2(2 * 1024 * 1024, 1, 1)),
+            (slow_argon2.clone(), planted_argon2(19_456, 1000, 1)),
+        ],
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+        .args([
+            "import-users",
+            "--from",
+            &format!("sqlite://{}", old.display()),
+        ])
+        .env("DATABASE_URL", app.var("DATABASE_URL"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains("imported 1 account(s); skipped 0 already present, 3 invalid"),
+        "{report}"
+    );
+    for (email, why) in [
+        (&costly_bcrypt, "bcrypt cost 16"),
+        (&huge_argon2, "memory 2097152 KiB"),
+        (&slow_argon2, "iterations 1000"),
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(email.as_str()))
+            .unwrap_or_else(|| panic!("{email} not reported: {report}"));
+        assert!(line.contains(why), "{line}");
+        assert_eq!(
+            app.count("SELECT COUNT(*) FROM users WHERE email = $1", email)
+                .await,
+            0
+        );
+    }
+    assert_eq!(
+        app.login(&fine, "the old passphrase").await.status(),
+        StatusCode::OK
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
