@@ -72,6 +72,16 @@ impl Application {
             );
         }
         let state = AppState::new(config, db)?;
+        // Accounts still on bcrypt must not stand out by their login timing.
+        let bcrypt_cost = crate::db::users::max_bcrypt_cost(&state.db)
+            .await
+            .map_err(|e| StartError::Setup(e.into()))?;
+        if let Some(cost) = bcrypt_cost {
+            let hasher = state.hasher.clone();
+            tokio::task::spawn_blocking(move || hasher.equalise_with_bcrypt(cost))
+                .await
+                .map_err(|e| StartError::Setup(crate::Error::internal(e)))?;
+        }
         Ok(Self {
             listener,
             state,

@@ -492,7 +492,7 @@ impl Config {
         let sqlite_synchronous = parse(
             "SQLITE_SYNCHRONOUS",
             get("SQLITE_SYNCHRONOUS"),
-            SqliteSynchronous::Full,
+            SqliteSynchronous::Normal,
         )?;
 
         let database_max_connections = match get("DATABASE_MAX_CONNECTIONS") {
@@ -811,7 +811,7 @@ mod tests {
         assert_eq!(c.hash_max_wait, Duration::from_secs(5));
         assert_eq!(c.hash_queue_limit, 1024);
         assert_eq!(c.argon2.max_memory_kib, 262_144);
-        assert_eq!(c.sqlite_synchronous, SqliteSynchronous::Full);
+        assert_eq!(c.sqlite_synchronous, SqliteSynchronous::Normal);
     }
 
     #[test]

@@ -178,7 +178,8 @@ enum Job {
         password: Password,
         stored: String,
         real: bool,
-        reply: oneshot::Sender<Verification>,
+        /// The answer, and how long computing it took.
+        reply: oneshot::Sender<(Verification, Duration)>,
     },
 }
 
@@ -241,6 +242,10 @@ pub struct PasswordHasher {
     limits: HashLimits,
     /// Verified in place of a missing account's hash, so that an unknown email costs the same.
     dummy_hash: Arc<str>,
+    /// The least time a verification answers in, in nanoseconds (0: none): while accounts with
+    /// bcrypt hashes remain, every verification is made to take as long as one of theirs (see
+    /// [`PasswordHasher::equalise_with_bcrypt`]), so that timing cannot tell them apart.
+    verify_floor_nanos: AtomicU64,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -303,11 +308,15 @@ impl Worker {
                     reply,
                 } => {
                     let v = self.verify(password.expose(), &stored);
-                    shared.record(started.elapsed());
-                    let _ = reply.send(Verification {
-                        matches: v.matches && real,
-                        needs_rehash: v.needs_rehash,
-                    });
+                    let took = started.elapsed();
+                    shared.record(took);
+                    let _ = reply.send((
+                        Verification {
+                            matches: v.matches && real,
+                            needs_rehash: v.needs_rehash,
+                        },
+                        took,
+                    ));
                 }
             }
         }
@@ -456,7 +465,41 @@ impl PasswordHasher {
             pool,
             limits: HashLimits::from_config(config),
             dummy_hash,
+            verify_floor_nanos: AtomicU64::new(0),
         })
+    }
+
+    /// Makes every verification answer no sooner than a bcrypt verification at `cost` would
+    /// (with the argon2 check that follows one), measured here once, with a margin: while
+    /// accounts imported with bcrypt remain, wrong passwords for them, for argon2 accounts and
+    /// for unknown addresses all take the same time. The wait is a timer, not computation: it
+    /// holds no hashing thread. Costs beyond the limits are never computed, so never waited for.
+    pub fn equalise_with_bcrypt(&self, cost: u32) {
+        if cost > self.limits.max_bcrypt_cost {
+            return;
+        }
+        let Ok(sample) = bcrypt::hash("timing sample", cost) else {
+            return;
+        };
+        let started = Instant::now();
+        let _ = bcrypt::verify("timing sample", &sample);
+        let bcrypt = started.elapsed();
+        let argon2 = Duration::from_nanos(self.shared.mean_nanos.load(Ordering::Relaxed));
+        let floor = (bcrypt + argon2).mul_f64(1.25);
+        self.verify_floor_nanos.fetch_max(
+            u64::try_from(floor.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        tracing::info!(
+            bcrypt_cost = cost,
+            floor_ms = floor.as_millis() as u64,
+            "accounts with bcrypt hashes remain: every password check takes at least this long, so \
+             that timing does not tell them apart"
+        );
+    }
+
+    fn verify_floor(&self) -> Duration {
+        Duration::from_nanos(self.verify_floor_nanos.load(Ordering::Relaxed))
     }
 
     /// Hashes a new password (PHC string, argon2id with the configured parameters).
@@ -480,6 +523,8 @@ impl PasswordHasher {
                 reason = %why,
                 "a stored password hash is refused without being computed; the password cannot match"
             );
+            // As long as a computed answer would take (a timer, no computation).
+            tokio::time::sleep(self.verify_floor().max(self.stats().mean)).await;
             return Ok(NO_MATCH);
         }
         let (reply, answer) = oneshot::channel();
@@ -489,7 +534,11 @@ impl PasswordHasher {
             real: stored.is_some(),
             reply,
         })?;
-        answer.await.map_err(Error::internal)
+        let (verification, took) = answer.await.map_err(Error::internal)?;
+        if let Some(rest) = self.verify_floor().checked_sub(took) {
+            tokio::time::sleep(rest).await;
+        }
+        Ok(verification)
     }
 
     /// The limits stored hashes are checked against.

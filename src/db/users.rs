@@ -405,6 +405,16 @@ pub async fn insert_if_absent(db: &Db, user: &User) -> Result<bool, sqlx::Error>
     Ok(done == 1)
 }
 
+/// The highest bcrypt cost among the stored hashes (accounts imported from the original service
+/// that have not logged in since), if any remain. Reads the whole table: once, at start.
+pub async fn max_bcrypt_cost(db: &Db) -> Result<Option<u32>, sqlx::Error> {
+    // bcrypt writes its cost as two digits: `$2b$12$…`.
+    let sql = "SELECT MAX(SUBSTR(password_hash, 5, 2)) FROM users WHERE password_hash LIKE '$2%'";
+    let cost: Option<String> =
+        with_pool!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
+    Ok(cost.and_then(|c| c.parse().ok()))
+}
+
 /// Brings rows written before the `security_stamp` migration to today's forms, once, at start
 /// (a no-op afterwards: it looks only at rows whose `name_search` is still empty): fills the
 /// folded name, and rewrites the email in its normalised form (NFC, IDNA domain), which older

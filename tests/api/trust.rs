@@ -926,13 +926,11 @@ async fn admin_search_finds_internationalised_domains() {
     assert_eq!(created.status(), StatusCode::CREATED);
     let page: Value = app
         .client
-        .get(
-            app.url(&format!(
+        .get(app.url(&format!(
                 "/users?q={}",
                 url::form_urlencoded::byte_serialize(domain.to_uppercase().as_bytes())
                     .collect::<String>()
-            )),
-        )
+            )))
         .bearer_auth(&admin.access)
         .send()
         .await
