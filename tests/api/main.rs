@@ -7,6 +7,7 @@ mod smtp;
 
 mod admin;
 mod cli;
+mod edge;
 mod errors;
 mod instances;
 mod login;
