@@ -16,7 +16,8 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 BASE="http://127.0.0.1:$PORT"
 (
     cd "$WORK"
-    env -i PATH="$PATH" DATABASE_URL="sqlite://auth.db" PORT="$PORT" \
+    # exec: $SERVER is then the server itself, which the trap below stops.
+    exec env -i PATH="$PATH" DATABASE_URL="sqlite://auth.db" PORT="$PORT" \
         SECRET_KEY=schemathesis-secret-key-of-at-least-32-bytes \
         ARGON2_MEMORY_KIB=256 ARGON2_ITERATIONS=1 \
         RATE_LIMIT_LOGIN_PER_MINUTE=0 RATE_LIMIT_REGISTER_PER_MINUTE=0 \

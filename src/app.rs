@@ -62,9 +62,7 @@ impl Application {
     /// Binds the server on an already migrated database.
     pub async fn build_with_db(config: Config, db: Db) -> Result<Self, StartError> {
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let mailer = Mailer::new(&config).map_err(StartError::Mail)?;
         if mailer.logs_only() {
             tracing::warn!(
@@ -125,23 +123,53 @@ impl Application {
             self.state.config.purge_interval,
             stop_worker.subscribe(),
         ));
-        let result = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let config = &self.state.config;
+        let open_file_limit = crate::serve::raise_open_file_limit();
+        let limits = crate::serve::ConnectionLimits {
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: crate::serve::max_connections(
+                config.max_connections,
+                open_file_limit,
+                u64::from(config.database_max_connections.unwrap_or(10)),
+            ),
+        };
+        tracing::info!(
+            max_connections = limits.max_connections,
+            open_file_limit,
+            header_read_timeout_seconds = limits.header_read_timeout.as_secs(),
+            keep_alive_timeout_seconds = limits.keep_alive_timeout.as_secs(),
+            "serving HTTP/1.1"
+        );
+        crate::serve::serve(self.listener, app, limits, shutdown).await;
         let _ = stop_worker.send(true);
         let _ = worker.await;
         let _ = purger.await;
         self.state.db.close().await;
-        result
+        Ok(())
     }
 
     /// Serves until SIGINT or SIGTERM.
     pub async fn run(self) -> std::io::Result<()> {
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// Connections waiting to be accepted: those over `MAX_CONNECTIONS` wait here (the kernel caps it
+/// at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds as `TcpListener::bind` does (address reuse on Unix), with a longer listen backlog.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

@@ -138,6 +138,11 @@ pub struct RateLimits {
     pub refresh: u32,
     /// POST /password-reset/request and /verify/request.
     pub mail: u32,
+    /// IPv6 clients are counted by this prefix of their address (1 to 128; default 64).
+    pub ipv6_prefix: u8,
+    /// The most client addresses each group's table holds; beyond it the least recently seen
+    /// address is forgotten.
+    pub max_clients: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -246,6 +251,13 @@ pub struct Config {
     /// How often ended sessions, spent tokens and old mail are deleted.
     pub purge_interval: Duration,
     pub request_timeout: Duration,
+    /// A request head (request line and headers) must arrive within this, counted from the
+    /// connection's start or the head's first byte; otherwise the connection is closed.
+    pub header_read_timeout: Duration,
+    /// A connection idle between requests this long is closed.
+    pub keep_alive_timeout: Duration,
+    /// The most connections served at once; `None`: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
 }
 
 impl std::fmt::Debug for Config {
@@ -327,6 +339,16 @@ impl Config {
                 })
             } else {
                 Ok(v)
+            }
+        }
+        fn within(var: &'static str, v: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+            if (min..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(ConfigError {
+                    var,
+                    message: format!("{v} must be {min} to {max}"),
+                })
             }
         }
         fn boolean(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
@@ -685,6 +707,26 @@ impl Config {
             register: per_minute("RATE_LIMIT_REGISTER_PER_MINUTE", 10)?,
             refresh: per_minute("RATE_LIMIT_REFRESH_PER_MINUTE", 60)?,
             mail: per_minute("RATE_LIMIT_MAIL_PER_MINUTE", 10)?,
+            ipv6_prefix: within(
+                "RATE_LIMIT_IPV6_PREFIX",
+                parse(
+                    "RATE_LIMIT_IPV6_PREFIX",
+                    get("RATE_LIMIT_IPV6_PREFIX"),
+                    64u64,
+                )?,
+                1,
+                128,
+            )? as u8,
+            max_clients: within(
+                "RATE_LIMIT_MAX_CLIENTS",
+                parse(
+                    "RATE_LIMIT_MAX_CLIENTS",
+                    get("RATE_LIMIT_MAX_CLIENTS"),
+                    100_000u64,
+                )?,
+                1,
+                10_000_000,
+            )? as usize,
         };
 
         let mut trusted_proxies = Vec::new();
@@ -722,6 +764,36 @@ impl Config {
                 30u64,
             )?,
         )?);
+
+        let header_read_timeout = Duration::from_secs(within(
+            "HEADER_READ_TIMEOUT_SECONDS",
+            parse(
+                "HEADER_READ_TIMEOUT_SECONDS",
+                get("HEADER_READ_TIMEOUT_SECONDS"),
+                10u64,
+            )?,
+            1,
+            3600,
+        )?);
+        let keep_alive_timeout = Duration::from_secs(within(
+            "KEEP_ALIVE_TIMEOUT_SECONDS",
+            parse(
+                "KEEP_ALIVE_TIMEOUT_SECONDS",
+                get("KEEP_ALIVE_TIMEOUT_SECONDS"),
+                75u64,
+            )?,
+            1,
+            86_400,
+        )?);
+        let max_connections = match get("MAX_CONNECTIONS") {
+            None => None,
+            Some(v) => Some(within(
+                "MAX_CONNECTIONS",
+                parse("MAX_CONNECTIONS", Some(v), 0u64)?,
+                1,
+                1_000_000,
+            )? as usize),
+        };
 
         let purge_interval = Duration::from_secs(positive(
             "PURGE_INTERVAL_SECONDS",
@@ -783,6 +855,9 @@ impl Config {
             body_limit_bytes,
             purge_interval,
             request_timeout,
+            header_read_timeout,
+            keep_alive_timeout,
+            max_connections,
         })
     }
 }
@@ -812,6 +887,14 @@ mod tests {
         assert_eq!(c.hash_queue_limit, 1024);
         assert_eq!(c.argon2.max_memory_kib, 262_144);
         assert_eq!(c.sqlite_synchronous, SqliteSynchronous::Normal);
+        assert_eq!(c.rate_limits.ipv6_prefix, 64);
+        assert_eq!(c.rate_limits.max_clients, 100_000);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.keep_alive_timeout, Duration::from_secs(75));
+        assert_eq!(c.max_connections, None);
+        let c = config(&[("RATE_LIMIT_IPV6_PREFIX", "48"), ("MAX_CONNECTIONS", "500")]).unwrap();
+        assert_eq!(c.rate_limits.ipv6_prefix, 48);
+        assert_eq!(c.max_connections, Some(500));
     }
 
     #[test]
@@ -865,6 +948,18 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.var, "ARGON2_MAX_MEMORY_KIB");
+        for (var, value) in [
+            ("RATE_LIMIT_IPV6_PREFIX", "0"),
+            ("RATE_LIMIT_IPV6_PREFIX", "129"),
+            ("RATE_LIMIT_MAX_CLIENTS", "0"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("KEEP_ALIVE_TIMEOUT_SECONDS", "0"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "many"),
+        ] {
+            let e = config(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var, "{value}");
+        }
         let e = config(&[("ALGORITHM", "none")]).unwrap_err();
         assert_eq!(e.var, "ALGORITHM");
         assert!(e.to_string().starts_with("invalid ALGORITHM"));

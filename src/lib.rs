@@ -14,6 +14,7 @@ pub mod http;
 pub mod mail;
 pub mod net;
 pub mod ratelimit;
+pub mod serve;
 pub mod service;
 pub mod state;
 pub mod telemetry;

@@ -56,7 +56,7 @@ impl FromStr for IpNet {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) compare as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -65,29 +65,70 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The client's address: the peer itself, unless the peer is a trusted proxy, in which case the
 /// right-most address of `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+///
+/// `forwarded_for` is every `X-Forwarded-For` line of the request, in the order received (`None`
+/// for a line that is not text): several lines are one list, as if joined with commas. The list is
+/// walked from the right, the end our own proxies wrote, so whatever a client put on the left, in
+/// the same line or a line of its own, is never reached while a proxy's entry comes after it.
+/// An entry that is not an address ends what can be believed: the last address read is the client.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = Option<&'a str>>,
+    trusted: &[IpNet],
+) -> IpAddr {
     let peer = canonical(peer);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(peer) {
         return peer;
     }
-    let Some(header) = forwarded_for else {
-        return peer;
-    };
     let mut client = peer;
-    for hop in header.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = canonical(ip);
-                if !is_trusted(client) {
-                    return client;
+    for line in forwarded_for.rev() {
+        let Some(line) = line else {
+            return client;
+        };
+        for hop in line.rsplit(',') {
+            match parse_hop(hop) {
+                Some(ip) => {
+                    client = canonical(ip);
+                    if !is_trusted(client) {
+                        return client;
+                    }
                 }
+                None => return client,
             }
-            // A hop we cannot read ends what we can believe.
-            Err(_) => return client,
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: an address, or (as some proxies write) an address with a port,
+/// `192.0.2.1:4711` or `[2001:db8::1]:4711`.
+pub(crate) fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+        .map(IpAddr::V6)
+}
+
+/// The network of `ip` that is counted as one client: an IPv4 address on its own, an IPv6
+/// address by its first `ipv6_prefix` bits (IPv4-mapped IPv6 addresses count as IPv4).
+pub fn client_network(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(ipv6_prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]
@@ -113,25 +154,104 @@ mod tests {
         assert!("nonsense".parse::<IpNet>().is_err());
     }
 
+    /// `client_ip` over header lines given as strings.
+    fn client(peer: &str, lines: &[&str], trusted: &[IpNet]) -> IpAddr {
+        client_ip(ip(peer), lines.iter().map(|l| Some(*l)), trusted)
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {
         let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(client("1.2.3.4", &["9.9.9.9"], &trusted), ip("1.2.3.4"));
+        assert_eq!(client("10.0.0.1", &["9.9.9.9"], &trusted), ip("9.9.9.9"));
         assert_eq!(
-            client_ip(ip("1.2.3.4"), Some("9.9.9.9"), &trusted),
-            ip("1.2.3.4")
+            client("10.0.0.1", &["6.6.6.6, 9.9.9.9, 10.0.0.2"], &trusted),
+            ip("9.9.9.9")
         );
+        assert_eq!(client("10.0.0.1", &[], &trusted), ip("10.0.0.1"));
+        assert_eq!(client("10.0.0.1", &["garbage"], &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn several_forwarded_for_lines_are_one_list_read_from_the_right() {
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        // A client's forged line first, then the line its proxy added: the proxy's wins.
         assert_eq!(
-            client_ip(ip("10.0.0.1"), Some("9.9.9.9"), &trusted),
+            client("10.0.0.1", &["6.6.6.6", "9.9.9.9"], &trusted),
+            ip("9.9.9.9")
+        );
+        // Through two proxies of ours, each adding a line.
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6", "9.9.9.9", "10.0.0.2"], &trusted),
             ip("9.9.9.9")
         );
         assert_eq!(
-            client_ip(ip("10.0.0.1"), Some("6.6.6.6, 9.9.9.9, 10.0.0.2"), &trusted),
+            client(
+                "10.0.0.1",
+                &["6.6.6.6, 7.7.7.7", "10.0.0.3, 10.0.0.2"],
+                &trusted
+            ),
+            ip("7.7.7.7")
+        );
+        // Everything trusted: the left-most address.
+        assert_eq!(
+            client("10.0.0.1", &["10.0.0.9", "10.0.0.2"], &trusted),
+            ip("10.0.0.9")
+        );
+        // An unreadable entry or line stops the walk at the last address read.
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6", "unknown, 10.0.0.2"], &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.1"),
+                [Some("6.6.6.6"), None, Some("10.0.0.2")].into_iter(),
+                &trusted
+            ),
+            ip("10.0.0.2")
+        );
+        // Ports, as some proxies write them.
+        assert_eq!(
+            client("10.0.0.1", &["9.9.9.9:4711"], &trusted),
             ip("9.9.9.9")
         );
-        assert_eq!(client_ip(ip("10.0.0.1"), None, &trusted), ip("10.0.0.1"));
         assert_eq!(
-            client_ip(ip("10.0.0.1"), Some("garbage"), &trusted),
-            ip("10.0.0.1")
+            client("10.0.0.1", &["[2001:db8::9]:4711"], &trusted),
+            ip("2001:db8::9")
         );
+        assert_eq!(
+            client("10.0.0.1", &["[2001:db8::9]"], &trusted),
+            ip("2001:db8::9")
+        );
+        // From a peer that is not trusted, no line is read.
+        assert_eq!(
+            client("9.9.9.9", &["6.6.6.6", "7.7.7.7"], &trusted),
+            ip("9.9.9.9")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_the_prefix() {
+        assert_eq!(
+            client_network(ip("2001:db8:1:2:3:4:5:6"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_network(ip("2001:db8:1:2:3:4:5:6"), 48),
+            ip("2001:db8:1::")
+        );
+        assert_eq!(
+            client_network(ip("2001:db8:1:203:4:5:6:7"), 56),
+            ip("2001:db8:1:200::")
+        );
+        assert_eq!(
+            client_network(ip("2001:db8:1:2:3:4:5:6"), 128),
+            ip("2001:db8:1:2:3:4:5:6")
+        );
+        assert_eq!(client_network(ip("ffff::1"), 1), ip("8000::"));
+        // IPv4, plain or mapped, is never grouped.
+        assert_eq!(client_network(ip("192.0.2.7"), 8), ip("192.0.2.7"));
+        assert_eq!(client_network(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
     }
 }

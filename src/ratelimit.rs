@@ -1,10 +1,21 @@
-//! Per-client-address request limits: a token bucket per (endpoint group, address), in memory.
-//! IPv6 clients are counted by their /64, which one subscriber usually holds whole.
+//! Per-client-address request limits: a token bucket per (endpoint group, client), in memory.
+//! IPv6 clients are counted by a prefix of their address (`RATE_LIMIT_IPV6_PREFIX`, /64 by
+//! default), which one subscriber usually holds whole.
+//!
+//! Each group has its own table of at most `RATE_LIMIT_MAX_CLIENTS` clients, kept in least
+//! recently seen order (an LRU: a lookup, an insertion and an eviction are each O(1)). A new
+//! client in a full table takes the place of the one seen longest ago, so memory stays bounded
+//! however many addresses arrive, a new client is always served, and a client seen recently
+//! keeps its bucket. Forgetting a client only ever gives it a full bucket again, so the cost of a
+//! flood of addresses is that the quietest clients' limits start over, never that anyone is
+//! refused for it.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use hashlink::LruCache;
 
 use crate::config::RateLimits;
 
@@ -16,17 +27,26 @@ pub enum Group {
     Mail,
 }
 
-/// The most addresses tracked at once; beyond it, idle buckets are dropped first.
-const MAX_BUCKETS: usize = 100_000;
+impl Group {
+    const ALL: [Group; 4] = [Group::Login, Group::Register, Group::Refresh, Group::Mail];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
+/// Clients by their network, least recently seen first. SipHash with a random key: the keys
+/// come from clients, who must not be able to aim them at one hash slot.
+type Table = LruCache<IpAddr, Bucket, RandomState>;
+
 pub struct RateLimiter {
     limits: RateLimits,
-    buckets: Mutex<HashMap<(Group, IpAddr), Bucket>>,
+    tables: [Mutex<Table>; 4],
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -37,21 +57,13 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
-fn key_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
-        },
-        v4 => v4,
-    }
-}
-
 impl RateLimiter {
     pub fn new(limits: RateLimits) -> Self {
+        let capacity = limits.max_clients.max(1);
         Self {
             limits,
-            buckets: Mutex::new(HashMap::new()),
+            tables: Group::ALL
+                .map(|_| Mutex::new(LruCache::with_hasher(capacity, RandomState::new()))),
         }
     }
 
@@ -62,6 +74,17 @@ impl RateLimiter {
             Group::Refresh => self.limits.refresh,
             Group::Mail => self.limits.mail,
         }
+    }
+
+    fn table(&self, group: Group) -> std::sync::MutexGuard<'_, Table> {
+        self.tables[group.index()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many clients a group's table holds now (never more than `RATE_LIMIT_MAX_CLIENTS`).
+    pub fn clients(&self, group: Group) -> usize {
+        self.table(group).len()
     }
 
     /// Takes one request's allowance; `Err` says how long until the next is allowed.
@@ -76,23 +99,24 @@ impl RateLimiter {
         }
         let capacity = f64::from(limit);
         let per_second = capacity / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_BUCKETS {
-            // Full buckets hold nothing worth keeping.
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < capacity
-            });
-            if buckets.len() >= MAX_BUCKETS {
-                return Err(Duration::from_secs(1));
-            }
+        let key = crate::net::client_network(ip, self.limits.ipv6_prefix);
+        let mut table = self.table(group);
+        // `get_mut` marks the client as just seen; `insert` drops the least recently seen one
+        // when the table is full, so it never holds more than its capacity.
+        if table.get_mut(&key).is_none() {
+            table.insert(
+                key,
+                Bucket {
+                    tokens: capacity,
+                    at: now,
+                },
+            );
         }
-        let bucket = buckets.entry((group, key_of(ip))).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_second)
+        let bucket = table.get_mut(&key).expect("just inserted");
+        bucket.tokens = (bucket.tokens
+            + now.saturating_duration_since(bucket.at).as_secs_f64() * per_second)
             .min(capacity);
-        bucket.at = now;
+        bucket.at = bucket.at.max(now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
@@ -104,20 +128,24 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
-    fn limiter(login: u32) -> RateLimiter {
+    fn limiter(login: u32, max_clients: usize, ipv6_prefix: u8) -> RateLimiter {
         RateLimiter::new(RateLimits {
             login,
             register: 0,
             refresh: 0,
             mail: 0,
+            ipv6_prefix,
+            max_clients,
         })
     }
 
     #[test]
     fn a_burst_up_to_the_limit_then_refill() {
-        let l = limiter(3);
+        let l = limiter(3, 100, 64);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..3 {
@@ -142,7 +170,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_counted_by_their_64() {
-        let l = limiter(1);
+        let l = limiter(1, 100, 64);
         let t0 = Instant::now();
         assert!(
             l.check_at(Group::Login, "2001:db8::1".parse().unwrap(), t0)
@@ -156,5 +184,96 @@ mod tests {
             l.check_at(Group::Login, "2001:db8:0:1::1".parse().unwrap(), t0)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_ipv6_prefix_is_configurable() {
+        let t0 = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // /48: the whole site is one client.
+        let l = limiter(1, 100, 48);
+        assert!(l.check_at(Group::Login, ip("2001:db8:1:2::1"), t0).is_ok());
+        assert!(
+            l.check_at(Group::Login, ip("2001:db8:1:ffff::9"), t0)
+                .is_err()
+        );
+        assert!(l.check_at(Group::Login, ip("2001:db8:2::1"), t0).is_ok());
+        // /128: every address on its own.
+        let l = limiter(1, 100, 128);
+        assert!(l.check_at(Group::Login, ip("2001:db8::1"), t0).is_ok());
+        assert!(l.check_at(Group::Login, ip("2001:db8::2"), t0).is_ok());
+        assert!(l.check_at(Group::Login, ip("2001:db8::1"), t0).is_err());
+    }
+
+    /// A distinct address for each `i`: IPv4 and IPv6 alternately.
+    fn address(i: u32) -> IpAddr {
+        if i.is_multiple_of(2) {
+            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(
+                (0x2001_0db8_u128 << 96) | (u128::from(i) << 64),
+            ))
+        }
+    }
+
+    #[test]
+    fn a_flood_of_addresses_stays_within_the_cap_and_refuses_no_one() {
+        const CAP: usize = 100_000;
+        const FLOOD: u32 = 250_000;
+        let l = limiter(2, CAP, 64);
+        let t0 = Instant::now();
+        let active: IpAddr = "192.0.2.10".parse().unwrap();
+        let quiet: IpAddr = "192.0.2.20".parse().unwrap();
+        // Both spend their allowance before the flood.
+        for ip in [active, quiet] {
+            assert!(l.check_at(Group::Login, ip, t0).is_ok());
+            assert!(l.check_at(Group::Login, ip, t0).is_ok());
+            assert!(l.check_at(Group::Login, ip, t0).is_err());
+        }
+        for i in 0..FLOOD {
+            assert!(
+                l.check_at(Group::Login, address(i), t0).is_ok(),
+                "address {i} was refused: a full table must not refuse new clients"
+            );
+            // The active client keeps asking (and keeps being refused): it stays recent.
+            if i % 10_000 == 0 {
+                assert!(l.check_at(Group::Login, active, t0).is_err(), "{i}");
+            }
+            if i % 1000 == 0 {
+                assert!(l.clients(Group::Login) <= CAP);
+            }
+        }
+        assert_eq!(l.clients(Group::Login), CAP);
+        // Still refused: its bucket survived 250 000 other addresses.
+        assert!(l.check_at(Group::Login, active, t0).is_err());
+        // A client never seen is served.
+        assert!(
+            l.check_at(Group::Login, "198.51.100.1".parse().unwrap(), t0)
+                .is_ok()
+        );
+        // The quiet one was the least recently seen: forgotten, it starts with a full bucket.
+        assert!(l.check_at(Group::Login, quiet, t0).is_ok());
+        assert_eq!(l.clients(Group::Login), CAP);
+        // Each group has its own table.
+        assert_eq!(l.clients(Group::Register), 0);
+    }
+
+    #[test]
+    fn the_least_recently_seen_client_is_the_one_forgotten() {
+        let l = limiter(1, 3, 64);
+        let t0 = Instant::now();
+        let ip = |i: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, i));
+        for i in 1..=3 {
+            assert!(l.check_at(Group::Login, ip(i), t0).is_ok());
+        }
+        // 1 is seen again (refused), so 2 is now the least recently seen.
+        assert!(l.check_at(Group::Login, ip(1), t0).is_err());
+        assert!(l.check_at(Group::Login, ip(4), t0).is_ok());
+        assert_eq!(l.clients(Group::Login), 3);
+        assert!(l.check_at(Group::Login, ip(1), t0).is_err());
+        assert!(l.check_at(Group::Login, ip(3), t0).is_err());
+        assert!(l.check_at(Group::Login, ip(4), t0).is_err());
+        // 2 was forgotten: a full bucket again.
+        assert!(l.check_at(Group::Login, ip(2), t0).is_ok());
     }
 }

@@ -1,4 +1,7 @@
 //! The current user: GET, PUT/PATCH and DELETE /me.
+//!
+//! PUT and PATCH /me are one handler documented twice: each OpenAPI operation has its own
+//! operationId (`update_me`, `patch_me`), which client generators need.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,7 +20,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_me, update_me, delete_me))
+        .routes(routes!(get_me, update_me, patch_me, delete_me))
         .routes(routes!(change_password))
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
@@ -38,7 +41,7 @@ async fn get_me(Authenticated(caller): Authenticated) -> Json<UserResponse> {
 /// Fields left out stay as they are. Changing the email needs `current_password` and makes the
 /// account unverified. PUT and PATCH do the same.
 #[utoipa::path(
-    method(put, patch), path = "/me", tag = "current user",
+    put, path = "/me", tag = "current user",
     request_body = UpdateMeRequest,
     security(("bearer" = []), ("oauth2" = [])),
     responses(
@@ -65,6 +68,28 @@ async fn update_me(
     errors.finish()?;
     let user = accounts::update_profile(&state, &caller, update).await?;
     Ok(Json(user.into()))
+}
+
+/// Change the name or the email address (the same as PUT).
+///
+/// Fields left out stay as they are. Changing the email needs `current_password` and makes the
+/// account unverified.
+#[utoipa::path(
+    patch, path = "/me", tag = "current user",
+    request_body = UpdateMeRequest,
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 200, description = "The updated account", body = UserResponse),
+        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "EMAIL_TAKEN: another account has this email", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn patch_me(
+    state: State<AppState>,
+    caller: Authenticated,
+    body: JsonBody<UpdateMeRequest>,
+) -> Result<Json<UserResponse>> {
+    update_me(state, caller, body).await
 }
 
 /// Delete the account, with all its sessions and tokens.

@@ -8,6 +8,7 @@ mod smtp;
 mod admin;
 mod cli;
 mod durability;
+mod edge;
 mod errors;
 mod hashing;
 mod instances;

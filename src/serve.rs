@@ -1,0 +1,486 @@
+//! The HTTP/1.1 server loop, written out instead of `axum::serve` (which it mirrors: hyper-util's
+//! `TokioIo`, a task per connection, graceful shutdown) for what that cannot be told:
+//!
+//! - **Slow request heads.** A connection must deliver a request's whole head (request line and
+//!   headers) within `HEADER_READ_TIMEOUT_SECONDS`, counted from the connection's start for its
+//!   first request and from the head's first byte for the next ones; otherwise it is closed.
+//!   A connection that connects and sends nothing, or trickles a header a byte at a time, holds
+//!   its slot for that long at most, and at most 32 KiB of buffer.
+//! - **Idle connections.** A connection that has no request in progress and has not moved a byte
+//!   for `KEEP_ALIVE_TIMEOUT_SECONDS` is closed.
+//! - **A cap on open connections** (`MAX_CONNECTIONS`). At the cap, the loop stops accepting:
+//!   further connections wait in the kernel's listen backlog (and past it the kernel refuses
+//!   them) until a connection closes. Reaching the cap logs one warning per burst, and asks the
+//!   connections idle between requests to close, so that slots held by idle keep-alive
+//!   connections go to clients waiting with a request.
+//!
+//! A request in progress is never cut short by these: `REQUEST_TIMEOUT_SECONDS` bounds it.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt as _;
+
+/// What the server allows each connection, and how many at once.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// The most a connection buffers of a request head; a longer head is refused with 431 (the
+/// application refuses heads over 16 KiB itself, with a problem document). Bounds what slow heads
+/// can hold: `MAX_CONNECTIONS` × 32 KiB.
+const MAX_HEAD_BUFFER: usize = 32 * 1024;
+
+/// File descriptors kept back from the open-file limit for everything but client connections:
+/// the database pool (added on top), mail, the listener, the log.
+const RESERVED_FILES: u64 = 128;
+/// The default cap, whatever the open-file limit allows.
+const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+
+/// Raises this process's soft open-file limit to its hard limit (what systemd and most
+/// distributions expect of a server that needs many sockets) and returns the soft limit in
+/// force; `None` where there is no such limit to read.
+pub fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                }
+            }
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
+        Some(limit.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The connection cap: `configured`, or 10 000 where the open-file limit leaves room for them
+/// beside `other_files` (the database pool) and [`RESERVED_FILES`], and what it does leave otherwise.
+pub fn max_connections(
+    configured: Option<usize>,
+    open_file_limit: Option<u64>,
+    other_files: u64,
+) -> usize {
+    if let Some(n) = configured {
+        if let Some(limit) = open_file_limit {
+            let room = limit.saturating_sub(RESERVED_FILES + other_files);
+            if n as u64 > room {
+                tracing::warn!(
+                    max_connections = n,
+                    open_file_limit = limit,
+                    "MAX_CONNECTIONS is more than the open-file limit leaves room for: accepting will \
+                     fail (too many open files) before the cap is reached; raise the limit (ulimit -n, \
+                     LimitNOFILE=) or lower MAX_CONNECTIONS"
+                );
+            }
+        }
+        return n;
+    }
+    let room = open_file_limit.map_or(DEFAULT_MAX_CONNECTIONS, |limit| {
+        limit.saturating_sub(RESERVED_FILES + other_files)
+    });
+    room.clamp(1, DEFAULT_MAX_CONNECTIONS) as usize
+}
+
+/// Serves `app` on `listener` until `shutdown` completes; then stops accepting, lets every
+/// request in progress finish, closes idle connections, and returns when no connection is left.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let max = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let capacity = Arc::new(Capacity {
+        slots: Arc::new(Semaphore::new(max)),
+        max,
+        at_cap: AtomicBool::new(false),
+    });
+    // Every connection watches these: `stop` for the graceful shutdown, `shed` to close if idle.
+    let (stop, _) = watch::channel(false);
+    let (shed, _) = watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    let mut accept_failing = false;
+    'accept: loop {
+        let slot = match capacity.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                capacity.reached();
+                // Ask idle connections to close, and again while waiting: others may have
+                // become idle since.
+                let mut ask = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        slot = capacity.slots.clone().acquire_owned() => {
+                            break slot.expect("the semaphore is never closed");
+                        }
+                        _ = ask.tick() => {
+                            shed.send_replace(());
+                        }
+                        () = &mut shutdown => break 'accept,
+                    }
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    accept_failing = false;
+                    accepted
+                }
+                Err(e) => {
+                    drop(slot);
+                    if !is_connection_error(&e) {
+                        // Out of file descriptors, most likely: say so once, make room, retry.
+                        if !accept_failing {
+                            accept_failing = true;
+                            tracing::error!(error = %e, "cannot accept connections; closing idle ones and retrying");
+                        }
+                        shed.send_replace(());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            limits,
+            stop.subscribe(),
+            shed.subscribe(),
+        );
+        let capacity = capacity.clone();
+        tokio::spawn(async move {
+            connection.await;
+            drop(slot);
+            capacity.released();
+        });
+    }
+    drop(listener);
+    stop.send_replace(true);
+    // Every connection holds a slot until it is closed: all slots back, all connections done.
+    let _ = capacity.slots.acquire_many(max as u32).await;
+}
+
+/// The connection slots, and whether the cap was reached: true from reaching it until the open
+/// connections are back under 90% of it, so that a burst is one warning however long it lasts.
+struct Capacity {
+    slots: Arc<Semaphore>,
+    max: usize,
+    at_cap: AtomicBool,
+}
+
+impl Capacity {
+    fn reached(&self) {
+        if !self.at_cap.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_connections = self.max,
+                "MAX_CONNECTIONS reached: new connections wait in the listen backlog until open \
+                 ones close; idle keep-alive connections are being closed"
+            );
+        }
+    }
+
+    /// After a connection has given its slot back.
+    fn released(&self) {
+        let free = self.slots.available_permits();
+        if self.at_cap.load(Ordering::Relaxed)
+            && free >= (self.max / 10).max(1)
+            && self.at_cap.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(
+                open = self.max - free,
+                max_connections = self.max,
+                "open connections are back under MAX_CONNECTIONS"
+            );
+        }
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+    mut shed: watch::Receiver<()>,
+) {
+    tracing::trace!(%peer, "connection accepted");
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let in_progress = activity.request_started();
+            let response = app.clone().oneshot(request);
+            async move {
+                let response = response.await;
+                drop(in_progress);
+                response
+            }
+        })
+    };
+    let mut conn = pin!(
+        hyper::server::conn::http1::Builder::new()
+            // Timed here instead, see `Activity`: hyper's would also cut idle connections.
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_buf_size(MAX_HEAD_BUFFER)
+            .serve_connection(io, service)
+    );
+    let timer = tokio::time::sleep(Duration::ZERO);
+    let mut timer = pin!(timer);
+    let mut stopping = false;
+    loop {
+        let deadline = activity.deadline(&limits);
+        if let Some(deadline) = deadline {
+            timer.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            result = conn.as_mut() => {
+                match result {
+                    Ok(()) => tracing::trace!(%peer, "connection closed"),
+                    Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                }
+                return;
+            }
+            () = activity.changed.notified() => {}
+            () = &mut timer, if deadline.is_some() => {
+                if activity.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(%peer, "closing a connection: request head too slow, or idle");
+                    return;
+                }
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            changed = shed.changed(), if !stopping => {
+                if changed.is_err() || activity.idle_between_requests() {
+                    // hyper closes an idle connection at once, and otherwise after the response
+                    // it may still be writing.
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// What one connection is doing, as its timers need to know. Times are milliseconds since the
+/// connection's start.
+struct Activity {
+    start: Instant,
+    /// The last byte read or written.
+    last_io: AtomicU64,
+    /// When the head of the next request began ([`NONE`]: no byte of it yet). The first
+    /// request's head is counted from the start.
+    head_since: AtomicU64,
+    in_progress: AtomicUsize,
+    /// At least one request was answered: the connection is a keep-alive one.
+    answered: AtomicBool,
+    /// Wakes the connection's task to set its timer again.
+    changed: tokio::sync::Notify,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_io: AtomicU64::new(0),
+            head_since: AtomicU64::new(0),
+            in_progress: AtomicUsize::new(0),
+            answered: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
+    fn read(&self) {
+        let now = self.now();
+        self.last_io.store(now, Ordering::Relaxed);
+        if self.in_progress.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == NONE
+        {
+            self.head_since.store(now, Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_io.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn request_started(self: &Arc<Self>) -> InProgress {
+        self.in_progress.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(NONE, Ordering::Relaxed);
+        InProgress(self.clone())
+    }
+
+    /// When the connection is to be closed if nothing changes; `None` while a request is in
+    /// progress.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        if self.in_progress.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        match self.head_since.load(Ordering::Relaxed) {
+            NONE => Some(self.at(self.last_io.load(Ordering::Relaxed)) + limits.keep_alive_timeout),
+            since => Some(self.at(since) + limits.header_read_timeout),
+        }
+    }
+
+    /// Between two requests, with no byte of the next: closing loses nothing.
+    fn idle_between_requests(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+            && self.in_progress.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == NONE
+    }
+}
+
+/// A request being answered; dropped when its response is ready (or the request abandoned).
+struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity.in_progress.fetch_sub(1, Ordering::Relaxed);
+        activity.answered.store(true, Ordering::Relaxed);
+        activity.wrote();
+        activity.changed.notify_one();
+    }
+}
+
+/// The connection's socket, telling [`Activity`] of every byte moved.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_fits_the_open_file_limit() {
+        assert_eq!(max_connections(None, Some(1_048_576), 10), 10_000);
+        assert_eq!(max_connections(None, Some(1024), 10), 1024 - 128 - 10);
+        assert_eq!(max_connections(None, Some(100), 10), 1);
+        assert_eq!(max_connections(None, None, 10), 10_000);
+        assert_eq!(max_connections(Some(50_000), Some(1024), 10), 50_000);
+    }
+}

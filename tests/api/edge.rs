@@ -1,0 +1,658 @@
+//! The network edge under attack: forged X-Forwarded-For lines, IPv6 prefixes, floods of client
+//! addresses, half-open and idle connections, the connection cap; log colours; unique OpenAPI
+//! operation ids.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+/// A request through the test's "proxy" (the peer 127.0.0.1): one `X-Forwarded-For` line per
+/// entry of `forwarded_for`, in order.
+fn via_proxy(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    forwarded_for: &[&str],
+) -> reqwest::RequestBuilder {
+    let mut request = app.client.request(method, app.url(path));
+    for line in forwarded_for {
+        // `header` appends: each call is a header line of its own.
+        request = request.header("x-forwarded-for", *line);
+    }
+    request
+}
+
+async fn failed_login(app: &TestApp, forwarded_for: &[&str]) -> StatusCode {
+    via_proxy(app, reqwest::Method::POST, "/login", forwarded_for)
+        .json(&json!({"email": unique_email(), "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_forged_first_forwarded_for_line_is_not_the_client() {
+    let app = spawn_app_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("RATE_LIMIT_LOGIN_PER_MINUTE", "3"),
+    ])
+    .await;
+    let real = "203.0.113.7";
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Behind a proxy").await;
+
+    // The client sends its own X-Forwarded-For; the proxy adds a second line with the address it
+    // saw. The session records the proxy's, not the client's.
+    let response = via_proxy(
+        &app,
+        reqwest::Method::POST,
+        "/login",
+        &["198.51.100.66", real],
+    )
+    .json(&json!({"email": email, "password": PASSWORD}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens = Tokens::from(response.json::<Value>().await.unwrap());
+    let sessions: Value = app
+        .client
+        .get(app.url("/me/sessions"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions[0]["ip"], real, "{sessions}");
+
+    // A refresh through the proxy records the real address too, whatever the first line says.
+    let response = via_proxy(
+        &app,
+        reqwest::Method::POST,
+        "/refresh",
+        &["192.0.2.1, 192.0.2.2", real],
+    )
+    .json(&json!({"refresh_token": tokens.refresh}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens = Tokens::from(response.json::<Value>().await.unwrap());
+    let sessions: Value = app
+        .client
+        .get(app.url("/me/sessions"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions[0]["ip"], real, "{sessions}");
+
+    // The limit counts the real client, however the forged line changes: the login above was
+    // its first of 3.
+    for i in 0..2 {
+        let forged = format!("198.51.100.{i}");
+        assert_eq!(
+            failed_login(&app, &[&forged, real]).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for i in 2..6 {
+        let forged = format!("198.51.100.{i}");
+        assert_eq!(
+            failed_login(&app, &[&forged, real]).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "forged {forged}"
+        );
+    }
+    // Another real client is not affected, even when its first line names the limited one.
+    assert_eq!(
+        failed_login(&app, &[real, "203.0.113.8"]).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_limited_by_the_configured_prefix() {
+    let app = spawn_app_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("RATE_LIMIT_LOGIN_PER_MINUTE", "1"),
+        ("RATE_LIMIT_IPV6_PREFIX", "48"),
+    ])
+    .await;
+    assert_eq!(
+        failed_login(&app, &["2001:db8:1:2::1"]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Same /48, another /64: the same client.
+    assert_eq!(
+        failed_login(&app, &["2001:db8:1:ffff::9"]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another /48.
+    assert_eq!(
+        failed_login(&app, &["2001:db8:2::1"]).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The default, /64: another /64 of the same /48 is another client.
+    let app = spawn_app_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("RATE_LIMIT_LOGIN_PER_MINUTE", "1"),
+    ])
+    .await;
+    assert_eq!(
+        failed_login(&app, &["2001:db8:1:2::1"]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        failed_login(&app, &["2001:db8:1:2:ffff::9"]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        failed_login(&app, &["2001:db8:1:3::1"]).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// POST /refresh with a token that is not one: cheap, and limited per client.
+async fn refresh_from(app: &TestApp, client: &str) -> StatusCode {
+    via_proxy(app, reqwest::Method::POST, "/refresh", &[client])
+        .json(&json!({"refresh_token": "not-a-token"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_client_addresses_neither_grows_the_table_nor_locks_anyone_out() {
+    const CAP: usize = 200;
+    let app = spawn_app_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("RATE_LIMIT_REFRESH_PER_MINUTE", "2"),
+        ("RATE_LIMIT_MAX_CLIENTS", "200"),
+    ])
+    .await;
+    let active = "192.0.2.10";
+    assert_eq!(refresh_from(&app, active).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(refresh_from(&app, active).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refresh_from(&app, active).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Ten times the table's capacity in distinct addresses, IPv4 and IPv6, 50 at a time.
+    let addresses: Vec<String> = (0..2000u32)
+        .map(|i| {
+            if i.is_multiple_of(2) {
+                std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string()
+            } else {
+                format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff)
+            }
+        })
+        .collect();
+    for (n, batch) in addresses.chunks(50).enumerate() {
+        let statuses = concurrently(
+            batch
+                .iter()
+                .map(|ip| {
+                    let request = via_proxy(&app, reqwest::Method::POST, "/refresh", &[ip])
+                        .json(&json!({"refresh_token": "not-a-token"}))
+                        .send();
+                    async move { request.await.unwrap().status() }
+                })
+                .collect(),
+        )
+        .await;
+        for status in statuses {
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "batch {n}: a new client was refused"
+            );
+        }
+        assert!(
+            app.state
+                .limiter
+                .clients(auth_server::ratelimit::Group::Refresh)
+                <= CAP
+        );
+        // The active client keeps coming back, and stays limited.
+        assert_eq!(
+            refresh_from(&app, active).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "batch {n}"
+        );
+    }
+    assert_eq!(
+        app.state
+            .limiter
+            .clients(auth_server::ratelimit::Group::Refresh),
+        CAP
+    );
+    // A client never seen before is served.
+    assert_eq!(
+        refresh_from(&app, "198.51.100.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+fn host_port(app: &TestApp) -> String {
+    app.address.trim_start_matches("http://").to_string()
+}
+
+/// Waits until the server closes `stream` (end of stream or reset), up to `deadline`; returns
+/// when that happened, `None` if it is still open.
+async fn closed_by(stream: &mut TcpStream, deadline: tokio::time::Instant) -> Option<Instant> {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads one whole response (head and Content-Length body) from `stream`; returns its head.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "the connection closed before the response");
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_neither_block_others_nor_stay_open() {
+    // Each connection is two descriptors in this process (ours and the server's).
+    let files = auth_server::serve::raise_open_file_limit().expect("an open-file limit");
+    let n = 2000.min((files.saturating_sub(2000) / 2) as usize);
+    assert!(
+        n >= 500,
+        "the open-file limit ({files}) is too low for this test"
+    );
+    let app = spawn_app_with(&[("HEADER_READ_TIMEOUT_SECONDS", "1")]).await;
+    let address = host_port(&app);
+
+    let mut half_open = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        // Most send part of a request head and stop; every tenth sends nothing at all.
+        if !i.is_multiple_of(10) {
+            stream
+                .write_all(b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: appl")
+                .await
+                .unwrap();
+        }
+        half_open.push(stream);
+    }
+    let opened = tokio::time::Instant::now();
+
+    // The server still answers others, at once.
+    let asked = Instant::now();
+    let response = app
+        .client
+        .get(app.url("/health"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .expect("/health answers within a second beside the half-open connections");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(asked.elapsed() < Duration::from_secs(1));
+
+    // And closes every one of them after HEADER_READ_TIMEOUT_SECONDS.
+    let deadline = opened + Duration::from_secs(4);
+    let mut still_open = 0;
+    for stream in &mut half_open {
+        if closed_by(stream, deadline).await.is_none() {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open,
+        0,
+        "{still_open} of {n} connections still open {:?} after the last was opened",
+        deadline - opened
+    );
+
+    // Not before the timeout, though: a slow head has its whole second.
+    let mut slow = TcpStream::connect(&address).await.unwrap();
+    let start = tokio::time::Instant::now();
+    slow.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    assert!(
+        closed_by(&mut slow, start + Duration::from_millis(700))
+            .await
+            .is_none(),
+        "closed before HEADER_READ_TIMEOUT_SECONDS"
+    );
+    // Finishing the head in time gets the answer.
+    slow.write_all(b"Host: localhost\r\n\r\n").await.unwrap();
+    let head = read_response(&mut slow).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_before_it_is_buffered() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(host_port(&app)).await.unwrap();
+    let padding = "p".repeat(40 * 1024);
+    stream
+        .write_all(
+            format!("GET /health HTTP/1.1\r\nHost: localhost\r\nX-Padding: {padding}").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_after_the_keep_alive_timeout() {
+    let app = spawn_app_with(&[
+        ("KEEP_ALIVE_TIMEOUT_SECONDS", "2"),
+        ("HEADER_READ_TIMEOUT_SECONDS", "4"),
+    ])
+    .await;
+    let address = host_port(&app);
+
+    let silent_since = Instant::now();
+    let mut silent = TcpStream::connect(&address).await.unwrap();
+    // A connection that keeps asking outlives the idle timeout: 4 requests over 2.1 s.
+    let mut busy = TcpStream::connect(&address).await.unwrap();
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        busy.write_all(HEALTH).await.unwrap();
+        let head = read_response(&mut busy).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+    }
+    // Then, idle, it is closed after KEEP_ALIVE_TIMEOUT_SECONDS.
+    let idle_since = Instant::now();
+    let closed = closed_by(
+        &mut busy,
+        tokio::time::Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .expect("an idle keep-alive connection is closed");
+    let idle = closed - idle_since;
+    assert!(
+        idle >= Duration::from_millis(1500) && idle < Duration::from_millis(3500),
+        "closed after {idle:?} idle"
+    );
+
+    // A new connection that never sends a byte has the header timeout (4 s) instead: it was
+    // opened before the requests above, and outlived the idle timeout.
+    let closed = closed_by(
+        &mut silent,
+        tokio::time::Instant::now() + Duration::from_secs(5),
+    )
+    .await
+    .expect("a silent connection is closed after HEADER_READ_TIMEOUT_SECONDS");
+    let after = closed - silent_since;
+    assert!(
+        after >= Duration::from_millis(3500) && after < Duration::from_millis(5500),
+        "closed after {after:?}"
+    );
+}
+
+/// A client that opens a new connection for every request.
+fn fresh_connections() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_is_logged_once_and_the_server_recovers() {
+    const CAP: usize = 20;
+    let server = ChildServer::start(&[
+        ("MAX_CONNECTIONS", "20"),
+        ("HEADER_READ_TIMEOUT_SECONDS", "30"),
+        ("KEEP_ALIVE_TIMEOUT_SECONDS", "60"),
+    ])
+    .await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let client = fresh_connections();
+    let reached = |output: &str| output.matches("MAX_CONNECTIONS reached").count();
+
+    // CAP silent connections take every slot.
+    let mut silent = Vec::new();
+    for _ in 0..CAP {
+        silent.push(TcpStream::connect(&address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Over the cap, connections wait (here, longer than the client does).
+    for _ in 0..3 {
+        let waited = client
+            .get(server.url("/health"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        assert!(waited.is_err(), "served over the cap: {waited:?}");
+    }
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        waiting.push(TcpStream::connect(&address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reached(&server.output()), 1, "{}", server.output());
+
+    // Connections close: the waiting ones are served, and new ones at once.
+    drop(silent);
+    drop(waiting);
+    let response = client
+        .get(server.url("/health"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("served once connections closed");
+    assert_eq!(response.status(), StatusCode::OK);
+    let logged = Instant::now() + Duration::from_secs(2);
+    while !server
+        .output()
+        .contains("open connections are back under MAX_CONNECTIONS")
+    {
+        assert!(Instant::now() < logged, "{}", server.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Slots held by idle keep-alive connections are given to clients with a request.
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream.write_all(HEALTH).await.unwrap();
+        read_response(&mut stream).await;
+        idle.push(stream);
+    }
+    let asked = Instant::now();
+    let response = client
+        .get(server.url("/health"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("served by closing idle connections");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+    let mut closed = 0;
+    for stream in &mut idle {
+        if closed_by(stream, soon).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert!(closed > 0, "no idle connection was closed");
+    // A second burst, a second warning.
+    assert!(reached(&server.output()) >= 2, "{}", server.output());
+}
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_not_on_a_terminal() {
+    for extra in [&[][..], &[("NO_COLOR", "1")][..]] {
+        let mut env = vec![("LOG_FORMAT", "text")];
+        env.extend_from_slice(extra);
+        let server = ChildServer::start(&env).await;
+        let response = reqwest::get(server.url("/health")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let output = server.output();
+        assert!(output.contains("listening"), "{output}");
+        assert!(output.contains("/health"), "{output}");
+        assert!(!output.contains('\x1b'), "{extra:?}: {output:?}");
+    }
+}
+
+/// Runs the server with stdout and stderr on a pseudo-terminal until it says it is listening;
+/// returns everything it wrote there.
+fn output_on_a_terminal(env: &[(&str, &str)]) -> String {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::sync::{Arc, Mutex};
+
+    // SAFETY: the standard pseudo-terminal calls, on descriptors we own and check.
+    let (master, terminal) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let terminal = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        assert!(terminal >= 0, "open the terminal");
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(terminal),
+        )
+    };
+    let dir =
+        std::env::temp_dir().join(format!("auth-server-tty-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"));
+        command
+            .current_dir(&dir)
+            .env("PORT", free_port().to_string())
+            .env("SECRET_KEY", SECRET)
+            .env("DATABASE_URL", "sqlite://auth.db")
+            .env_remove("SMTP_URL")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null())
+            .stdout(terminal.try_clone().unwrap())
+            .stderr(terminal);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.spawn().unwrap()
+        // The command, and with it our copies of the terminal's descriptor, ends here.
+    };
+    let output = Arc::new(Mutex::new(Vec::new()));
+    {
+        let output = output.clone();
+        let mut master = master;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with an error once the server, the last holder of the terminal, has exited.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline
+        && !String::from_utf8_lossy(&output.lock().unwrap()).contains("serving HTTP/1.1")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&output.lock().unwrap()).to_string();
+    assert!(text.contains("serving HTTP/1.1"), "{text:?}");
+    text
+}
+
+#[test]
+fn on_a_terminal_text_logs_are_coloured_unless_no_color_is_set() {
+    let coloured = output_on_a_terminal(&[("LOG_FORMAT", "text")]);
+    assert!(coloured.contains('\x1b'), "{coloured:?}");
+    let plain = output_on_a_terminal(&[("LOG_FORMAT", "text"), ("NO_COLOR", "1")]);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+}
+
+#[tokio::test]
+async fn every_openapi_operation_has_a_unique_operation_id() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ] {
+            let Some(op) = item.get(method) else {
+                continue;
+            };
+            operations += 1;
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(!id.is_empty(), "{method} {path} has no operationId");
+            assert!(
+                seen.insert(id.to_string()),
+                "{method} {path}: operationId `{id}` is used twice"
+            );
+        }
+    }
+    assert!(operations > 20, "{operations}");
+    // PUT and PATCH /me are two operations now.
+    assert_eq!(doc["paths"]["/me"]["put"]["operationId"], "update_me");
+    assert_eq!(doc["paths"]["/me"]["patch"]["operationId"], "patch_me");
+}
