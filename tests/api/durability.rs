@@ -333,14 +333,14 @@ async fn synchronous(app: &TestApp) -> i64 {
 }
 
 #[tokio::test]
-async fn sqlite_synchronous_is_full_unless_configured() {
+async fn sqlite_synchronous_is_normal_unless_configured() {
     if on_postgres() {
         // Ignored on PostgreSQL (which commits durably by default): the server runs with it.
         let app = spawn_app_with(&[("SQLITE_SYNCHRONOUS", "off")]).await;
         app.signed_up(&unique_email()).await;
         return;
     }
-    assert_eq!(synchronous(&spawn_app().await).await, 2, "FULL by default");
+    assert_eq!(synchronous(&spawn_app().await).await, 1, "NORMAL by default");
     for (value, expected) in [("off", 0), ("normal", 1), ("FULL", 2), ("extra", 3)] {
         let app = spawn_app_with(&[("SQLITE_SYNCHRONOUS", value)]).await;
         assert_eq!(synchronous(&app).await, expected, "{value}");
