@@ -1,6 +1,10 @@
-//! Seeding: accounts written straight into the database.
+//! Seeding: accounts written straight into the database through `db::users::insert_many`.
 
+use auth_server::db::users::{self, User};
 use auth_server::db::{Db, SqliteDb};
+
+/// Accounts built and written per call (one transaction each).
+const CHUNK: usize = 10_000;
 
 /// The address of seeded user `i`.
 pub fn email(i: usize) -> String {
@@ -12,30 +16,22 @@ pub async fn seed(db: &Db, hash: &str, from: usize, to: usize) {
     let now = chrono::Utc::now().timestamp_millis();
     let mut i = from;
     while i < to {
-        let end = (i + 2000).min(to);
-        macro_rules! insert {
-            ($pool:expr, $db:ty) => {{
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO users (id, email, name, password_hash, is_active, is_verified, is_superuser, created_at, updated_at) ",
-                );
-                q.push_values(i..end, |mut row, n| {
-                    row.push_bind(uuid::Uuid::new_v4().to_string())
-                        .push_bind(email(n))
-                        .push_bind(format!("Bench User {n}"))
-                        .push_bind(hash)
-                        .push_bind(true)
-                        .push_bind(true)
-                        .push_bind(false)
-                        .push_bind(now - n as i64)
-                        .push_bind(now - n as i64);
-                });
-                q.build().execute($pool).await.expect("seed users");
-            }};
-        }
-        match db {
-            Db::Sqlite(SqliteDb { pool, .. }) => insert!(pool, sqlx::Sqlite),
-            Db::Postgres(pool) => insert!(pool, sqlx::Postgres),
-        }
+        let end = (i + CHUNK).min(to);
+        let batch: Vec<User> = (i..end)
+            .map(|n| User {
+                id: uuid::Uuid::new_v4().to_string(),
+                email: email(n),
+                name: format!("Bench User {n}"),
+                password_hash: hash.to_string(),
+                is_active: true,
+                is_verified: true,
+                is_superuser: false,
+                created_at: now - n as i64,
+                updated_at: now - n as i64,
+                security_stamp: 0,
+            })
+            .collect();
+        users::insert_many(db, &batch).await.expect("seed users");
         i = end;
     }
 }
