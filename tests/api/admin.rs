@@ -160,6 +160,55 @@ async fn listing_pages_and_searches() {
     }
 }
 
+/// `db::users::insert_many` (bulk loads: the benchmark, imports) writes every column, over more
+/// than one statement: the accounts log in, and the search finds them by their folded name.
+#[tokio::test]
+async fn accounts_loaded_in_bulk_log_in_and_are_found() {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+    use auth_server::db::Db;
+    use auth_server::db::users::{self, User};
+
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let prepared = tag.clone();
+    let app = spawn_app_after(async move |db: &Db| {
+        db.migrate().await.unwrap();
+        let hash = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(256, 1, 1, None).unwrap(),
+        )
+        .hash_password(PASSWORD.as_bytes())
+        .unwrap()
+        .to_string();
+        let bulk: Vec<User> = (0..2001)
+            .map(|i| User {
+                id: uuid::Uuid::new_v4().to_string(),
+                email: format!("bulk{i}-{prepared}@example.com"),
+                name: format!("Bulk Ünïcode {i}"),
+                password_hash: hash.clone(),
+                is_active: true,
+                is_verified: true,
+                is_superuser: false,
+                created_at: i,
+                updated_at: i,
+                security_stamp: 0,
+            })
+            .collect();
+        assert_eq!(users::insert_many(db, &bulk).await.unwrap(), 2001);
+    })
+    .await;
+    app.login_ok(&format!("bulk2000-{tag}@example.com")).await;
+    let (_, admin) = app.superuser().await;
+    let found: Value = app
+        .admin_get(&admin.access, "/users?q=bulk%20%C3%9CN%C3%8FCODE%202000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 1);
+    assert_eq!(found["items"][0]["name"], "Bulk Ünïcode 2000");
+}
+
 #[tokio::test]
 async fn get_patch_and_delete_a_user() {
     let app = spawn_app().await;
