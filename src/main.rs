@@ -33,8 +33,8 @@ enum Command {
     /// The password of a new account is read from the AUTH_SERVER_PASSWORD environment
     /// variable or, without it, from the first line of standard input. It must pass the
     /// password policy. If an account already has the email, the command fails and changes
-    /// nothing, unless --promote-existing is given: then that account becomes a superuser and
-    /// keeps its password.
+    /// nothing, unless --promote-existing is given: then that account, if its address is
+    /// verified and it is active, becomes a superuser and keeps its password.
     CreateSuperuser {
         /// The account's email address.
         #[arg(long)]
@@ -42,7 +42,8 @@ enum Command {
         /// The account's display name (used for a new account).
         #[arg(long, default_value = "Administrator")]
         name: String,
-        /// If an account already has this email, make it a superuser (it keeps its password).
+        /// If an account already has this email (verified and active), make it a superuser (it
+        /// keeps its password).
         #[arg(long)]
         promote_existing: bool,
     },

@@ -163,12 +163,37 @@ pub async fn create_superuser(
         .await
         .map_err(|e| e.to_string())?
     {
+        let created = chrono::DateTime::from_timestamp_millis(user.created_at)
+            .map_or_else(String::new, |t| t.to_rfc3339());
+        let standing = format!(
+            "id {}, created {created}, address {}, {}",
+            user.id,
+            if user.is_verified {
+                "verified"
+            } else {
+                "not verified"
+            },
+            if user.is_active {
+                "active"
+            } else {
+                "deactivated"
+            }
+        );
         if !promote_existing {
             return Err(format!(
-                "an account with the email {} already exists (id {}); nothing was changed. \
+                "an account with the email {} already exists ({standing}); nothing was changed. \
                  To make that account a superuser (it keeps its password), run again with --promote-existing",
-                email.as_str(),
-                user.id
+                email.as_str()
+            ));
+        }
+        // Anyone could have registered the address before the operator: only an account that
+        // proved it owns the address, and is active, is promoted.
+        if !(user.is_verified && user.is_active) {
+            return Err(format!(
+                "the account with the email {} ({standing}) is not promoted: anyone could have \
+                 registered that address. Verify its address (or reset its password from that \
+                 mailbox) first, or delete it and run again to create a new account",
+                email.as_str()
             ));
         }
         let promoted = users::promote(&state.db, email.as_str(), now)

@@ -71,6 +71,12 @@ async fn create_superuser_promotes_an_existing_account_and_refuses_weak_password
     let app = spawn_app().await;
     let email = unique_email();
     let (_, tokens) = app.signed_up(&email).await;
+    // Its owner has proved the address.
+    app.execute(
+        "UPDATE users SET is_verified = TRUE WHERE email = $1",
+        &email,
+    )
+    .await;
     let output = auth_server(
         &app,
         &[
@@ -187,6 +193,48 @@ async fn create_superuser_refuses_an_existing_email_without_promote_existing() {
     );
     let help = auth_server(&app, &["create-superuser", "--help"], None, &[]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--promote-existing"));
+}
+
+/// An address squatted before the operator bootstraps (registered by anyone, never verified) is
+/// not promoted, even with --promote-existing; nor is a deactivated account.
+#[tokio::test]
+async fn create_superuser_never_promotes_an_unverified_or_deactivated_account() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let (_, squatter) = app.signed_up(&email).await;
+    let refused = auth_server(
+        &app,
+        &["create-superuser", "--email", &email, "--promote-existing"],
+        None,
+        &[],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not verified"), "{stderr}");
+    let me: Value = app.me(&squatter.access).await.json().await.unwrap();
+    assert_eq!(me["is_superuser"], false);
+    app.execute(
+        "UPDATE users SET is_verified = TRUE, is_active = FALSE WHERE email = $1",
+        &email,
+    )
+    .await;
+    let refused = auth_server(
+        &app,
+        &["create-superuser", "--email", &email, "--promote-existing"],
+        None,
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("deactivated"));
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM users WHERE is_superuser AND email = $1",
+            &email
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
