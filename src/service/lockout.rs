@@ -53,8 +53,10 @@ fn locked(until: i64, now: i64) -> Error {
 /// Counts an attempt at `key` (a normalised address), or answers 429 while it is locked.
 pub async fn begin(state: &AppState, key: &str) -> Result<Attempt> {
     for _ in 0..MAX_RACES {
-        let now = crate::db::now_ms();
         let seen = login_attempts::lookup(&state.db, key).await?;
+        // After the look: a lock set while this request waited for a connection is seen with
+        // its true remaining time.
+        let now = crate::db::now_ms();
         if let Some(Attempts {
             locked_until: Some(until),
             ..
