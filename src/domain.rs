@@ -222,3 +222,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn emails_normalise_idempotently(raw in ".{0,300}") {
+            if let Ok(email) = Email::parse("email", &raw) {
+                let again = Email::parse("email", email.as_str()).unwrap();
+                prop_assert_eq!(again.as_str(), email.as_str());
+                prop_assert_eq!(email.as_str(), email.as_str().trim().to_lowercase());
+                prop_assert!(email.as_str().chars().count() <= 254);
+            }
+        }
+    }
+}
