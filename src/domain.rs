@@ -1,4 +1,10 @@
-//! Input types built at the boundary: a value of one of these has passed the contract's input rules.
+//! The crate's own types: input types built at the boundary (a value of one of these has passed
+//! the contract's input rules), and what the service hands up (`Account`, `SessionView`), which
+//! the HTTP layer turns into its responses; database rows stay below the service.
+
+mod account;
+
+pub use account::{Account, SessionView};
 
 use validator::ValidateEmail;
 

@@ -85,7 +85,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Authenticated(caller) =
             <Authenticated as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        if caller.user.is_superuser {
+        if caller.account.is_superuser {
             Ok(Self(caller))
         } else {
             Err(Error::Forbidden("this needs a superuser"))
