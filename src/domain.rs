@@ -1,4 +1,10 @@
-//! Input types built at the boundary: a value of one of these has passed the contract's input rules.
+//! The crate's own types: input types built at the boundary (a value of one of these has passed
+//! the contract's input rules), and what the service hands up (`Account`, `SessionView`), which
+//! the HTTP layer turns into its responses; database rows stay below the service.
+
+mod account;
+
+pub use account::{Account, SessionView};
 
 use validator::ValidateEmail;
 
@@ -220,5 +226,26 @@ mod tests {
             format!("{:?}", Password::given("hunter22".into())),
             "Password([redacted])"
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn emails_normalise_idempotently(raw in ".{0,300}") {
+            if let Ok(email) = Email::parse("email", &raw) {
+                let again = Email::parse("email", email.as_str()).unwrap();
+                prop_assert_eq!(again.as_str(), email.as_str());
+                prop_assert_eq!(email.as_str(), email.as_str().trim().to_lowercase());
+                prop_assert!(email.as_str().chars().count() <= 254);
+            }
+        }
     }
 }

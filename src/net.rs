@@ -56,7 +56,7 @@ impl FromStr for IpNet {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) compare as the IPv4 address they carry.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -103,7 +103,7 @@ pub fn client_ip<'a>(
 
 /// One `X-Forwarded-For` entry: an address, or (as some proxies write) an address with a port,
 /// `192.0.2.1:4711` or `[2001:db8::1]:4711`.
-pub(crate) fn parse_hop(hop: &str) -> Option<IpAddr> {
+fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim();
     if let Ok(ip) = hop.parse::<IpAddr>() {
         return Some(ip);
@@ -253,5 +253,34 @@ mod tests {
         // IPv4, plain or mapped, is never grouped.
         assert_eq!(client_network(ip("192.0.2.7"), 8), ip("192.0.2.7"));
         assert_eq!(client_network(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn forwarded_for_never_yields_an_address_from_nowhere(
+            lines in proptest::collection::vec("[0-9a-f.:, \\[\\]]{0,60}", 0..4),
+            trusted in any::<bool>(),
+        ) {
+            let peer: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+            let proxies = if trusted { vec!["10.0.0.0/8".parse().unwrap()] } else { vec![] };
+            let ip = client_ip(peer, lines.iter().map(|l| Some(l.as_str())), &proxies);
+            if trusted {
+                let named = lines.iter().flat_map(|l| l.split(',')).any(|hop| {
+                    parse_hop(hop).map(canonical) == Some(ip)
+                });
+                prop_assert!(ip == peer || named, "{ip} from {lines:?}");
+            } else {
+                prop_assert_eq!(ip, peer);
+            }
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! The `sessions` table: one row per login, holding the state of its refresh-token chain.
 
-use super::users::User;
 use super::{Db, Tx, with_pool, with_tx};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -103,9 +102,33 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<SessionState>, sqlx::Error
     with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
 
+/// The account of a live session, as the check of an access token reads it: without its
+/// password hash, which is read only where a password is checked.
+#[derive(Clone, sqlx::FromRow)]
+pub struct LiveUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub is_active: bool,
+    pub is_verified: bool,
+    pub is_superuser: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub security_stamp: i64,
+}
+
+impl std::fmt::Debug for LiveUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the address: this may reach a log.
+        f.debug_struct("LiveUser")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The user of a session that is live at `now` (not revoked, not expired, opened under the
 /// account's current credentials), in one round trip.
-pub(super) const FIND_LIVE_USER: &str = "SELECT u.id, u.email, u.name, u.password_hash, u.is_active, \
+pub(super) const FIND_LIVE_USER: &str = "SELECT u.id, u.email, u.name, u.is_active, \
     u.is_verified, u.is_superuser, u.created_at, u.updated_at, u.security_stamp \
     FROM sessions s JOIN users u ON u.id = s.user_id \
     WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2 \
@@ -116,7 +139,7 @@ pub async fn find_live_user(
     db: &Db,
     session_id: &str,
     now: i64,
-) -> Result<Option<User>, sqlx::Error> {
+) -> Result<Option<LiveUser>, sqlx::Error> {
     if let Db::Sqlite(super::SqliteDb {
         readers: Some(readers),
         ..

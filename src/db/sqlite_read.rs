@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use sqlx::sqlite::SqliteConnectOptions;
 
-use super::users::User;
+use super::sessions::LiveUser;
 
 /// Idle read-only connections kept for reuse.
 const KEEP: usize = 8;
@@ -84,22 +84,21 @@ impl Readers {
     }
 
     /// The same query as `sessions::find_live_user`.
-    pub fn live_user(&self, session_id: &str, now: i64) -> Option<Option<User>> {
+    pub fn live_user(&self, session_id: &str, now: i64) -> Option<Option<LiveUser>> {
         self.with(|conn| {
             let mut statement = conn.prepare_cached(super::sessions::FIND_LIVE_USER)?;
             statement
                 .query_row((session_id, now), |row| {
-                    Ok(User {
+                    Ok(LiveUser {
                         id: row.get(0)?,
                         email: row.get(1)?,
                         name: row.get(2)?,
-                        password_hash: row.get(3)?,
-                        is_active: row.get(4)?,
-                        is_verified: row.get(5)?,
-                        is_superuser: row.get(6)?,
-                        created_at: row.get(7)?,
-                        updated_at: row.get(8)?,
-                        security_stamp: row.get(9)?,
+                        is_active: row.get(3)?,
+                        is_verified: row.get(4)?,
+                        is_superuser: row.get(5)?,
+                        created_at: row.get(6)?,
+                        updated_at: row.get(7)?,
+                        security_stamp: row.get(8)?,
                     })
                 })
                 .optional()

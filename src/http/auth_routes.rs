@@ -1,7 +1,7 @@
 //! POST /register, /login, /refresh, /logout.
 
 use axum::Json;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -9,13 +9,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{
-    BodyKind, Client, JsonBody, Limited, LoginLimit, OptionalJsonBody, RefreshLimit, RegisterLimit,
-    body_kind, parse_form, parse_json, read_body, required,
+    Client, Credentials, JsonBody, Limited, LoginLimit, OptionalJsonBody, RefreshLimit,
+    RegisterLimit, required,
 };
 use super::problem::Problem;
 use super::types::*;
-use crate::domain::{Email, FieldErrors, Name, Password};
-use crate::error::{Error, FieldError, Result};
+use crate::domain::{Email, FieldErrors, Name};
+use crate::error::{Error, Result};
 use crate::service::accounts::{self, Registration};
 use crate::service::policy;
 use crate::service::sessions::{self, LogoutScope};
@@ -77,64 +77,6 @@ async fn register(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
-}
-
-/// Email and password from a JSON body or an OAuth2 password-grant form.
-struct Credentials {
-    email: String,
-    password: Password,
-}
-
-impl FromRequest<AppState> for Credentials {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
-        let kind = body_kind(req.headers());
-        let bytes = read_body(req, state).await?;
-        let (email, password) = match kind {
-            _ if bytes.is_empty() => {
-                return Err(Error::Validation(vec![
-                    FieldError::new("email", "is required"),
-                    FieldError::new("password", "is required"),
-                ]));
-            }
-            BodyKind::Json => {
-                let body: LoginRequest = parse_json(&bytes)?;
-                (body.email, body.password)
-            }
-            BodyKind::Form => {
-                let form: LoginForm = parse_form(&bytes)?;
-                if form.grant_type.as_deref().is_some_and(|g| g != "password") {
-                    return Err(Error::validation(
-                        "grant_type",
-                        "only the `password` grant is supported",
-                    ));
-                }
-                (form.username, form.password)
-            }
-            BodyKind::Other | BodyKind::None => {
-                return Err(Error::UnsupportedMediaType(
-                    "send application/json or application/x-www-form-urlencoded",
-                ));
-            }
-        };
-        let field = if kind == BodyKind::Form {
-            "username"
-        } else {
-            "email"
-        };
-        let mut errors = FieldErrors::default();
-        let email = errors.check(required(field, email));
-        let password = errors.check(required("password", password));
-        errors.finish()?;
-        let (Some(email), Some(password)) = (email, password) else {
-            unreachable!("finish() returns the errors of any missing field")
-        };
-        Ok(Self {
-            email,
-            password: Password::given(password),
-        })
-    }
 }
 
 /// Log in: open a session and get its tokens.

@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "The caller's account", body = UserResponse))
 )]
 async fn get_me(Authenticated(caller): Authenticated) -> Json<UserResponse> {
-    Json(caller.user.into())
+    Json(caller.account.into())
 }
 
 /// Change the name or the email address.
@@ -131,7 +131,7 @@ async fn change_password(
 ) -> Result<StatusCode> {
     let mut errors = FieldErrors::default();
     let current = errors.check(required("current_password", body.current_password));
-    let context = [caller.user.email.as_str(), caller.user.name.as_str()];
+    let context = [caller.account.email.as_str(), caller.account.name.as_str()];
     let new = errors
         .check(required("new_password", body.new_password))
         .and_then(|p| {
@@ -161,11 +161,7 @@ async fn list_sessions(
     Authenticated(caller): Authenticated,
 ) -> Result<Json<Vec<SessionResponse>>> {
     let list = sessions::list(&state, &caller).await?;
-    Ok(Json(
-        list.into_iter()
-            .map(|s| SessionResponse::new(s, &caller.session_id))
-            .collect(),
-    ))
+    Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
 /// End one of the caller's sessions: its refresh token and access tokens stop working at once.

@@ -100,7 +100,7 @@ async fn request_verification(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<(StatusCode, Json<AcceptedResponse>)> {
-    recovery::request_verification(&state, &caller.user).await?;
+    recovery::request_verification(&state, &caller).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(AcceptedResponse {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::users::User;
+use crate::domain::{Account, SessionView};
 use crate::service::sessions::TokenPair;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -164,16 +164,16 @@ pub struct SessionResponse {
     pub current: bool,
 }
 
-impl SessionResponse {
-    pub fn new(s: crate::db::sessions::Session, current_id: &str) -> Self {
+impl From<SessionView> for SessionResponse {
+    fn from(s: SessionView) -> Self {
         Self {
-            current: s.id == current_id,
+            id: s.id,
             created_at: rfc3339(s.created_at),
             last_used_at: rfc3339(s.last_used_at),
-            expires_at: rfc3339(s.refresh_expires_at.min(s.expires_at)),
+            expires_at: rfc3339(s.expires_at),
             user_agent: s.user_agent,
             ip: s.ip,
-            id: s.id,
+            current: s.current,
         }
     }
 }
@@ -213,8 +213,8 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-impl From<User> for UserResponse {
-    fn from(u: User) -> Self {
+impl From<Account> for UserResponse {
+    fn from(u: Account) -> Self {
         Self {
             id: u.id,
             email: u.email,

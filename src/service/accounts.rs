@@ -1,7 +1,7 @@
 //! Accounts: registration, profile changes, deletion.
 
 use crate::db::{self, sessions, users};
-use crate::domain::{Email, Name, Password};
+use crate::domain::{Account, Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
 use crate::service::lockout;
@@ -18,7 +18,7 @@ pub struct Registration {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn register(state: &AppState, new: Registration) -> Result<users::User> {
+pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
     let password_hash = state.hasher.hash(&new.password).await?;
     let now = db::now_ms();
     let user = users::User {
@@ -66,20 +66,34 @@ pub async fn register(state: &AppState, new: Registration) -> Result<users::User
     tx.commit().await?;
     state.mail_wakeup.notify_one();
     tracing::info!(user_id = %user.id, "account registered");
-    Ok(user)
+    Ok(user.into())
 }
 
-/// Checks the caller's password again before a sensitive change (403 when wrong). Each check
-/// is an attempt counted by the lockout of the account's address, as a login is.
+/// Checks the caller's password again before a sensitive change (403 when wrong), against the
+/// credentials its session was found live under: the hash is read here, and if the account's
+/// stamp has moved since (or the account is gone), no password is checked and the answer is the
+/// 401 that the conditional write after it would have given. Each check is an attempt counted
+/// by the lockout of the account's address, as a login is.
 pub async fn confirm_password(
     state: &AppState,
-    user: &users::User,
+    caller: &Caller,
     password: &Password,
 ) -> Result<()> {
-    let attempt = lockout::begin(state, &user.email).await?;
+    let attempt = lockout::begin(state, &caller.account.email).await?;
+    let stored = match users::find_by_id(&state.db, &caller.account.id).await {
+        Ok(Some(user)) if user.security_stamp == caller.security_stamp => user,
+        Ok(_) => {
+            attempt.abandoned(state).await?;
+            return Err(CREDENTIALS_CHANGED);
+        }
+        Err(e) => {
+            attempt.abandoned(state).await?;
+            return Err(e.into());
+        }
+    };
     let verification = match state
         .hasher
-        .verify(password, Some(&user.password_hash))
+        .verify(password, Some(&stored.password_hash))
         .await
     {
         Ok(v) => v,
@@ -109,13 +123,13 @@ pub struct ProfileUpdate {
     pub current_password: Option<Password>,
 }
 
-#[tracing::instrument(skip_all, fields(user_id = %caller.user.id))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn update_profile(
     state: &AppState,
     caller: &Caller,
     update: ProfileUpdate,
-) -> Result<users::User> {
-    let user = &caller.user;
+) -> Result<Account> {
+    let user = &caller.account;
     let new_email = update.email.filter(|e| e.as_str() != user.email);
     let Some(new_email) = new_email else {
         return rename(state, caller, update.name.as_ref()).await;
@@ -126,7 +140,7 @@ pub async fn update_profile(
             "is required to change the email address",
         )]));
     };
-    confirm_password(state, user, password).await?;
+    confirm_password(state, caller, password).await?;
     let changes = users::ProfileChanges {
         name: update.name.as_ref().map(Name::as_str),
         email: Some(new_email.as_str()),
@@ -153,7 +167,7 @@ pub async fn update_profile(
     let updated = match users::update_profile(
         &mut tx,
         &user.id,
-        user.security_stamp,
+        caller.security_stamp,
         &caller.session_id,
         &changes,
         now,
@@ -170,7 +184,7 @@ pub async fn update_profile(
     sessions::carry_forward(
         &mut tx,
         &user.id,
-        user.security_stamp,
+        caller.security_stamp,
         updated.security_stamp,
         None,
     )
@@ -196,24 +210,24 @@ pub async fn update_profile(
     tx.commit().await?;
     state.mail_wakeup.notify_one();
     tracing::info!("email address changed");
-    Ok(updated)
+    Ok(updated.into())
 }
 
 /// A change of name (or nothing): no credential is involved, so a concurrent credential change
 /// that the caller's session survived only means a fresh read of the account.
-async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Result<users::User> {
+async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Result<Account> {
     let changes = users::ProfileChanges {
         name: name.map(Name::as_str),
         email: None,
         unverify: false,
     };
-    let mut stamp = caller.user.security_stamp;
+    let mut stamp = caller.security_stamp;
     for _ in 0..3 {
         let now = db::now_ms();
         let mut tx = state.db.begin().await?;
         let updated = users::update_profile(
             &mut tx,
-            &caller.user.id,
+            &caller.account.id,
             stamp,
             &caller.session_id,
             &changes,
@@ -222,10 +236,10 @@ async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Resul
         .await?;
         if let Some(updated) = updated {
             tx.commit().await?;
-            return Ok(updated);
+            return Ok(updated.into());
         }
         drop(tx);
-        stamp = users::find_by_id(&state.db, &caller.user.id)
+        stamp = users::find_by_id(&state.db, &caller.account.id)
             .await?
             .ok_or(CREDENTIALS_CHANGED)?
             .security_stamp;
@@ -238,11 +252,11 @@ async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Resul
 /// Deletes the caller's account, its sessions and tokens, after checking its password: only
 /// while its credentials are those the password was checked against and the caller's session is
 /// still live.
-#[tracing::instrument(skip_all, fields(user_id = %caller.user.id))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn delete_account(state: &AppState, caller: &Caller, password: &Password) -> Result<()> {
-    let user = &caller.user;
-    confirm_password(state, user, password).await?;
-    if !users::delete_own(&state.db, &user.id, user.security_stamp, &caller.session_id).await? {
+    confirm_password(state, caller, password).await?;
+    let id = &caller.account.id;
+    if !users::delete_own(&state.db, id, caller.security_stamp, &caller.session_id).await? {
         return Err(CREDENTIALS_CHANGED);
     }
     tracing::info!("account deleted");
@@ -250,23 +264,23 @@ pub async fn delete_account(state: &AppState, caller: &Caller, password: &Passwo
 }
 
 /// Changes the caller's password: checks the current one, ends every other session, keeps this one.
-#[tracing::instrument(skip_all, fields(user_id = %caller.user.id))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn change_password(
     state: &AppState,
     caller: &Caller,
     current: &Password,
     new: &Password,
 ) -> Result<()> {
-    confirm_password(state, &caller.user, current).await?;
+    confirm_password(state, caller, current).await?;
     let new_hash = state.hasher.hash(new).await?;
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
     let changed = users::set_password_hash(
         &mut tx,
         &users::NewPassword {
-            id: &caller.user.id,
+            id: &caller.account.id,
             hash: &new_hash,
-            expected_stamp: caller.user.security_stamp,
+            expected_stamp: caller.security_stamp,
             reset_email: None,
             session_id: Some(&caller.session_id),
         },
@@ -275,12 +289,12 @@ pub async fn change_password(
     .await?
     .ok_or(CREDENTIALS_CHANGED)?;
     let ended =
-        sessions::revoke_all_of_user_in(&mut tx, &caller.user.id, Some(&caller.session_id), now)
+        sessions::revoke_all_of_user_in(&mut tx, &caller.account.id, Some(&caller.session_id), now)
             .await?;
     sessions::carry_forward(
         &mut tx,
-        &caller.user.id,
-        caller.user.security_stamp,
+        &caller.account.id,
+        caller.security_stamp,
         changed.security_stamp,
         Some(&caller.session_id),
     )

@@ -1,7 +1,7 @@
 //! Administration of accounts, for superusers.
 
 use crate::db::{self, sessions, users};
-use crate::domain::{Email, Name};
+use crate::domain::{Account, Email, Name};
 use crate::error::{Error, Result};
 use crate::mail::templates;
 use crate::service::recovery;
@@ -15,11 +15,16 @@ pub async fn list(
     q: Option<&str>,
     limit: i64,
     offset: i64,
-) -> Result<(Vec<users::User>, i64)> {
-    Ok(users::list(&state.db, q, limit, offset).await?)
+) -> Result<(Vec<Account>, i64)> {
+    let (users, total) = users::list(&state.db, q, limit, offset).await?;
+    Ok((users.into_iter().map(Account::from).collect(), total))
 }
 
-pub async fn get(state: &AppState, id: &str) -> Result<users::User> {
+pub async fn get(state: &AppState, id: &str) -> Result<Account> {
+    find(state, id).await.map(Account::from)
+}
+
+async fn find(state: &AppState, id: &str) -> Result<users::User> {
     users::find_by_id(&state.db, id)
         .await?
         .ok_or(Error::NotFound("there is no user with this id"))
@@ -35,14 +40,14 @@ pub struct UserUpdate {
     pub is_superuser: Option<bool>,
 }
 
-#[tracing::instrument(skip_all, fields(admin_id = %admin.user.id, user_id = %id))]
+#[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %id))]
 pub async fn update(
     state: &AppState,
     admin: &Caller,
     id: &str,
     update: UserUpdate,
-) -> Result<users::User> {
-    if id == admin.user.id
+) -> Result<Account> {
+    if id == admin.account.id
         && (update.is_superuser == Some(false) || update.is_active == Some(false))
     {
         return Err(Error::Forbidden(
@@ -51,9 +56,9 @@ pub async fn update(
     }
     // The change applies to the account as read; a concurrent change means a fresh read.
     for _ in 0..3 {
-        let current = get(state, id).await?;
+        let current = find(state, id).await?;
         if let Some(updated) = apply_update(state, &current, &update).await? {
-            return Ok(updated);
+            return Ok(updated.into());
         }
     }
     // Three lost races in a row: say so as "busy, try again".
@@ -126,9 +131,9 @@ async fn apply_update(
     Ok(Some(updated))
 }
 
-#[tracing::instrument(skip_all, fields(admin_id = %admin.user.id, user_id = %id))]
+#[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %id))]
 pub async fn delete(state: &AppState, admin: &Caller, id: &str) -> Result<()> {
-    if id == admin.user.id {
+    if id == admin.account.id {
         return Err(Error::Forbidden(
             "you cannot delete yourself here; use DELETE /me, or ask another superuser",
         ));

@@ -10,6 +10,7 @@ pub mod policy;
 pub mod recovery;
 pub mod refresh;
 pub mod sessions;
+mod views;
 
 /// A duration in milliseconds, the unit of every timestamp column.
 pub(crate) fn ms(d: std::time::Duration) -> i64 {

@@ -13,11 +13,12 @@ use crate::auth::tokens::{hash_token_id, random_token};
 use crate::db::{
     self, Tx, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle, users,
 };
-use crate::domain::Email;
+use crate::domain::{Account, Email};
 use crate::error::{Error, Result};
 use crate::mail::templates;
 use crate::service::ms;
 use crate::service::policy;
+use crate::service::sessions::Caller;
 use crate::state::AppState;
 
 /// The kinds of mail, each limited per address on its own.
@@ -257,7 +258,8 @@ pub async fn confirm_password_reset(
 
 /// Mails a verification link to the caller's address (nothing when it is already verified, or
 /// when the address or the account has had its share of mail).
-pub async fn request_verification(state: &AppState, user: &users::User) -> Result<()> {
+pub async fn request_verification(state: &AppState, caller: &Caller) -> Result<()> {
+    let user = &caller.account;
     if user.is_verified {
         return Ok(());
     }
@@ -278,7 +280,7 @@ pub async fn request_verification(state: &AppState, user: &users::User) -> Resul
     }
     let owner = TokenOwner {
         id: &user.id,
-        security_stamp: user.security_stamp,
+        security_stamp: caller.security_stamp,
     };
     queue_verification(state, &mut tx, owner, &user.email, now).await?;
     tx.commit().await?;
@@ -288,7 +290,7 @@ pub async fn request_verification(state: &AppState, user: &users::User) -> Resul
 
 /// Marks the address verified with a verification token. The token holds only while the
 /// account still has the address it was mailed to and the credentials it had then.
-pub async fn confirm_verification(state: &AppState, token: &str) -> Result<users::User> {
+pub async fn confirm_verification(state: &AppState, token: &str) -> Result<Account> {
     let now = db::now_ms();
     let mut tx = state.db.begin().await?;
     let spent = one_time_tokens::spend(
@@ -304,5 +306,5 @@ pub async fn confirm_verification(state: &AppState, token: &str) -> Result<users
         .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "email verified");
-    Ok(user)
+    Ok(user.into())
 }

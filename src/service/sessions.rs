@@ -3,9 +3,10 @@
 //! `service::login`, refreshing in `service::refresh`.
 
 use crate::auth::tokens::TokenError;
-use crate::db::{self, sessions, users};
+use crate::db::{self, sessions};
+use crate::domain::{Account, SessionView};
 use crate::error::{Error, Result};
-use crate::service::{ms, refresh};
+use crate::service::{ms, refresh, views};
 use crate::state::AppState;
 
 /// Where a request came from, recorded on its session.
@@ -37,11 +38,16 @@ pub enum LogoutScope {
     Others,
 }
 
-/// An authenticated caller: the user and the session its access token belongs to.
+/// An authenticated caller: the account and the session its access token belongs to. It never
+/// holds the password hash: a service that checks the password reads it (see
+/// `accounts::confirm_password`).
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub user: users::User,
+    pub account: Account,
     pub session_id: String,
+    /// The account's security stamp that the session was found live under: the credentials
+    /// this request acts on. A change it makes is conditional on the stamp still being this.
+    pub security_stamp: i64,
 }
 
 fn ms_to_s(ms: i64) -> i64 {
@@ -84,14 +90,15 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller> {
         .filter(|u| u.id == claims.sub && u.is_active)
         .ok_or(Error::Unauthorized("the session has ended"))?;
     Ok(Caller {
-        user,
+        security_stamp: user.security_stamp,
+        account: user.into(),
         session_id: claims.sid,
     })
 }
 
 /// Ends sessions of an authenticated caller.
 pub async fn logout(state: &AppState, caller: &Caller, scope: LogoutScope) -> Result<()> {
-    end_sessions(state, &caller.user.id, &caller.session_id, scope).await
+    end_sessions(state, &caller.account.id, &caller.session_id, scope).await
 }
 
 /// Ends sessions named by a refresh token (for clients whose access token has expired).
@@ -128,15 +135,19 @@ async fn end_sessions(
 }
 
 /// The caller's live sessions, newest first.
-pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<sessions::Session>> {
-    Ok(sessions::list_live_of_user(&state.db, &caller.user.id, db::now_ms()).await?)
+pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<SessionView>> {
+    let live = sessions::list_live_of_user(&state.db, &caller.account.id, db::now_ms()).await?;
+    Ok(live
+        .into_iter()
+        .map(|s| views::session_view(s, &caller.session_id))
+        .collect())
 }
 
 /// Revokes one of the caller's live sessions (its refresh token and access tokens die at once).
 pub async fn revoke_one(state: &AppState, caller: &Caller, session_id: &str) -> Result<()> {
-    if !sessions::revoke(&state.db, &caller.user.id, session_id, db::now_ms()).await? {
+    if !sessions::revoke(&state.db, &caller.account.id, session_id, db::now_ms()).await? {
         return Err(Error::NotFound("you have no live session with this id"));
     }
-    tracing::info!(user_id = %caller.user.id, session_id, "session revoked by its user");
+    tracing::info!(user_id = %caller.account.id, session_id, "session revoked by its user");
     Ok(())
 }

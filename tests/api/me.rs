@@ -1,5 +1,9 @@
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
 
@@ -239,4 +243,94 @@ async fn delete_me_removes_the_account_and_all_its_sessions() {
         app.register(&email, PASSWORD, "Again").await.status(),
         StatusCode::CREATED
     );
+}
+
+/// Reads from `stream` until `received` holds a whole message: a head, and as many body bytes as
+/// its Content-Length says. Returns the head and the body.
+async fn read_message(stream: &mut TcpStream, received: &mut Vec<u8>) -> (String, String) {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&received[end + 4..end + 4 + length]);
+                let body = body.to_string();
+                received.drain(..end + 4 + length);
+                return (head, body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "the connection closed before the answer");
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A request whose session was checked under credentials that have changed by the time it
+/// confirms the password (here another session changed the email meanwhile, which this session
+/// survives) is refused with 401, the password unchecked: right or wrong, nothing happens and no
+/// attempt stays counted.
+#[tokio::test]
+async fn a_password_confirmed_after_the_credentials_changed_is_refused() {
+    let app = spawn_app().await;
+    let (user, changer) = app.signed_up(&unique_email()).await;
+    let stale = app.login_ok(user["email"].as_str().unwrap()).await;
+    let address = app.address.trim_start_matches("http://").to_string();
+    for password in ["wrong password", PASSWORD] {
+        let email = app.me(&changer.access).await.json::<Value>().await.unwrap()["email"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body = json!({ "password": password }).to_string();
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "DELETE /me HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\n\r\n",
+            stale.access,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // 100 Continue: the token has been checked and the handler is reading the body.
+        let mut received = Vec::new();
+        let (continued, _) = read_message(&mut stream, &mut received).await;
+        assert!(continued.starts_with("HTTP/1.1 100"), "{continued}");
+        let changed = put_me(
+            &app,
+            &changer.access,
+            &json!({"email": unique_email(), "current_password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(changed.status(), StatusCode::OK);
+        stream.write_all(body.as_bytes()).await.unwrap();
+        let (head, body) = read_message(&mut stream, &mut received).await;
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}\n{body}");
+        let problem: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["code"], "UNAUTHORIZED", "{problem}");
+        assert_eq!(
+            problem["detail"],
+            "the account's credentials changed meanwhile; sign in again"
+        );
+        assert_eq!(
+            app.count(
+                "SELECT COUNT(*) FROM login_attempts WHERE email = $1",
+                &email
+            )
+            .await,
+            0,
+            "no attempt stays counted"
+        );
+    }
+    // The account is there, and the session, carried forward, goes on.
+    assert_eq!(app.me(&stale.access).await.status(), StatusCode::OK);
 }

@@ -1,30 +1,27 @@
-//! Extractors whose rejections are the crate's own problem documents.
-
-use std::net::SocketAddr;
+//! The request body: JSON (and, for the login, form) bodies read within the configured limit
+//! and parsed, every refusal a problem document that names the field at fault when it can.
 
 use axum::body::Bytes;
-use axum::extract::{
-    ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request,
-};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::domain::{FieldErrors, Password};
 use crate::error::{Error, FieldError};
-use crate::service::sessions::{self, Caller, ClientInfo};
+use crate::http::types::{LoginForm, LoginRequest};
 use crate::state::AppState;
 
 /// What kind of body a request declares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyKind {
+enum BodyKind {
     Json,
     Form,
     Other,
     None,
 }
 
-pub fn body_kind(headers: &HeaderMap) -> BodyKind {
+fn body_kind(headers: &HeaderMap) -> BodyKind {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return BodyKind::None;
     };
@@ -49,7 +46,7 @@ pub fn body_kind(headers: &HeaderMap) -> BodyKind {
 }
 
 /// Reads the whole body, within the configured limit.
-pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge
@@ -60,7 +57,7 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 }
 
 /// Parses JSON into `T`, naming the field at fault when it can.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -85,7 +82,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 }
 
 /// Parses a form body into `T`.
-pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_urlencoded::from_bytes(bytes).map_err(|e| {
         let message = e.to_string();
         let field = backquoted(&message).unwrap_or_else(|| "body".to_string());
@@ -151,169 +148,61 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
     }
 }
 
-/// The bearer token of the Authorization header: `None` without the header, an error when the
-/// header is there but is not `Bearer <token>`.
-fn bearer_token(parts: &Parts) -> Result<Option<&str>, Error> {
-    let Some(value) = parts.headers.get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty())
-        .ok_or(Error::Unauthorized(
-            "the Authorization header must be `Bearer <access token>`",
-        ))?;
-    Ok(Some(token))
+/// Email and password from a JSON body or an OAuth2 password-grant form.
+pub struct Credentials {
+    pub email: String,
+    pub password: Password,
 }
 
-/// The authenticated caller. Rejects a missing or bad token with 401.
-///
-/// `Option<Authenticated>` is `None` only when there is no Authorization header at all: a bad
-/// token is still refused, never silently treated as anonymous.
-pub struct Authenticated(pub Caller);
-
-impl<S> FromRequestParts<S> for Authenticated
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+impl FromRequest<AppState> for Credentials {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token =
-            bearer_token(parts)?.ok_or(Error::Unauthorized("an access token is required"))?;
-        let state = AppState::from_ref(state);
-        sessions::authenticate(&state, token).await.map(Self)
-    }
-}
-
-impl<S> OptionalFromRequestParts<S> for Authenticated
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        match bearer_token(parts)? {
-            None => Ok(None),
-            Some(token) => {
-                let state = AppState::from_ref(state);
-                sessions::authenticate(&state, token)
-                    .await
-                    .map(|c| Some(Self(c)))
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let kind = body_kind(req.headers());
+        let bytes = read_body(req, state).await?;
+        let (email, password) = match kind {
+            _ if bytes.is_empty() => {
+                return Err(Error::Validation(vec![
+                    FieldError::new("email", "is required"),
+                    FieldError::new("password", "is required"),
+                ]));
             }
-        }
-    }
-}
-
-/// An authenticated superuser; anyone else authenticated gets 403 FORBIDDEN.
-pub struct Superuser(pub Caller);
-
-impl<S> FromRequestParts<S> for Superuser
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Authenticated(caller) =
-            <Authenticated as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        if caller.user.is_superuser {
-            Ok(Self(caller))
+            BodyKind::Json => {
+                let body: LoginRequest = parse_json(&bytes)?;
+                (body.email, body.password)
+            }
+            BodyKind::Form => {
+                let form: LoginForm = parse_form(&bytes)?;
+                if form.grant_type.as_deref().is_some_and(|g| g != "password") {
+                    return Err(Error::validation(
+                        "grant_type",
+                        "only the `password` grant is supported",
+                    ));
+                }
+                (form.username, form.password)
+            }
+            BodyKind::Other | BodyKind::None => {
+                return Err(Error::UnsupportedMediaType(
+                    "send application/json or application/x-www-form-urlencoded",
+                ));
+            }
+        };
+        let field = if kind == BodyKind::Form {
+            "username"
         } else {
-            Err(Error::Forbidden("this needs a superuser"))
-        }
-    }
-}
-
-/// The client's address: the peer, or through `TRUSTED_PROXIES` only, X-Forwarded-For (all of
-/// its lines, in order, as one list).
-fn client_addr(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| {
-            let forwarded = parts
-                .headers
-                .get_all(X_FORWARDED_FOR)
-                .iter()
-                .map(|v| v.to_str().ok());
-            crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies)
+            "email"
+        };
+        let mut errors = FieldErrors::default();
+        let email = errors.check(required(field, email));
+        let password = errors.check(required("password", password));
+        errors.finish()?;
+        let (Some(email), Some(password)) = (email, password) else {
+            unreachable!("finish() returns the errors of any missing field")
+        };
+        Ok(Self {
+            email,
+            password: Password::given(password),
         })
-}
-
-const X_FORWARDED_FOR: axum::http::HeaderName =
-    axum::http::HeaderName::from_static("x-forwarded-for");
-
-/// A per-client-address limit on an endpoint group; over it, 429 with Retry-After.
-pub struct Limited<G>(std::marker::PhantomData<G>);
-
-pub trait LimitGroup {
-    const GROUP: crate::ratelimit::Group;
-}
-
-macro_rules! limit_group {
-    ($name:ident, $group:ident) => {
-        pub struct $name;
-        impl LimitGroup for $name {
-            const GROUP: crate::ratelimit::Group = crate::ratelimit::Group::$group;
-        }
-    };
-}
-limit_group!(LoginLimit, Login);
-limit_group!(RegisterLimit, Register);
-limit_group!(RefreshLimit, Refresh);
-limit_group!(MailLimit, Mail);
-
-impl<S, G: LimitGroup> FromRequestParts<S> for Limited<G>
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        if let Some(ip) = client_addr(parts, &state) {
-            state
-                .limiter
-                .check(G::GROUP, ip)
-                .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
-        }
-        Ok(Self(std::marker::PhantomData))
-    }
-}
-
-/// The client's address (through trusted proxies only) and user agent.
-pub struct Client(pub ClientInfo);
-
-const USER_AGENT_MAX: usize = 512;
-
-impl<S> FromRequestParts<S> for Client
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let ip = client_addr(parts, &state).map(|ip| ip.to_string());
-        let user_agent = parts
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
-        Ok(Self(ClientInfo { ip, user_agent }))
     }
 }
 
@@ -452,34 +341,6 @@ mod properties {
                 headers.insert(CONTENT_TYPE, v);
             }
             let _ = body_kind(&headers);
-        }
-
-        #[test]
-        fn emails_normalise_idempotently(raw in ".{0,300}") {
-            if let Ok(email) = crate::domain::Email::parse("email", &raw) {
-                let again = crate::domain::Email::parse("email", email.as_str()).unwrap();
-                prop_assert_eq!(again.as_str(), email.as_str());
-                prop_assert_eq!(email.as_str(), email.as_str().trim().to_lowercase());
-                prop_assert!(email.as_str().chars().count() <= 254);
-            }
-        }
-
-        #[test]
-        fn forwarded_for_never_yields_an_address_from_nowhere(
-            lines in proptest::collection::vec("[0-9a-f.:, \\[\\]]{0,60}", 0..4),
-            trusted in any::<bool>(),
-        ) {
-            let peer: std::net::IpAddr = "10.0.0.1".parse().unwrap();
-            let proxies = if trusted { vec!["10.0.0.0/8".parse().unwrap()] } else { vec![] };
-            let ip = crate::net::client_ip(peer, lines.iter().map(|l| Some(l.as_str())), &proxies);
-            if trusted {
-                let named = lines.iter().flat_map(|l| l.split(',')).any(|hop| {
-                    crate::net::parse_hop(hop).map(crate::net::canonical) == Some(ip)
-                });
-                prop_assert!(ip == peer || named, "{ip} from {lines:?}");
-            } else {
-                prop_assert_eq!(ip, peer);
-            }
         }
     }
 }

@@ -1,0 +1,94 @@
+//! The client: its address (the peer, or through `TRUSTED_PROXIES` only, X-Forwarded-For), its
+//! user agent, and the per-client-address limits checked against that address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::http::HeaderName;
+use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
+
+use crate::error::Error;
+use crate::service::sessions::ClientInfo;
+use crate::state::AppState;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client's address: the peer, or through `TRUSTED_PROXIES` only, X-Forwarded-For (all of
+/// its lines, in order, as one list).
+fn client_addr(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| {
+            let forwarded = parts
+                .headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.to_str().ok());
+            crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies)
+        })
+}
+
+/// A per-client-address limit on an endpoint group; over it, 429 with Retry-After.
+pub struct Limited<G>(std::marker::PhantomData<G>);
+
+pub trait LimitGroup {
+    const GROUP: crate::ratelimit::Group;
+}
+
+macro_rules! limit_group {
+    ($name:ident, $group:ident) => {
+        pub struct $name;
+        impl LimitGroup for $name {
+            const GROUP: crate::ratelimit::Group = crate::ratelimit::Group::$group;
+        }
+    };
+}
+limit_group!(LoginLimit, Login);
+limit_group!(RegisterLimit, Register);
+limit_group!(RefreshLimit, Refresh);
+limit_group!(MailLimit, Mail);
+
+impl<S, G: LimitGroup> FromRequestParts<S> for Limited<G>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        if let Some(ip) = client_addr(parts, &state) {
+            state
+                .limiter
+                .check(G::GROUP, ip)
+                .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
+        }
+        Ok(Self(std::marker::PhantomData))
+    }
+}
+
+/// The client's address (through trusted proxies only) and user agent.
+pub struct Client(pub ClientInfo);
+
+const USER_AGENT_MAX: usize = 512;
+
+impl<S> FromRequestParts<S> for Client
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let ip = client_addr(parts, &state).map(|ip| ip.to_string());
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
+        Ok(Self(ClientInfo { ip, user_agent }))
+    }
+}

@@ -1,0 +1,12 @@
+//! Extractors whose rejections are the crate's own problem documents, one file per concern:
+//! the request body (`body`: JSON and forms, and the login's credentials in either), the
+//! authenticated caller (`caller`: bearer token, session, user), and the client (`client`: its
+//! address through trusted proxies, its user agent, the per-client limits).
+
+mod body;
+mod caller;
+mod client;
+
+pub use body::{Credentials, JsonBody, OptionalJsonBody, required};
+pub use caller::{Authenticated, Superuser};
+pub use client::{Client, Limited, LoginLimit, MailLimit, RefreshLimit, RegisterLimit};
