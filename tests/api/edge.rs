@@ -656,3 +656,35 @@ async fn every_openapi_operation_has_a_unique_operation_id() {
     assert_eq!(doc["paths"]["/me"]["put"]["operationId"], "update_me");
     assert_eq!(doc["paths"]["/me"]["patch"]["operationId"], "patch_me");
 }
+
+/// A proxy that appends its entry to the client's own line (nginx's
+/// `$proxy_add_x_forwarded_for`) keeps whatever bytes the client sent: bytes that are not text
+/// spoil only the client's entry, and the client is still the address the proxy saw.
+#[tokio::test]
+async fn bytes_that_are_not_text_in_a_merged_line_do_not_hide_the_client() {
+    let app = spawn_app_with(&[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let email = unique_email();
+    app.register(&email, PASSWORD, "Merged line").await;
+    let line = reqwest::header::HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").unwrap();
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .header("x-forwarded-for", line)
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens = Tokens::from(response.json::<Value>().await.unwrap());
+    let sessions: Value = app
+        .client
+        .get(app.url("/me/sessions"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions[0]["ip"], "203.0.113.9", "{sessions}");
+}

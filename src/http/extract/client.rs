@@ -21,11 +21,16 @@ fn client_addr(parts: &Parts, state: &AppState) -> Option<IpAddr> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
-            let forwarded = parts
+            // Bytes that are not text (a client may send them, and a proxy that appends its own
+            // entry to the same line keeps them) spoil only the entry they are in: the walk from
+            // the right reaches the proxy's entry first.
+            let lines: Vec<String> = parts
                 .headers
                 .get_all(X_FORWARDED_FOR)
                 .iter()
-                .map(|v| v.to_str().ok());
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            let forwarded = lines.iter().map(|l| Some(l.as_str()));
             crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies)
         })
 }
