@@ -340,7 +340,11 @@ async fn sqlite_synchronous_is_normal_unless_configured() {
         app.signed_up(&unique_email()).await;
         return;
     }
-    assert_eq!(synchronous(&spawn_app().await).await, 1, "NORMAL by default");
+    assert_eq!(
+        synchronous(&spawn_app().await).await,
+        1,
+        "NORMAL by default"
+    );
     for (value, expected) in [("off", 0), ("normal", 1), ("FULL", 2), ("extra", 3)] {
         let app = spawn_app_with(&[("SQLITE_SYNCHRONOUS", value)]).await;
         assert_eq!(synchronous(&app).await, expected, "{value}");
