@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::auth::tokens::TokenKeys;
+use crate::config::{Config, ConfigError};
 use crate::db::Db;
 use crate::mail::Mailer;
 use crate::mail::worker::Worker;
@@ -33,6 +34,9 @@ pub enum StartError {
     Mail(String),
     #[error("cannot start: {0}")]
     Setup(#[from] crate::Error),
+    /// A setting that could only be checked at start (a key file that cannot be used).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 pub struct Application {
@@ -44,6 +48,9 @@ pub struct Application {
 impl Application {
     /// Connects to the database (retrying for a while), applies migrations, and binds.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // The keys first: a key file that cannot be used stops the start without a wait for the
+        // database.
+        let tokens = TokenKeys::new(&config)?;
         let db = Db::connect_with_retry(
             &config.database_url,
             config.database_max_connections,
@@ -56,11 +63,16 @@ impl Application {
             source,
         })?;
         db.migrate().await?;
-        Self::build_with_db(config, db).await
+        Self::build_with(config, db, tokens).await
     }
 
     /// Binds the server on an already migrated database.
     pub async fn build_with_db(config: Config, db: Db) -> Result<Self, StartError> {
+        let tokens = TokenKeys::new(&config)?;
+        Self::build_with(config, db, tokens).await
+    }
+
+    async fn build_with(config: Config, db: Db, tokens: TokenKeys) -> Result<Self, StartError> {
         let addr = SocketAddr::new(config.host, config.port);
         let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let mailer = Mailer::new(&config).map_err(StartError::Mail)?;
@@ -69,7 +81,7 @@ impl Application {
                 "SMTP_URL is not set: mail is written to the log instead of sent (development only)"
             );
         }
-        let state = AppState::new(config, db)?;
+        let state = AppState::new(config, db, tokens)?;
         // Accounts still on bcrypt must not stand out by their login timing.
         let bcrypt_cost = crate::db::users::max_bcrypt_cost(&state.db)
             .await

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::auth::keys::{self, PublicKey, SigningKey};
 use crate::net::IpNet;
 
 /// Which database the `DATABASE_URL` selects. The URL is kept in the form sqlx understands.
@@ -190,9 +189,10 @@ pub struct Config {
     pub secret_key_generated: bool,
     pub algorithm: SigningAlgorithm,
     /// With an asymmetric algorithm: the key that signs access tokens (PRIVATE_KEY_FILE).
-    pub signing_key: Option<SigningKey>,
-    /// Retired keys that still verify access tokens and stay in the JWKS.
-    pub previous_keys: Vec<PublicKey>,
+    /// `auth::tokens::TokenKeys::new` reads it at start.
+    pub private_key_file: Option<std::path::PathBuf>,
+    /// Retired keys that still verify access tokens and stay in the JWKS (read at start too).
+    pub previous_public_key_files: Vec<std::path::PathBuf>,
     /// This server's own public address, for the discovery document (default: PUBLIC_URL).
     pub api_url: String,
     pub access_token_ttl: Duration,
@@ -278,6 +278,15 @@ impl std::fmt::Debug for Config {
 pub struct ConfigError {
     pub var: &'static str,
     pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
 }
 
 pub const PASSWORD_MAX_LENGTH: usize = 128;
@@ -391,7 +400,7 @@ impl Config {
         };
 
         let algorithm = parse("ALGORITHM", get("ALGORITHM"), SigningAlgorithm::HS256)?;
-        let signing_key = match (algorithm.is_symmetric(), get("PRIVATE_KEY_FILE")) {
+        let private_key_file = match (algorithm.is_symmetric(), get("PRIVATE_KEY_FILE")) {
             (true, None) => None,
             (true, Some(_)) => {
                 return Err(err(
@@ -411,23 +420,15 @@ impl Config {
                     ),
                 ));
             }
-            (false, Some(path)) => Some(
-                keys::load_private(std::path::Path::new(&path), algorithm.jwt())
-                    .map_err(|m| err("PRIVATE_KEY_FILE", m))?,
-            ),
+            (false, Some(path)) => Some(std::path::PathBuf::from(path)),
         };
-        let mut previous_keys = Vec::new();
-        for path in get("PREVIOUS_PUBLIC_KEY_FILES")
+        let previous_public_key_files = get("PREVIOUS_PUBLIC_KEY_FILES")
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-        {
-            previous_keys.push(
-                keys::load_public(std::path::Path::new(path))
-                    .map_err(|m| err("PREVIOUS_PUBLIC_KEY_FILES", m))?,
-            );
-        }
+            .map(std::path::PathBuf::from)
+            .collect();
         let minutes = positive(
             "ACCESS_TOKEN_EXPIRE_MINUTES",
             parse(
@@ -809,8 +810,8 @@ impl Config {
             secret_key,
             secret_key_generated,
             algorithm,
-            signing_key,
-            previous_keys,
+            private_key_file,
+            previous_public_key_files,
             api_url,
             access_token_ttl: Duration::from_secs(minutes * 60),
             refresh_token_ttl: Duration::from_secs(days * 86_400),

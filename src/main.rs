@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use auth_server::app::StartError;
+use auth_server::auth::tokens::TokenKeys;
 use auth_server::db::Db;
 use auth_server::domain::{Email, Name};
 use auth_server::service::admin::{self, SuperuserOutcome};
@@ -191,11 +192,15 @@ async fn create_superuser(
         Ok(n) => n,
         Err(e) => return fail(format!("--name {}", e.message)),
     };
+    let tokens = match TokenKeys::new(&config) {
+        Ok(tokens) => tokens,
+        Err(e) => return fail(e),
+    };
     let db = match connect(&config).await {
         Ok(db) => db,
         Err(e) => return fail(e),
     };
-    let state = match AppState::new(config, db.clone()) {
+    let state = match AppState::new(config, db.clone(), tokens) {
         Ok(state) => state,
         Err(e) => return fail(e),
     };

@@ -61,8 +61,9 @@ pub struct Discovery {
 )]
 async fn openid_configuration(State(state): State<AppState>) -> Json<Discovery> {
     let config = &state.config;
+    // The configured algorithm, then those of the retired keys that still verify.
     let mut algorithms = vec![config.algorithm.name()];
-    for key in &config.previous_keys {
+    for key in state.tokens.public_keys() {
         let name = match key.algorithm() {
             jsonwebtoken::Algorithm::RS256 => "RS256",
             jsonwebtoken::Algorithm::ES256 => "ES256",
