@@ -50,16 +50,17 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         // The keys first: a key file that cannot be used stops the start without a wait for the
         // database.
-        let tokens = TokenKeys::new(&config)?;
+        let tokens = TokenKeys::new(&config.tokens)?;
+        let database = &config.database;
         let db = Db::connect_with_retry(
-            &config.database_url,
-            config.database_max_connections,
-            config.sqlite_synchronous,
-            config.database_connect_timeout,
+            &database.url,
+            database.max_connections,
+            database.sqlite_synchronous,
+            database.connect_timeout,
         )
         .await
         .map_err(|source| StartError::Connect {
-            backend: config.database_url.backend_name(),
+            backend: database.url.backend_name(),
             source,
         })?;
         db.migrate().await?;
@@ -68,14 +69,14 @@ impl Application {
 
     /// Binds the server on an already migrated database.
     pub async fn build_with_db(config: Config, db: Db) -> Result<Self, StartError> {
-        let tokens = TokenKeys::new(&config)?;
+        let tokens = TokenKeys::new(&config.tokens)?;
         Self::build_with(config, db, tokens).await
     }
 
     async fn build_with(config: Config, db: Db, tokens: TokenKeys) -> Result<Self, StartError> {
-        let addr = SocketAddr::new(config.host, config.port);
+        let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let mailer = Mailer::new(&config).map_err(StartError::Mail)?;
+        let mailer = Mailer::new(&config.mail).map_err(StartError::Mail)?;
         if mailer.logs_only() {
             tracing::warn!(
                 "SMTP_URL is not set: mail is written to the log instead of sent (development only)"
@@ -125,25 +126,25 @@ impl Application {
                 db: self.state.db.clone(),
                 mailer: self.mailer.clone(),
                 wakeup: self.state.mail_wakeup.clone(),
-                retry_base: self.state.config.mail_retry_base,
-                max_attempts: self.state.config.mail_max_attempts,
+                retry_base: self.state.config.mail.retry_base,
+                max_attempts: self.state.config.mail.max_attempts,
             }
             .run(stop),
         );
         let purger = tokio::spawn(crate::service::maintenance::run_purger(
             self.state.db.clone(),
-            self.state.config.purge_interval,
+            self.state.config.database.purge_interval,
             stop_worker.subscribe(),
         ));
         let config = &self.state.config;
         let open_file_limit = crate::serve::raise_open_file_limit();
         let limits = crate::serve::ConnectionLimits {
-            header_read_timeout: config.header_read_timeout,
-            keep_alive_timeout: config.keep_alive_timeout,
+            header_read_timeout: config.connections.header_read_timeout,
+            keep_alive_timeout: config.connections.keep_alive_timeout,
             max_connections: crate::serve::max_connections(
-                config.max_connections,
+                config.connections.max_connections,
                 open_file_limit,
-                u64::from(config.database_max_connections.unwrap_or(10)),
+                u64::from(config.database.max_connections.unwrap_or(10)),
             ),
         };
         tracing::info!(

@@ -20,15 +20,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// `tokens` comes from `TokenKeys::new(&config)`, which reads the key files: the
+    /// `tokens` comes from `TokenKeys::new(&config.tokens)`, which reads the key files: the
     /// caller does that first, so that a bad key stops the start before the database is awaited.
     pub fn new(config: Config, db: Db, tokens: TokenKeys) -> crate::Result<Self> {
         let hasher = PasswordHasher::new(
             &config.argon2,
             PoolConfig {
-                concurrency: config.hash_concurrency,
-                queue_limit: config.hash_queue_limit,
-                max_wait: config.hash_max_wait,
+                concurrency: config.hashing.concurrency,
+                queue_limit: config.hashing.queue_limit,
+                max_wait: config.hashing.max_wait,
             },
         )?;
         let limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits));

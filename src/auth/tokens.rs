@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::keys;
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, TokenConfig};
 
 pub const ACCESS_TYP: &str = "at+jwt";
 pub const REFRESH_TYP: &str = "refresh+jwt";
@@ -101,9 +101,9 @@ impl TokenKeys {
     /// The keys `config` names: SECRET_KEY, or the private key file of an asymmetric algorithm,
     /// and the retired public keys. Reads the key files; one that cannot be used is a
     /// configuration error naming its variable.
-    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+    pub fn new(config: &TokenConfig) -> Result<Self, ConfigError> {
         let alg = config.algorithm.jwt();
-        // `Config::from_vars` has checked that there is a file exactly when `alg` needs one.
+        // `TokenConfig::validate` has checked that there is a file exactly when `alg` needs one.
         let signing_key = config
             .private_key_file
             .as_ref()
@@ -119,7 +119,7 @@ impl TokenKeys {
                     .map_err(|m| ConfigError::new("PREVIOUS_PUBLIC_KEY_FILES", m))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let secret = config.secret_key.as_slice();
+        let secret = config.secret_key();
         let mut access_header = Header::new(alg);
         access_header.typ = Some(ACCESS_TYP.into());
         let verifier = |kid: Option<String>, key: DecodingKey, alg: Algorithm| Verifier {
@@ -315,7 +315,7 @@ mod tests {
 
     fn keys() -> TokenKeys {
         let config = crate::Config::from_vars([("SECRET_KEY", "k".repeat(32))]).unwrap();
-        TokenKeys::new(&config).unwrap()
+        TokenKeys::new(&config.tokens).unwrap()
     }
 
     fn now() -> i64 {

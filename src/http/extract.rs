@@ -247,7 +247,7 @@ fn client_addr(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
                 .get_all(X_FORWARDED_FOR)
                 .iter()
                 .map(|v| v.to_str().ok());
-            crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies)
+            crate::net::client_ip(peer.ip(), forwarded, &state.config.server.trusted_proxies)
         })
 }
 
