@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::auth::tokens::TokenKeys;
+use crate::config::{Config, ConfigError};
 use crate::db::Db;
 use crate::mail::Mailer;
 use crate::mail::worker::Worker;
@@ -33,6 +34,9 @@ pub enum StartError {
     Mail(String),
     #[error("cannot start: {0}")]
     Setup(#[from] crate::Error),
+    /// A setting that could only be checked at start (a key file that cannot be used).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 pub struct Application {
@@ -44,32 +48,41 @@ pub struct Application {
 impl Application {
     /// Connects to the database (retrying for a while), applies migrations, and binds.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // The keys first: a key file that cannot be used stops the start without a wait for the
+        // database.
+        let tokens = TokenKeys::new(&config.tokens)?;
+        let database = &config.database;
         let db = Db::connect_with_retry(
-            &config.database_url,
-            config.database_max_connections,
-            config.sqlite_synchronous,
-            config.database_connect_timeout,
+            &database.url,
+            database.max_connections,
+            database.sqlite_synchronous,
+            database.connect_timeout,
         )
         .await
         .map_err(|source| StartError::Connect {
-            backend: config.database_url.backend_name(),
+            backend: database.url.backend_name(),
             source,
         })?;
         db.migrate().await?;
-        Self::build_with_db(config, db).await
+        Self::build_with(config, db, tokens).await
     }
 
     /// Binds the server on an already migrated database.
     pub async fn build_with_db(config: Config, db: Db) -> Result<Self, StartError> {
-        let addr = SocketAddr::new(config.host, config.port);
+        let tokens = TokenKeys::new(&config.tokens)?;
+        Self::build_with(config, db, tokens).await
+    }
+
+    async fn build_with(config: Config, db: Db, tokens: TokenKeys) -> Result<Self, StartError> {
+        let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let mailer = Mailer::new(&config).map_err(StartError::Mail)?;
+        let mailer = Mailer::new(&config.mail).map_err(StartError::Mail)?;
         if mailer.logs_only() {
             tracing::warn!(
                 "SMTP_URL is not set: mail is written to the log instead of sent (development only)"
             );
         }
-        let state = AppState::new(config, db)?;
+        let state = AppState::new(config, db, tokens)?;
         // Accounts still on bcrypt must not stand out by their login timing.
         let bcrypt_cost = crate::db::users::max_bcrypt_cost(&state.db)
             .await
@@ -113,25 +126,25 @@ impl Application {
                 db: self.state.db.clone(),
                 mailer: self.mailer.clone(),
                 wakeup: self.state.mail_wakeup.clone(),
-                retry_base: self.state.config.mail_retry_base,
-                max_attempts: self.state.config.mail_max_attempts,
+                retry_base: self.state.config.mail.retry_base,
+                max_attempts: self.state.config.mail.max_attempts,
             }
             .run(stop),
         );
         let purger = tokio::spawn(crate::service::maintenance::run_purger(
             self.state.db.clone(),
-            self.state.config.purge_interval,
+            self.state.config.database.purge_interval,
             stop_worker.subscribe(),
         ));
         let config = &self.state.config;
         let open_file_limit = crate::serve::raise_open_file_limit();
         let limits = crate::serve::ConnectionLimits {
-            header_read_timeout: config.header_read_timeout,
-            keep_alive_timeout: config.keep_alive_timeout,
+            header_read_timeout: config.connections.header_read_timeout,
+            keep_alive_timeout: config.connections.keep_alive_timeout,
             max_connections: crate::serve::max_connections(
-                config.max_connections,
+                config.connections.max_connections,
                 open_file_limit,
-                u64::from(config.database_max_connections.unwrap_or(10)),
+                u64::from(config.database.max_connections.unwrap_or(10)),
             ),
         };
         tracing::info!(

@@ -4,6 +4,8 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use auth_server::app::StartError;
+use auth_server::auth::tokens::TokenKeys;
+use auth_server::config;
 use auth_server::db::Db;
 use auth_server::domain::{Email, Name};
 use auth_server::service::admin::{self, SuperuserOutcome};
@@ -14,7 +16,8 @@ use clap::{Parser, Subcommand};
 /// An authentication server: registration, login, JWT access and refresh tokens, sessions.
 ///
 /// Configuration comes from the environment and an optional .env file in the working
-/// directory (DATABASE_URL, SECRET_KEY, ...; see the README and .env.example).
+/// directory (DATABASE_URL, SECRET_KEY, ...; see the README and .env.example). Every variable
+/// is also a flag of `serve`: `auth-server serve --help` lists them all, with their defaults.
 #[derive(Parser)]
 #[command(name = "auth-server", version)]
 struct Cli {
@@ -25,7 +28,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default): migrate the database, then serve HTTP on HOST:PORT.
-    Serve,
+    ///
+    /// Every setting is a flag here and an environment variable (or a line of .env); a flag
+    /// wins over its variable. The other commands read the same variables.
+    Serve(Box<Config>),
     /// Apply the database migrations and exit.
     Migrate,
     /// Create a superuser (or, with --promote-existing, make the existing account one).
@@ -78,31 +84,44 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // .env before the command line: clap reads the settings' variables as it parses.
+    let dotenv = config::load_dotenv();
+    let cli: Cli = match config::parse_command_line() {
+        Ok(cli) => cli,
+        Err(e) => return fail(e),
+    };
     // Making a key needs no configuration (and may come before there is a valid one).
     if let Some(Command::GenerateKey { algorithm, out }) = &cli.command {
         return generate_key(algorithm, out);
     }
-    let config = match Config::from_env() {
+    // `serve` has its settings from its flags and the environment; the other commands, and
+    // none (which serves), from the environment.
+    let (command, config) = match cli.command {
+        Some(Command::Serve(flags)) => (None, dotenv.and_then(|()| flags.validated())),
+        command => (command, dotenv.and_then(|()| Config::from_env())),
+    };
+    let config = match config {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
-    telemetry::init(config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
-        Command::Migrate => migrate(config).await,
-        Command::CreateSuperuser {
+    telemetry::init(config.logging.format);
+    match command {
+        None => serve(config).await,
+        Some(Command::Migrate) => migrate(config).await,
+        Some(Command::CreateSuperuser {
             email,
             name,
             promote_existing,
-        } => create_superuser(config, &email, &name, promote_existing).await,
-        Command::ImportUsers { from } => import_users(config, &from).await,
-        Command::GenerateKey { .. } => unreachable!("handled before the configuration is read"),
+        }) => create_superuser(config, &email, &name, promote_existing).await,
+        Some(Command::ImportUsers { from }) => import_users(config, &from).await,
+        Some(Command::Serve(_) | Command::GenerateKey { .. }) => {
+            unreachable!("handled before the configuration is read")
+        }
     }
 }
 
 async fn serve(config: Config) -> ExitCode {
-    if config.secret_key_generated {
+    if config.tokens.secret_key_generated {
         tracing::warn!(
             "SECRET_KEY is not set: a random key was generated, so tokens will not survive a restart \
              and several instances will not accept each other's tokens; set SECRET_KEY (32+ random bytes)"
@@ -117,7 +136,7 @@ async fn serve(config: Config) -> ExitCode {
     };
     tracing::info!(
         address = %app.local_addr(),
-        database = app.state().config.database_url.backend_name(),
+        database = app.state().config.database.url.backend_name(),
         "auth-server listening; API docs at /docs"
     );
     match app.run().await {
@@ -130,15 +149,16 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 async fn connect(config: &Config) -> Result<Db, StartError> {
+    let database = &config.database;
     let db = Db::connect_with_retry(
-        &config.database_url,
+        &database.url,
         Some(2),
-        config.sqlite_synchronous,
-        config.database_connect_timeout,
+        database.sqlite_synchronous,
+        database.connect_timeout,
     )
     .await
     .map_err(|source| StartError::Connect {
-        backend: config.database_url.backend_name(),
+        backend: database.url.backend_name(),
         source,
     })?;
     db.migrate().await?;
@@ -192,11 +212,15 @@ async fn create_superuser(
         Ok(n) => n,
         Err(e) => return fail(format!("--name {}", e.message)),
     };
+    let tokens = match TokenKeys::new(&config.tokens) {
+        Ok(tokens) => tokens,
+        Err(e) => return fail(e),
+    };
     let db = match connect(&config).await {
         Ok(db) => db,
         Err(e) => return fail(e),
     };
-    let state = match AppState::new(config, db.clone()) {
+    let state = match AppState::new(config, db.clone(), tokens) {
         Ok(state) => state,
         Err(e) => return fail(e),
     };

@@ -20,16 +20,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db) -> crate::Result<Self> {
+    /// `tokens` comes from `TokenKeys::new(&config.tokens)`, which reads the key files: the
+    /// caller does that first, so that a bad key stops the start before the database is awaited.
+    pub fn new(config: Config, db: Db, tokens: TokenKeys) -> crate::Result<Self> {
         let hasher = PasswordHasher::new(
             &config.argon2,
             PoolConfig {
-                concurrency: config.hash_concurrency,
-                queue_limit: config.hash_queue_limit,
-                max_wait: config.hash_max_wait,
+                concurrency: config.hashing.concurrency,
+                queue_limit: config.hashing.queue_limit,
+                max_wait: config.hashing.max_wait,
             },
         )?;
-        let tokens = TokenKeys::new(&config);
         let limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits));
         Ok(Self {
             limiter,

@@ -15,7 +15,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::auth::keys;
+use crate::config::{ConfigError, TokenConfig};
 
 pub const ACCESS_TYP: &str = "at+jwt";
 pub const REFRESH_TYP: &str = "refresh+jwt";
@@ -97,8 +98,28 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
 }
 
 impl TokenKeys {
-    pub fn new(config: &Config) -> Self {
+    /// The keys `config` names: SECRET_KEY, or the private key file of an asymmetric algorithm,
+    /// and the retired public keys. Reads the key files; one that cannot be used is a
+    /// configuration error naming its variable.
+    pub fn new(config: &TokenConfig) -> Result<Self, ConfigError> {
         let alg = config.algorithm.jwt();
+        // `TokenConfig::validate` has checked that there is a file exactly when `alg` needs one.
+        let signing_key = config
+            .private_key_file
+            .as_ref()
+            .map(|path| {
+                keys::load_private(path, alg).map_err(|m| ConfigError::new("PRIVATE_KEY_FILE", m))
+            })
+            .transpose()?;
+        let previous_keys = config
+            .previous_public_key_files
+            .iter()
+            .map(|path| {
+                keys::load_public(path)
+                    .map_err(|m| ConfigError::new("PREVIOUS_PUBLIC_KEY_FILES", m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let secret = config.secret_key();
         let mut access_header = Header::new(alg);
         access_header.typ = Some(ACCESS_TYP.into());
         let verifier = |kid: Option<String>, key: DecodingKey, alg: Algorithm| Verifier {
@@ -106,7 +127,7 @@ impl TokenKeys {
             key,
             validation: validation(alg, &config.jwt_issuer, &config.jwt_audience),
         };
-        let (access_encoding, current) = match &config.signing_key {
+        let (access_encoding, current) = match &signing_key {
             Some(key) => {
                 let kid = key.public.thumbprint();
                 access_header.kid = Some(kid.clone());
@@ -116,17 +137,13 @@ impl TokenKeys {
                 )
             }
             None => (
-                EncodingKey::from_secret(&config.secret_key),
-                verifier(None, DecodingKey::from_secret(&config.secret_key), alg),
+                EncodingKey::from_secret(secret),
+                verifier(None, DecodingKey::from_secret(secret), alg),
             ),
         };
         let mut access_verifiers = vec![current];
-        let mut public_keys: Vec<_> = config
-            .signing_key
-            .iter()
-            .map(|k| k.public.clone())
-            .collect();
-        for old in &config.previous_keys {
+        let mut public_keys: Vec<_> = signing_key.iter().map(|k| k.public.clone()).collect();
+        for old in &previous_keys {
             access_verifiers.push(verifier(
                 Some(old.thumbprint()),
                 old.decoding_key(),
@@ -136,8 +153,8 @@ impl TokenKeys {
         }
         let mut refresh_header = Header::new(Algorithm::HS256);
         refresh_header.typ = Some(REFRESH_TYP.into());
-        let refresh_key = derive_key(&config.secret_key, "auth-server refresh token signing key");
-        Self {
+        let refresh_key = derive_key(secret, "auth-server refresh token signing key");
+        Ok(Self {
             access_header,
             access_encoding,
             access_verifiers,
@@ -150,10 +167,10 @@ impl TokenKeys {
                 &config.jwt_issuer,
                 &config.jwt_audience,
             ),
-            jti_key: derive_key(&config.secret_key, "auth-server refresh token id key"),
+            jti_key: derive_key(secret, "auth-server refresh token id key"),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
-        }
+        })
     }
 
     /// Signs an access token for a session. Times are Unix seconds.
@@ -297,8 +314,8 @@ mod tests {
     use super::*;
 
     fn keys() -> TokenKeys {
-        let config = Config::from_vars([("SECRET_KEY", "k".repeat(32))]).unwrap();
-        TokenKeys::new(&config)
+        let config = crate::Config::from_vars([("SECRET_KEY", "k".repeat(32))]).unwrap();
+        TokenKeys::new(&config.tokens).unwrap()
     }
 
     fn now() -> i64 {

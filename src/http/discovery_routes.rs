@@ -61,8 +61,9 @@ pub struct Discovery {
 )]
 async fn openid_configuration(State(state): State<AppState>) -> Json<Discovery> {
     let config = &state.config;
-    let mut algorithms = vec![config.algorithm.name()];
-    for key in &config.previous_keys {
+    // The configured algorithm, then those of the retired keys that still verify.
+    let mut algorithms = vec![config.tokens.algorithm.name()];
+    for key in state.tokens.public_keys() {
         let name = match key.algorithm() {
             jsonwebtoken::Algorithm::RS256 => "RS256",
             jsonwebtoken::Algorithm::ES256 => "ES256",
@@ -72,10 +73,11 @@ async fn openid_configuration(State(state): State<AppState>) -> Json<Discovery> 
             algorithms.push(name);
         }
     }
+    let api_url = config.server.api_url();
     Json(Discovery {
-        issuer: config.jwt_issuer.clone(),
-        jwks_uri: format!("{}/.well-known/jwks.json", config.api_url),
-        token_endpoint: format!("{}/login", config.api_url),
+        issuer: config.tokens.jwt_issuer.clone(),
+        jwks_uri: format!("{api_url}/.well-known/jwks.json"),
+        token_endpoint: format!("{api_url}/login"),
         grant_types_supported: vec!["password", "refresh_token"],
         token_endpoint_auth_methods_supported: vec!["none"],
         response_types_supported: vec!["token"],

@@ -86,12 +86,12 @@ pub fn app(state: AppState) -> Router {
         .merge(discovery)
         .merge(docs)
         .fallback(|| async { Error::NotFound("there is nothing at this path") });
-    if !config.cors_origins.is_empty() {
-        app = app.layer(cors(&config.cors_origins));
+    if !config.server.cors_origins.is_empty() {
+        app = app.layer(cors(&config.server.cors_origins));
     }
     let header =
         |name, value| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
-    let hsts = config.hsts.then(|| {
+    let hsts = config.server.hsts.then(|| {
         header(
             header::STRICT_TRANSPORT_SECURITY,
             "max-age=31536000; includeSubDomains",
@@ -124,10 +124,12 @@ pub fn app(state: AppState) -> Router {
             .layer(axum::middleware::from_fn(limit_headers))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
-                config.request_timeout,
+                config.connections.request_timeout,
             ))
-            .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
-            .layer(DefaultBodyLimit::max(config.body_limit_bytes)),
+            .layer(RequestBodyLimitLayer::new(
+                config.connections.body_limit_bytes,
+            ))
+            .layer(DefaultBodyLimit::max(config.connections.body_limit_bytes)),
     )
 }
 

@@ -75,7 +75,7 @@ async fn confirm_password_reset(
     let password = errors
         .check(required("new_password", body.new_password))
         .and_then(|p| {
-            let min = state.config.password_min_length;
+            let min = state.config.accounts.password_min_length;
             errors.check(Password::new_password("new_password", p.clone(), min).map(|_| p))
         });
     errors.finish()?;

@@ -10,7 +10,7 @@ use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{AsyncTransport, Tokio1Executor};
 
-use crate::config::Config;
+use crate::config::MailConfig;
 use crate::db::outbox::Mail;
 
 /// Why a mail did not go out.
@@ -79,15 +79,15 @@ fn lettre_url(url: &str) -> Result<(String, bool), String> {
 }
 
 impl Mailer {
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(config: &MailConfig) -> Result<Self, String> {
         let from: Mailbox = config
-            .mail_from
+            .from()
             .parse()
             .map_err(|e| format!("MAIL_FROM: {e}"))?;
         let transport = match &config.smtp_url {
             None => Transport::Log,
             Some(url) => {
-                let (url, _) = lettre_url(url).map_err(|e| format!("SMTP_URL: {e}"))?;
+                let (url, _) = lettre_url(url.expose()).map_err(|e| format!("SMTP_URL: {e}"))?;
                 let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
                     .map_err(|e| format!("SMTP_URL: {e}"))?;
                 Transport::Smtp(

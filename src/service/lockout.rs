@@ -32,15 +32,15 @@ pub struct Attempt {
 
 /// How long the `failures`th consecutive failed attempt locks the address, if it does.
 fn lock_after(state: &AppState, failures: i64) -> Option<i64> {
-    let free = i64::from(state.config.login_free_attempts);
+    let free = i64::from(state.config.lockout.free_attempts);
     if failures < free {
         return None;
     }
     let doublings = u32::try_from((failures - free).min(40)).unwrap_or(40);
     Some(
-        ms(state.config.login_lockout_first)
+        ms(state.config.lockout.first)
             .saturating_mul(1i64 << doublings)
-            .min(ms(state.config.login_lockout_max)),
+            .min(ms(state.config.lockout.max)),
     )
 }
 

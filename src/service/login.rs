@@ -54,7 +54,7 @@ pub async fn login(
     if !user.is_active {
         return Err(Error::AccountDisabled);
     }
-    if state.config.require_verified_email && !user.is_verified {
+    if state.config.accounts.require_verified_email && !user.is_verified {
         return Err(Error::EmailNotVerified);
     }
     if verification.needs_rehash {
@@ -101,14 +101,14 @@ pub async fn open_session(
     let config = &state.config;
     let now = db::now_ms();
     let id = uuid::Uuid::new_v4().to_string();
-    let expires_at = now.saturating_add(ms(config.session_max_age));
+    let expires_at = now.saturating_add(ms(config.tokens.session_max_age));
     let session = sessions::Session {
         refresh_generation: 0,
         refresh_jti_hash: hash_token_id(&state.tokens.refresh_jti(&id, 0)),
         previous_jti_hash: None,
         refreshed_at: now,
         refresh_expires_at: now
-            .saturating_add(ms(config.refresh_token_ttl))
+            .saturating_add(ms(config.tokens.refresh_token_ttl))
             .min(expires_at),
         created_at: now,
         last_used_at: now,

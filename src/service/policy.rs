@@ -14,7 +14,7 @@ pub fn new_password(
     raw: String,
     context: &[&str],
 ) -> Result<Password, FieldError> {
-    let password = Password::new_password(field, raw, config.password_min_length)?;
+    let password = Password::new_password(field, raw, config.accounts.password_min_length)?;
     // The parts of the email and name too: `alice` from `alice@example.com`, each word of a name.
     let mut inputs: Vec<String> = Vec::new();
     for item in context {
@@ -28,7 +28,7 @@ pub fn new_password(
     }
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let estimate = zxcvbn::zxcvbn(password.expose(), &inputs);
-    if u8::from(estimate.score()) >= config.password_min_score {
+    if u8::from(estimate.score()) >= config.accounts.password_min_score {
         return Ok(password);
     }
     let mut message = String::from("is too easy to guess");

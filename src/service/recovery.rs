@@ -53,7 +53,7 @@ pub(crate) async fn allowance(
     now: i64,
 ) -> Result<Allowance> {
     let window_start = now - now.rem_euclid(HOUR_MS);
-    let limit = i64::from(state.config.mail_account_limit_per_hour);
+    let limit = i64::from(state.config.mail.account_limit_per_hour);
     if !mail_quota::try_take(tx, user_id, 1, limit, window_start).await? {
         let wait = window_start + HOUR_MS - now;
         return Ok(Allowance::AccountExhausted(Duration::from_millis(
@@ -75,7 +75,7 @@ async fn address_allows(
     now: i64,
 ) -> Result<bool> {
     let key = format!("{kind}:{address}");
-    Ok(throttle::try_take(tx, &key, now, ms(state.config.mail_rate_limit)).await?)
+    Ok(throttle::try_take(tx, &key, now, ms(state.config.mail.rate_limit)).await?)
 }
 
 /// Queues a notice (a changed email or password) to `address`, with no token in it. Notices are
@@ -125,12 +125,12 @@ pub(crate) async fn queue_verification(
             email,
             user_stamp: owner.security_stamp,
             created_at: now,
-            expires_at: now + ms(state.config.verify_email_ttl),
+            expires_at: now + ms(state.config.mail.verify_email_ttl),
         },
     )
     .await?;
-    let hours = state.config.verify_email_ttl.as_secs() / 3600;
-    let mail = templates::verify_email(&state.config.public_url, &token, hours);
+    let hours = state.config.mail.verify_email_ttl.as_secs() / 3600;
+    let mail = templates::verify_email(&state.config.server.public_url, &token, hours);
     outbox::enqueue(tx, email, &mail.subject, &mail.body, now).await?;
     Ok(())
 }
@@ -182,12 +182,12 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
             // Read with the address: if either has changed by now, the token is born dead.
             user_stamp: user.security_stamp,
             created_at: now,
-            expires_at: now + ms(state.config.password_reset_ttl),
+            expires_at: now + ms(state.config.mail.password_reset_ttl),
         },
     )
     .await?;
-    let minutes = state.config.password_reset_ttl.as_secs() / 60;
-    let mail = templates::password_reset(&state.config.public_url, &token, minutes);
+    let minutes = state.config.mail.password_reset_ttl.as_secs() / 60;
+    let mail = templates::password_reset(&state.config.server.public_url, &token, minutes);
     outbox::enqueue(&mut tx, &user.email, &mail.subject, &mail.body, now).await?;
     tx.commit().await?;
     state.mail_wakeup.notify_one();

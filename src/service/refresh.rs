@@ -124,7 +124,7 @@ async fn revoke_for_reuse(
 pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Result<TokenPair> {
     let claims = verify_refresh(state, token)?;
     let presented = hash_token_id(&claims.jti);
-    let window = ms(state.config.refresh_reuse_interval);
+    let window = ms(state.config.tokens.refresh_reuse_interval);
     // A lost race to rotate is followed by one more look, which then finds the token just spent.
     for _ in 0..2 {
         let now = db::now_ms();
@@ -139,7 +139,7 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
                 let new_jti_hash =
                     hash_token_id(&state.tokens.refresh_jti(&session.id, generation));
                 let refresh_expires_at = now
-                    .saturating_add(ms(state.config.refresh_token_ttl))
+                    .saturating_add(ms(state.config.tokens.refresh_token_ttl))
                     .min(session.expires_at);
                 let rotated = sessions::rotate(
                     &state.db,
@@ -192,7 +192,7 @@ pub(crate) async fn session_to_log_out(
         &Chain::of(&found),
         &hash_token_id(&claims.jti),
         now,
-        ms(state.config.refresh_reuse_interval),
+        ms(state.config.tokens.refresh_reuse_interval),
     ) {
         Decision::Refuse(_) => Ok(None),
         Decision::Rotate | Decision::HandBackCurrent => Ok(Some(found.session)),

@@ -57,7 +57,7 @@ fn ms_to_s(ms: i64) -> i64 {
 /// The pair for the session's live refresh generation, with a fresh access token.
 pub(crate) fn token_pair(state: &AppState, session: &sessions::Session, now: i64) -> TokenPair {
     let access_exp = ms_to_s(
-        now.saturating_add(ms(state.config.access_token_ttl))
+        now.saturating_add(ms(state.config.tokens.access_token_ttl))
             .min(session.refresh_expires_at),
     );
     let iat = ms_to_s(now);

@@ -166,7 +166,7 @@ pub async fn spawn_app_on(extra: &[(&str, &str)], route: impl FnOnce(&str) -> St
 pub async fn spawn_app_after(prepare: impl AsyncFnOnce(&Db)) -> TestApp {
     let (db, url) = TestDb::create().await;
     let pool = Db::connect(
-        &Config::from_vars(test_vars(&url)).unwrap().database_url,
+        &Config::from_vars(test_vars(&url)).unwrap().database.url,
         Some(1),
     )
     .await

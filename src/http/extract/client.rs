@@ -31,7 +31,7 @@ fn client_addr(parts: &Parts, state: &AppState) -> Option<IpAddr> {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .collect();
             let forwarded = lines.iter().map(|l| Some(l.as_str()));
-            crate::net::client_ip(peer.ip(), forwarded, &state.config.trusted_proxies)
+            crate::net::client_ip(peer.ip(), forwarded, &state.config.server.trusted_proxies)
         })
 }
 
