@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use auth_server::config::DatabaseUrl;
 use auth_server::db::Db;
 use clap::Parser;
+use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -191,11 +192,10 @@ impl Drop for Server {
                     .build()
                     .unwrap();
                 rt.block_on(async {
-                    if let Ok(Db::Postgres(pool)) = Db::connect(
-                        &DatabaseUrl::Postgres(format!("{server}/postgres")),
-                        Some(1),
-                    )
-                    .await
+                    if let Ok(pool) = PgPoolOptions::new()
+                        .max_connections(1)
+                        .connect(&format!("{server}/postgres"))
+                        .await
                     {
                         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -267,8 +267,15 @@ fn email(i: usize) -> String {
     format!("user{i}@bench.example")
 }
 
+/// The benchmark's own pool on the server's database, for seeding (the server's `Db` keeps its
+/// pool to itself).
+enum SeedPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
 /// Writes users `from..to` straight into the database, all with one argon2id hash.
-async fn seed(db: &Db, hash: &str, from: usize, to: usize) {
+async fn seed(db: &SeedPool, hash: &str, from: usize, to: usize) {
     let now = chrono::Utc::now().timestamp_millis();
     let mut i = from;
     while i < to {
@@ -293,8 +300,8 @@ async fn seed(db: &Db, hash: &str, from: usize, to: usize) {
             }};
         }
         match db {
-            Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => insert!(pool, sqlx::Sqlite),
-            Db::Postgres(pool) => insert!(pool, sqlx::Postgres),
+            SeedPool::Sqlite(pool) => insert!(pool, sqlx::Sqlite),
+            SeedPool::Postgres(pool) => insert!(pool, sqlx::Postgres),
         }
         i = end;
     }
@@ -672,11 +679,10 @@ async fn main() -> ExitCode {
         Some(server) => {
             let server = server.trim_end_matches('/').to_string();
             let name = format!("auth_bench_{}", std::process::id());
-            let Ok(Db::Postgres(admin)) = Db::connect(
-                &DatabaseUrl::Postgres(format!("{server}/postgres")),
-                Some(1),
-            )
-            .await
+            let Ok(admin) = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("{server}/postgres"))
+                .await
             else {
                 panic!("--database must be a reachable postgres:// server URL");
             };
@@ -691,7 +697,11 @@ async fn main() -> ExitCode {
     let db_url = DatabaseUrl::parse(&url).unwrap();
     let db = Db::connect(&db_url, Some(2)).await.unwrap();
     db.migrate().await.unwrap();
-    seed(&db, &hash, 0, args.users).await;
+    let seeder = match &db_url {
+        DatabaseUrl::Sqlite(url) => SeedPool::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap()),
+        DatabaseUrl::Postgres(url) => SeedPool::Postgres(sqlx::PgPool::connect(url).await.unwrap()),
+    };
+    seed(&seeder, &hash, 0, args.users).await;
     println!(
         "database: {}; {} users seeded",
         db_url.backend_name(),
@@ -799,10 +809,10 @@ async fn main() -> ExitCode {
     let mut large = None;
     if args.large_users > args.users && (wanted("users)")) {
         let t = Instant::now();
-        seed(&db, &hash, args.users, args.large_users).await;
+        seed(&seeder, &hash, args.users, args.large_users).await;
         // A bulk load leaves the rows in SQLite's write-ahead log, where every read has to look
         // for them; a live database is checkpointed as it goes. Checkpoint, as it would be.
-        if let Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) = &db {
+        if let SeedPool::Sqlite(pool) = &seeder {
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(pool)
                 .await

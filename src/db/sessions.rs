@@ -66,9 +66,10 @@ pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
             )
         };
     }
-    let sql = match db {
-        Db::Sqlite(_) => insert_sql!(""),
-        Db::Postgres(_) => insert_sql!(" FOR SHARE"),
+    let sql = if db.is_postgres() {
+        insert_sql!(" FOR SHARE")
+    } else {
+        insert_sql!("")
     };
     let done = with_pool!(db, pool => sqlx::query(sql)
         .bind(&s.id)
@@ -117,10 +118,10 @@ pub async fn find_live_user(
     session_id: &str,
     now: i64,
 ) -> Result<Option<User>, sqlx::Error> {
-    if let Db::Sqlite(super::SqliteDb {
+    if let super::Pool::Sqlite(super::SqliteDb {
         readers: Some(readers),
         ..
-    }) = db
+    }) = &db.pool
         && let Some(found) = readers.live_user(session_id, now)
     {
         return Ok(found);

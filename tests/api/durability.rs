@@ -323,13 +323,12 @@ async fn acknowledged_writes_survive_a_sigkill_of_the_server() {
 
 /// `PRAGMA synchronous` as the server's SQLite connections have it.
 async fn synchronous(app: &TestApp) -> i64 {
-    let auth_server::db::Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) = &app.state.db else {
-        unreachable!()
-    };
-    sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(pool)
+    app.state
+        .db
+        .sqlite_synchronous()
         .await
         .unwrap()
+        .expect("SQLite")
 }
 
 #[tokio::test]
@@ -340,7 +339,11 @@ async fn sqlite_synchronous_is_normal_unless_configured() {
         app.signed_up(&unique_email()).await;
         return;
     }
-    assert_eq!(synchronous(&spawn_app().await).await, 1, "NORMAL by default");
+    assert_eq!(
+        synchronous(&spawn_app().await).await,
+        1,
+        "NORMAL by default"
+    );
     for (value, expected) in [("off", 0), ("normal", 1), ("FULL", 2), ("extra", 3)] {
         let app = spawn_app_with(&[("SQLITE_SYNCHRONOUS", value)]).await;
         assert_eq!(synchronous(&app).await, expected, "{value}");
