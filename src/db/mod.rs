@@ -8,6 +8,7 @@
 pub mod login_attempts;
 pub mod mail_quota;
 pub mod one_time_tokens;
+pub mod original;
 pub mod outbox;
 pub mod sessions;
 mod sqlite_read;
