@@ -1,7 +1,7 @@
 //! Seeding: accounts written straight into the database through `db::users::insert_many`.
 
+use auth_server::db::Db;
 use auth_server::db::users::{self, User};
-use auth_server::db::{Db, SqliteDb};
 
 /// Accounts built and written per call (one transaction each).
 const CHUNK: usize = 10_000;
@@ -39,10 +39,5 @@ pub async fn seed(db: &Db, hash: &str, from: usize, to: usize) {
 /// A bulk load leaves the rows in SQLite's write-ahead log, where every read has to look for
 /// them; a live database is checkpointed as it goes. Checkpoint, as it would be.
 pub async fn checkpoint(db: &Db) {
-    if let Db::Sqlite(SqliteDb { pool, .. }) = db {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(pool)
-            .await
-            .expect("checkpoint");
-    }
+    db.checkpoint().await.expect("checkpoint");
 }

@@ -5,9 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use auth_server::config::DatabaseUrl;
-use auth_server::db::Db;
-
 use crate::SECRET;
 use crate::client::{Conn, request};
 
@@ -31,11 +28,11 @@ pub async fn fresh_database(server: Option<&str>, dir: &Path) -> (String, Cleanu
         Some(server) => {
             let server = server.trim_end_matches('/').to_string();
             let name = format!("auth_bench_{}", std::process::id());
-            let Ok(Db::Postgres(admin)) = Db::connect(
-                &DatabaseUrl::Postgres(format!("{server}/postgres")),
-                Some(1),
-            )
-            .await
+            // Creating a database is the operator's business, not the server's: a pool of its own.
+            let Ok(admin) = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("{server}/postgres"))
+                .await
             else {
                 panic!("--database must be a reachable postgres:// server URL");
             };
@@ -95,11 +92,10 @@ impl Drop for Server {
                     .build()
                     .unwrap();
                 rt.block_on(async {
-                    if let Ok(Db::Postgres(pool)) = Db::connect(
-                        &DatabaseUrl::Postgres(format!("{server}/postgres")),
-                        Some(1),
-                    )
-                    .await
+                    if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(1)
+                        .connect(&format!("{server}/postgres"))
+                        .await
                     {
                         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

@@ -8,6 +8,7 @@
 pub mod login_attempts;
 pub mod mail_quota;
 pub mod one_time_tokens;
+pub mod original;
 pub mod outbox;
 pub mod sessions;
 mod sqlite_read;
@@ -24,26 +25,32 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseUrl, SqliteSynchronous as Synchronous};
 
-/// A connection pool on the configured backend.
+/// A connection pool on the configured backend. What it holds is this module's own business:
+/// the layers above, and the tests, go through the functions of `db`.
 #[derive(Clone, Debug)]
-pub enum Db {
+pub struct Db {
+    pool: Pool,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
     Sqlite(SqliteDb),
     Postgres(PgPool),
 }
 
 /// SQLite: the sqlx pool, and read-only connections for the per-request session check.
 #[derive(Clone, Debug)]
-pub struct SqliteDb {
-    pub pool: SqlitePool,
+struct SqliteDb {
+    pool: SqlitePool,
     readers: Option<std::sync::Arc<sqlite_read::Readers>>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool (`&SqlitePool` or `&PgPool`).
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
+        match &$db.pool {
+            $crate::db::Pool::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -130,7 +137,9 @@ impl Db {
                     .connect_with(options.clone())
                     .await?;
                 let readers = sqlite_read::Readers::for_file(&options).map(std::sync::Arc::new);
-                Ok(Self::Sqlite(SqliteDb { pool, readers }))
+                Ok(Self {
+                    pool: Pool::Sqlite(SqliteDb { pool, readers }),
+                })
             }
             DatabaseUrl::Postgres(url) => {
                 let pool = PgPoolOptions::new()
@@ -141,7 +150,9 @@ impl Db {
                     .test_before_acquire(false)
                     .connect(url)
                     .await?;
-                Ok(Self::Postgres(pool))
+                Ok(Self {
+                    pool: Pool::Postgres(pool),
+                })
             }
         }
     }
@@ -172,9 +183,9 @@ impl Db {
     /// what a migration cannot compute in SQL the same way on both backends (normalised emails,
     /// folded names for search).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self {
-            Self::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.pool).await?,
-            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        match &self.pool {
+            Pool::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.pool).await?,
+            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         let filled = users::backfill_after_upgrade(self)
             .await
@@ -191,9 +202,9 @@ impl Db {
     /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// that it waits its turn instead of failing when it would upgrade a read lock.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Self::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        Ok(match &self.pool {
+            Pool::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
 
@@ -202,11 +213,40 @@ impl Db {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
+    /// True on PostgreSQL, false on SQLite.
+    fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// SQLite's `synchronous` setting as this pool's connections have it (0 off, 1 normal, 2
+    /// full, 3 extra); `None` on PostgreSQL.
+    pub async fn sqlite_synchronous(&self) -> Result<Option<i64>, sqlx::Error> {
+        match &self.pool {
+            Pool::Sqlite(db) => sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&db.pool)
+                .await
+                .map(Some),
+            Pool::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// After a bulk load: on SQLite, moves the write-ahead log into the database file (as a live
+    /// database does as it goes), so that reads need not search the log; nothing on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        match &self.pool {
+            Pool::Sqlite(db) => sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&db.pool)
+                .await
+                .map(|_| ()),
+            Pool::Postgres(_) => Ok(()),
+        }
+    }
+
     pub async fn close(&self) {
-        if let Self::Sqlite(SqliteDb {
+        if let Pool::Sqlite(SqliteDb {
             readers: Some(readers),
             ..
-        }) = self
+        }) = &self.pool
         {
             readers.close();
         }

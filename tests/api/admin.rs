@@ -165,13 +165,13 @@ async fn listing_pages_and_searches() {
 #[tokio::test]
 async fn accounts_loaded_in_bulk_log_in_and_are_found() {
     use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-    use auth_server::db::Db;
     use auth_server::db::users::{self, User};
 
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let prepared = tag.clone();
-    let app = spawn_app_after(async move |db: &Db| {
-        db.migrate().await.unwrap();
+    let app = spawn_app().await;
+    {
+        let db = &app.state.db;
         let hash = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,
@@ -195,8 +195,7 @@ async fn accounts_loaded_in_bulk_log_in_and_are_found() {
             })
             .collect();
         assert_eq!(users::insert_many(db, &bulk).await.unwrap(), 2001);
-    })
-    .await;
+    }
     app.login_ok(&format!("bulk2000-{tag}@example.com")).await;
     let (_, admin) = app.superuser().await;
     let found: Value = app

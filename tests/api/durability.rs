@@ -323,13 +323,12 @@ async fn acknowledged_writes_survive_a_sigkill_of_the_server() {
 
 /// `PRAGMA synchronous` as the server's SQLite connections have it.
 async fn synchronous(app: &TestApp) -> i64 {
-    let auth_server::db::Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) = &app.state.db else {
-        unreachable!()
-    };
-    sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(pool)
+    app.state
+        .db
+        .sqlite_synchronous()
         .await
         .unwrap()
+        .expect("SQLite")
 }
 
 #[tokio::test]

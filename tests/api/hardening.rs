@@ -10,21 +10,9 @@ use crate::helpers::*;
 use crate::smtp::SmtpSink;
 
 async fn stored_hash(app: &TestApp, email: &str) -> String {
-    match &app.state.db {
-        auth_server::db::Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_one(pool)
-                .await
-        }
-        auth_server::db::Db::Postgres(pool) => {
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_one(pool)
-                .await
-        }
-    }
-    .unwrap()
+    app.sql
+        .text("SELECT password_hash FROM users WHERE email = $1", email)
+        .await
 }
 
 async fn set_hash(app: &TestApp, email: &str, hash: &str) {

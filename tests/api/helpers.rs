@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use auth_server::config::DatabaseUrl;
-use auth_server::db::Db;
 use auth_server::state::AppState;
 use auth_server::{Application, Config};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 /// The tests that measure time or saturate the cores take turns, so as not to skew each other.
 pub static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -29,32 +29,54 @@ enum TestDb {
 impl TestDb {
     async fn create() -> (Self, String) {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        match std::env::var("TEST_DATABASE_URL") {
+        let db = match std::env::var("TEST_DATABASE_URL") {
             Ok(server) if !server.is_empty() => {
                 let server = server_url(&server);
                 let name = format!("auth_test_{id}");
-                let admin = Db::connect(
-                    &DatabaseUrl::Postgres(format!("{server}/postgres")),
-                    Some(1),
-                )
-                .await
-                .expect("TEST_DATABASE_URL must reach a PostgreSQL server");
-                let Db::Postgres(pool) = &admin else {
-                    unreachable!()
-                };
+                let admin = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&format!("{server}/postgres"))
+                    .await
+                    .expect("TEST_DATABASE_URL must reach a PostgreSQL server");
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(pool)
+                    .execute(&admin)
                     .await
                     .expect("create the test database");
                 admin.close().await;
-                let url = format!("{server}/{name}");
-                (Self::Postgres { server, name }, url)
+                Self::Postgres { server, name }
             }
-            _ => {
-                let path = std::env::temp_dir().join(format!("auth-server-test-{id}.db"));
-                let url = format!("sqlite://{}", path.display());
-                (Self::Sqlite(path), url)
-            }
+            _ => Self::Sqlite(std::env::temp_dir().join(format!("auth-server-test-{id}.db"))),
+        };
+        let url = db.url();
+        (db, url)
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres { server, name } => format!("{server}/{name}"),
+        }
+    }
+
+    /// A pool of the test's own on this database (connecting when first used).
+    fn pool(&self) -> TestPool {
+        match self {
+            Self::Sqlite(path) => TestPool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(
+                        SqliteConnectOptions::new()
+                            .filename(path)
+                            .create_if_missing(true)
+                            .busy_timeout(std::time::Duration::from_secs(5)),
+                    ),
+            ),
+            Self::Postgres { .. } => TestPool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy(&self.url())
+                    .expect("a PostgreSQL URL"),
+            ),
         }
     }
 }
@@ -83,11 +105,10 @@ impl Drop for TestDb {
                         .build()
                         .unwrap();
                     rt.block_on(async move {
-                        if let Ok(Db::Postgres(pool)) = Db::connect(
-                            &DatabaseUrl::Postgres(format!("{server}/postgres")),
-                            Some(1),
-                        )
-                        .await
+                        if let Ok(pool) = PgPoolOptions::new()
+                            .max_connections(1)
+                            .connect(&format!("{server}/postgres"))
+                            .await
                         {
                             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -108,6 +129,9 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// The test's own connection to the server's database, for the SQL a test runs to set up or
+    /// look at what the server did (never the server's pool).
+    pub sql: TestPool,
     /// The configuration variables the server was started with.
     pub vars: Vec<(String, String)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -163,14 +187,9 @@ pub async fn spawn_app_on(extra: &[(&str, &str)], route: impl FnOnce(&str) -> St
 }
 
 /// Starts the server on a database that `prepare` has set up first (an older schema, say).
-pub async fn spawn_app_after(prepare: impl AsyncFnOnce(&Db)) -> TestApp {
+pub async fn spawn_app_after(prepare: impl AsyncFnOnce(&TestPool)) -> TestApp {
     let (db, url) = TestDb::create().await;
-    let pool = Db::connect(
-        &Config::from_vars(test_vars(&url)).unwrap().database.url,
-        Some(1),
-    )
-    .await
-    .unwrap();
+    let pool = db.pool();
     prepare(&pool).await;
     pool.close().await;
     start(test_vars(&url), Arc::new(db)).await
@@ -197,6 +216,7 @@ async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>) -> TestApp {
             .build()
             .unwrap(),
         state,
+        sql: db.pool(),
         vars,
         shutdown: Some(tx),
         server: Some(server),
@@ -325,50 +345,82 @@ impl TestApp {
         Tokens::from(response.json::<Value>().await.unwrap())
     }
 
-    /// Runs a counting query on whichever database the app uses.
+    /// Runs a counting query with one text parameter.
     pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
-        match &self.state.db {
-            Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => sqlx::query_scalar(sql)
-                .bind(bind)
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-            Db::Postgres(pool) => sqlx::query_scalar(sql)
-                .bind(bind)
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-        }
+        self.sql.count(sql, bind).await
     }
 
     /// Runs a statement with two text parameters.
     pub async fn execute2(&self, sql: &'static str, a: &str, b: &str) {
-        match &self.state.db {
-            Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => sqlx::query(sql)
-                .bind(a)
-                .bind(b)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-            Db::Postgres(pool) => sqlx::query(sql)
-                .bind(a)
-                .bind(b)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-        }
-        .unwrap();
+        self.sql.execute2(sql, a, b).await
     }
 
     /// Runs a statement with one text parameter.
     pub async fn execute(&self, sql: &'static str, bind: &str) {
-        match &self.state.db {
-            Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
-                sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ())
-            }
-            Db::Postgres(pool) => sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ()),
+        self.sql.execute(sql, bind).await
+    }
+}
+
+/// A test's own pool on its database, on whichever backend the suite runs.
+#[derive(Clone, Debug)]
+pub enum TestPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool.
+macro_rules! on_pool {
+    ($test_pool:expr, $pool:ident => $body:expr) => {
+        match $test_pool {
+            TestPool::Sqlite($pool) => $body,
+            TestPool::Postgres($pool) => $body,
         }
-        .unwrap();
+    };
+}
+
+impl TestPool {
+    /// The directory of this backend's migrations under `migrations/`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Runs a counting query with one text parameter.
+    pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(bind).fetch_one(pool).await).unwrap()
+    }
+
+    /// Runs a query for one text value, with one text parameter.
+    pub async fn text(&self, sql: &'static str, bind: &str) -> String {
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(bind).fetch_one(pool).await).unwrap()
+    }
+
+    /// Runs a statement with one text parameter.
+    pub async fn execute(&self, sql: &'static str, bind: &str) {
+        on_pool!(self, pool => sqlx::query(sql).bind(bind).execute(pool).await.map(|_| ())).unwrap()
+    }
+
+    /// Runs a statement with two text parameters.
+    pub async fn execute2(&self, sql: &'static str, a: &str, b: &str) {
+        on_pool!(self, pool => sqlx::query(sql).bind(a).bind(b).execute(pool).await.map(|_| ()))
+            .unwrap()
+    }
+
+    /// Runs a statement with three text parameters.
+    pub async fn execute3(&self, sql: &'static str, a: &str, b: &str, c: &str) {
+        on_pool!(self, pool => sqlx::query(sql).bind(a).bind(b).bind(c).execute(pool).await.map(|_| ()))
+            .unwrap()
+    }
+
+    /// Applies the migrations of `migrator` (a subset of the server's, say).
+    pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) {
+        on_pool!(self, pool => migrator.run(pool).await).unwrap()
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
     }
 }
 

@@ -166,24 +166,12 @@ async fn a_hash_with_weaker_parameters_is_upgraded_at_login() {
     .unwrap()
     .to_string();
     assert!(weak.contains("m=64,"));
-    match &app.state.db {
-        auth_server::db::Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
-            sqlx::query("UPDATE users SET password_hash = $1 WHERE email = $2")
-                .bind(&weak)
-                .bind(&email)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-        auth_server::db::Db::Postgres(pool) => {
-            sqlx::query("UPDATE users SET password_hash = $1 WHERE email = $2")
-                .bind(&weak)
-                .bind(&email)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-    }
+    app.execute2(
+        "UPDATE users SET password_hash = $1 WHERE email = $2",
+        &weak,
+        &email,
+    )
+    .await;
     assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
     // The upgrade runs beside the login; give it a moment.
     let mut upgraded = false;

@@ -1,19 +1,14 @@
 //! A database made by an older version is migrated forward at start, its data intact.
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-use auth_server::db::Db;
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::*;
 
 /// Applies only the first migration, as the first release did, and writes a user the way it did.
-async fn first_release(db: &Db, email: &str) {
-    let backend = if matches!(db, Db::Sqlite(_)) {
-        "sqlite"
-    } else {
-        "postgres"
-    };
+async fn first_release(db: &TestPool, email: &str) {
+    let backend = db.backend();
     let dir = std::env::temp_dir().join(format!(
         "auth-server-migrations-{}",
         uuid::Uuid::new_v4().simple()
@@ -39,29 +34,9 @@ async fn first_release(db: &Db, email: &str) {
     .to_string();
     let insert = "INSERT INTO users (id, email, name, password_hash, is_active, is_verified, is_superuser, created_at, updated_at) \
                   VALUES ($1, $2, 'Old Timer', $3, TRUE, TRUE, FALSE, 0, 0)";
-    let id = uuid::Uuid::new_v4().to_string();
-    match db {
-        Db::Sqlite(auth_server::db::SqliteDb { pool, .. }) => {
-            migrator.run(pool).await.unwrap();
-            sqlx::query(insert)
-                .bind(&id)
-                .bind(email)
-                .bind(&hash)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-        Db::Postgres(pool) => {
-            migrator.run(pool).await.unwrap();
-            sqlx::query(insert)
-                .bind(&id)
-                .bind(email)
-                .bind(&hash)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-    }
+    db.migrate(&migrator).await;
+    db.execute3(insert, &uuid::Uuid::new_v4().to_string(), email, &hash)
+        .await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -69,7 +44,7 @@ async fn first_release(db: &Db, email: &str) {
 async fn a_database_of_the_first_release_is_migrated_forward() {
     let email = unique_email();
     let prepared = email.clone();
-    let app = spawn_app_after(async move |db: &Db| first_release(db, &prepared).await).await;
+    let app = spawn_app_after(async move |db: &TestPool| first_release(db, &prepared).await).await;
     // The old account logs in, and what later migrations added works.
     let tokens = app.login_ok(&email).await;
     assert_eq!(app.me(&tokens.access).await.status(), StatusCode::OK);
@@ -101,7 +76,7 @@ async fn older_unicode_addresses_are_normalised_at_the_upgrade() {
     let local = format!("old{}", uuid::Uuid::new_v4().simple());
     let decomposed = format!("{local}@BU\u{308}CHER.example");
     let stored = decomposed.to_lowercase();
-    let app = spawn_app_after(async move |db: &Db| first_release(db, &stored).await).await;
+    let app = spawn_app_after(async move |db: &TestPool| first_release(db, &stored).await).await;
     let composed = format!("{local}@b\u{fc}cher.example");
     let tokens = app.login_ok(&composed).await;
     let me: serde_json::Value = app.me(&tokens.access).await.json().await.unwrap();

@@ -1,0 +1,353 @@
+//! Password hashing with argon2id on a pool of its own: `concurrency` OS threads, each holding
+//! one argon2 memory buffer that it reuses for every hash, fed first come, first served from one
+//! queue.
+//!
+//! **Admission by expected wait.** The pool keeps a moving average of how long a job takes
+//! (measured, so it follows the machine's load). A new job would wait about
+//! `jobs queued × mean job time / concurrency`; when that is longer than `max_wait`
+//! (HASH_MAX_WAIT_MILLISECONDS) the caller is turned away at once (`Error::Busy`, whose
+//! Retry-After is that wait), and otherwise it is queued. So a burst the pool can finish within
+//! `max_wait` is served whole, however many requests it has, and a flood is shed without delaying
+//! anyone. `queue_limit` (HASH_QUEUE_LIMIT) only bounds memory. The pool's argon2 memory is
+//! `concurrency` × ARGON2_MEMORY_KIB, whatever the load.
+//!
+//! **Abandoned jobs are not computed.** A job carries its reply channel; when the request that
+//! made it has gone (the client disconnected, the request timed out), the channel is closed and
+//! the worker drops the job instead of hashing for nobody.
+//!
+//! **Priority.** The threads run at the normal priority: the kernel shares the cores fairly
+//! between them and the request workers, so neither logins nor other requests can starve.
+//!
+//! **Hashes from elsewhere** (imported, or written into the database by someone else) are
+//! checked against sane bounds before anything is computed: see [`HashLimits`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use argon2::Params;
+use tokio::sync::oneshot;
+
+use crate::config::Argon2Config;
+use crate::domain::Password;
+use crate::error::{Error, Result};
+
+mod limits;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+pub use limits::{HashLimits, StoredHash, check_stored_hash};
+use worker::Worker;
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub matches: bool,
+    /// The stored hash was made with other parameters (or another algorithm) than the
+    /// configured ones and should be replaced.
+    pub needs_rehash: bool,
+}
+
+const NO_MATCH: Verification = Verification {
+    matches: false,
+    needs_rehash: false,
+};
+
+/// How the pool runs: HASH_CONCURRENCY, HASH_QUEUE_LIMIT, HASH_MAX_WAIT_MILLISECONDS.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    pub concurrency: usize,
+    /// A hard bound on the jobs waiting (memory), whatever their expected wait.
+    pub queue_limit: usize,
+    /// The longest expected wait at which a job is still accepted.
+    pub max_wait: Duration,
+}
+
+/// What the pool has done so far (for tests and diagnostics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Jobs computed (hashes and verifications).
+    pub computed: u64,
+    /// Jobs dropped unstarted because their request had gone.
+    pub abandoned: u64,
+    /// Jobs waiting now.
+    pub queued: usize,
+    /// Jobs being computed now.
+    pub running: usize,
+    /// The moving average of a job's duration.
+    pub mean: Duration,
+}
+
+enum Job {
+    Hash {
+        password: Password,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    Verify {
+        password: Password,
+        stored: String,
+        real: bool,
+        /// The answer, and how long computing it took.
+        reply: oneshot::Sender<(Verification, Duration)>,
+    },
+}
+
+impl Job {
+    /// True when nobody waits for the answer any more.
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::Hash { reply, .. } => reply.is_closed(),
+            Job::Verify { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    stopped: bool,
+}
+
+/// What the hashing threads and the submitters share.
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    /// The moving average of a job's duration, in nanoseconds.
+    mean_nanos: AtomicU64,
+    computed: AtomicU64,
+    abandoned: AtomicU64,
+    running: AtomicUsize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Folds one job's duration into the moving average (weight 1/5: about the last ten jobs).
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .mean_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
+                Some(mean - mean / 5 + took / 5)
+            });
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Removes the jobs whose requests have gone; returns how many.
+    fn drop_abandoned(&self, queue: &mut Queue) -> usize {
+        let before = queue.jobs.len();
+        queue.jobs.retain(|job| !job.abandoned());
+        let dropped = before - queue.jobs.len();
+        self.abandoned.fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
+    }
+}
+
+pub struct PasswordHasher {
+    shared: Arc<Shared>,
+    pool: PoolConfig,
+    limits: HashLimits,
+    /// Verified in place of a missing account's hash, so that an unknown email costs the same.
+    dummy_hash: Arc<str>,
+    /// The least time a verification answers in, in nanoseconds (0: none): while accounts with
+    /// bcrypt hashes remain, every verification is made to take as long as one of theirs (see
+    /// [`PasswordHasher::equalise_with_bcrypt`]), so that timing cannot tell them apart.
+    verify_floor_nanos: AtomicU64,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher").finish_non_exhaustive()
+    }
+}
+
+/// A wait rounded up to whole seconds, at least one (for Retry-After).
+fn whole_seconds(wait: Duration) -> Duration {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Duration::from_secs(seconds.max(1))
+}
+
+impl PasswordHasher {
+    /// Starts the hashing threads; computes the dummy hash once, and takes its time as the
+    /// first estimate of a job's duration.
+    pub fn new(config: &Argon2Config, pool: PoolConfig) -> Result<Self> {
+        Self::with_threads(config, pool, pool.concurrency.max(1))
+    }
+
+    /// [`PasswordHasher::new`] with `threads` hashing threads (tests use none, to hold a queue).
+    fn with_threads(config: &Argon2Config, pool: PoolConfig, threads: usize) -> Result<Self> {
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(Error::internal)?;
+        let mut first = Worker::new(params.clone(), Arc::from(""));
+        let started = Instant::now();
+        let dummy_hash: Arc<str> = first.hash("dummy password for unknown accounts")?.into();
+        let took = started.elapsed();
+        drop(first);
+        let pool = PoolConfig {
+            concurrency: pool.concurrency.max(1),
+            queue_limit: pool.queue_limit.max(1),
+            ..pool
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                stopped: false,
+            }),
+            ready: Condvar::new(),
+            mean_nanos: AtomicU64::new(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
+            computed: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+        });
+        for i in 0..threads {
+            let worker = Worker::new(params.clone(), dummy_hash.clone());
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || worker.run(shared))
+                .map_err(Error::internal)?;
+        }
+        Ok(Self {
+            shared,
+            pool,
+            limits: HashLimits::from_config(config),
+            dummy_hash,
+            verify_floor_nanos: AtomicU64::new(0),
+        })
+    }
+
+    /// Makes every verification answer no sooner than a bcrypt verification at `cost` would
+    /// (with the argon2 check that follows one), measured here once, with a margin: while
+    /// accounts imported with bcrypt remain, wrong passwords for them, for argon2 accounts and
+    /// for unknown addresses all take the same time. The wait is a timer, not computation: it
+    /// holds no hashing thread. Costs beyond the limits are never computed, so never waited for.
+    pub fn equalise_with_bcrypt(&self, cost: u32) {
+        if cost > self.limits.max_bcrypt_cost {
+            return;
+        }
+        let Ok(sample) = bcrypt::hash("timing sample", cost) else {
+            return;
+        };
+        let started = Instant::now();
+        let _ = bcrypt::verify("timing sample", &sample);
+        let bcrypt = started.elapsed();
+        let argon2 = Duration::from_nanos(self.shared.mean_nanos.load(Ordering::Relaxed));
+        let floor = (bcrypt + argon2).mul_f64(1.25);
+        self.verify_floor_nanos.fetch_max(
+            u64::try_from(floor.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        tracing::info!(
+            bcrypt_cost = cost,
+            floor_ms = floor.as_millis() as u64,
+            "accounts with bcrypt hashes remain: every password check takes at least this long, so \
+             that timing does not tell them apart"
+        );
+    }
+
+    fn verify_floor(&self) -> Duration {
+        Duration::from_nanos(self.verify_floor_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Hashes a new password (PHC string, argon2id with the configured parameters).
+    pub async fn hash(&self, password: &Password) -> Result<String> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Hash {
+            password: password.clone(),
+            reply,
+        })?;
+        answer.await.map_err(Error::internal)?
+    }
+
+    /// Checks `password` against `stored`, or against the dummy hash when there is no account
+    /// (the answer is then always "no match", after the same work). A stored hash beyond the
+    /// [`HashLimits`], or not a hash at all, is never computed: the answer is "no match", at once.
+    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verification> {
+        if let Some(stored) = stored
+            && let Err(why) = check_stored_hash(stored, &self.limits)
+        {
+            tracing::warn!(
+                reason = %why,
+                "a stored password hash is refused without being computed; the password cannot match"
+            );
+            // As long as a computed answer would take (a timer, no computation).
+            tokio::time::sleep(self.verify_floor().max(self.stats().mean)).await;
+            return Ok(NO_MATCH);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Verify {
+            password: password.clone(),
+            stored: stored.unwrap_or(&self.dummy_hash).to_string(),
+            real: stored.is_some(),
+            reply,
+        })?;
+        let (verification, took) = answer.await.map_err(Error::internal)?;
+        if let Some(rest) = self.verify_floor().checked_sub(took) {
+            tokio::time::sleep(rest).await;
+        }
+        Ok(verification)
+    }
+
+    /// The limits stored hashes are checked against.
+    pub fn limits(&self) -> &HashLimits {
+        &self.limits
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        // Under the lock, so that a job being taken is counted either queued or running.
+        let queue = self.shared.lock();
+        PoolStats {
+            computed: self.shared.computed.load(Ordering::Relaxed),
+            abandoned: self.shared.abandoned.load(Ordering::Relaxed),
+            queued: queue.jobs.len(),
+            running: self.shared.running.load(Ordering::Relaxed),
+            mean: Duration::from_nanos(self.shared.mean_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// How long a job queued behind `ahead` others waits for a thread, by the moving average.
+    fn expected_wait(&self, ahead: usize) -> Duration {
+        let mean = self.shared.mean_nanos.load(Ordering::Relaxed);
+        Duration::from_nanos(mean.saturating_mul(ahead as u64) / self.pool.concurrency as u64)
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        let mut queue = self.shared.lock();
+        if queue.stopped {
+            return Err(Error::internal("the hashing threads have stopped"));
+        }
+        let over = |queue: &Queue| {
+            let wait = self.expected_wait(queue.jobs.len());
+            (wait > self.pool.max_wait || queue.jobs.len() >= self.pool.queue_limit).then_some(wait)
+        };
+        if over(&queue).is_some() {
+            // Requests that have gone hold room they no longer need: look again without them.
+            self.shared.drop_abandoned(&mut queue);
+        }
+        if let Some(wait) = over(&queue) {
+            return Err(Error::Busy {
+                retry_after: whole_seconds(wait),
+            });
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for PasswordHasher {
+    fn drop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.ready.notify_all();
+    }
+}

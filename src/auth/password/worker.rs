@@ -1,0 +1,169 @@
+//! A hashing thread: takes jobs from the pool's queue, first come first served, and computes
+//! them in the one argon2 memory buffer it keeps.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+
+use super::{Job, NO_MATCH, Shared, Verification};
+use crate::error::{Error, Result};
+
+/// One hashing thread's state: the configured parameters and the memory it reuses.
+pub(super) struct Worker {
+    params: Params,
+    memory: Vec<Block>,
+    dummy_hash: Arc<str>,
+}
+
+const OUTPUT_LEN: usize = 32;
+const SALT_LEN: usize = 16;
+
+impl Worker {
+    pub(super) fn new(params: Params, dummy_hash: Arc<str>) -> Self {
+        let memory = vec![Block::default(); params.block_count()];
+        Self {
+            params,
+            memory,
+            dummy_hash,
+        }
+    }
+
+    pub(super) fn run(mut self, shared: Arc<Shared>) {
+        loop {
+            let job = {
+                let mut queue = shared.lock();
+                loop {
+                    if queue.stopped {
+                        return;
+                    }
+                    if let Some(job) = queue.jobs.pop_front() {
+                        shared.running.fetch_add(1, Ordering::Relaxed);
+                        break job;
+                    }
+                    queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            if job.abandoned() {
+                shared.abandoned.fetch_add(1, Ordering::Relaxed);
+                shared.running.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            let started = Instant::now();
+            match job {
+                Job::Hash { password, reply } => {
+                    let hash = self.hash(password.expose());
+                    shared.record(started.elapsed());
+                    let _ = reply.send(hash);
+                }
+                Job::Verify {
+                    password,
+                    stored,
+                    real,
+                    reply,
+                } => {
+                    let v = self.verify(password.expose(), &stored);
+                    let took = started.elapsed();
+                    shared.record(took);
+                    let _ = reply.send((
+                        Verification {
+                            matches: v.matches && real,
+                            needs_rehash: v.needs_rehash,
+                        },
+                        took,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A PHC string: `$argon2id$v=19$m=…,t=…,p=…$salt$hash`.
+    pub(super) fn hash(&mut self, password: &str) -> Result<String> {
+        let mut salt = [0u8; SALT_LEN];
+        getrandom::fill(&mut salt).map_err(|e| Error::internal(format!("OS random: {e}")))?;
+        let mut out = [0u8; OUTPUT_LEN];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+            .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, &mut self.memory)
+            .map_err(|e| Error::internal(format!("argon2: {e}")))?;
+        Ok(format!(
+            "$argon2id$v=19$m={},t={},p={}${}${}",
+            self.params.m_cost(),
+            self.params.t_cost(),
+            self.params.p_cost(),
+            STANDARD_NO_PAD.encode(salt),
+            STANDARD_NO_PAD.encode(out)
+        ))
+    }
+
+    /// Verifies against a hash already checked by [`check_stored_hash`].
+    fn verify(&mut self, password: &str, stored: &str) -> Verification {
+        // bcrypt, as passlib wrote it for the original service: verified, then replaced. The
+        // dummy argon2 verification after it makes the login cost what any other login costs
+        // (an unknown email's included), so an imported account does not stand out by being
+        // cheaper than the rest; its own bcrypt cost comes on top (see the README).
+        if ["$2a$", "$2b$", "$2y$"]
+            .iter()
+            .any(|p| stored.starts_with(p))
+        {
+            let matches = bcrypt::verify(password, stored).unwrap_or(false);
+            let dummy = self.dummy_hash.clone();
+            let _ = self.verify_argon2(password, &dummy);
+            return Verification {
+                matches,
+                needs_rehash: true,
+            };
+        }
+        self.verify_argon2(password, stored)
+    }
+
+    fn verify_argon2(&mut self, password: &str, stored: &str) -> Verification {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return NO_MATCH;
+        };
+        let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+            Algorithm::new(parsed.algorithm.as_str()),
+            Params::try_from(&parsed),
+            parsed.salt,
+            parsed.hash,
+        ) else {
+            return NO_MATCH;
+        };
+        let version = parsed
+            .version
+            .and_then(|v| Version::try_from(v).ok())
+            .unwrap_or(Version::V0x13);
+        let expected = expected.as_bytes();
+        let mut out = vec![0u8; expected.len()];
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        let computed = if params.block_count() <= self.memory.len() {
+            argon2.hash_password_into_with_memory(
+                password.as_bytes(),
+                &salt,
+                &mut out,
+                &mut self.memory[..params.block_count()],
+            )
+        } else {
+            // A hash made with more memory than configured (within the limits): this once,
+            // more memory.
+            argon2.hash_password_into(password.as_bytes(), &salt, &mut out)
+        };
+        let matches = computed.is_ok() && constant_time_eq(&out, expected);
+        let current = algorithm == Algorithm::Argon2id
+            && version == Version::V0x13
+            && params.m_cost() >= self.params.m_cost()
+            && params.t_cost() >= self.params.t_cost()
+            && params.p_cost() == self.params.p_cost();
+        Verification {
+            matches,
+            needs_rehash: !current,
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,80 @@
+//! The `users` table, all of it at once: the import's inserts, the start-up scan for bcrypt
+//! costs, and the one-off backfill after an upgrade.
+
+use super::{User, search_folded};
+use crate::db::{Db, with_pool};
+
+/// Inserts an account unless one has its email already. Returns whether it was inserted.
+pub async fn insert_if_absent(db: &Db, user: &User) -> Result<bool, sqlx::Error> {
+    let sql = concat!(
+        "INSERT INTO users (",
+        columns!(),
+        ", name_search) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (email) DO NOTHING"
+    );
+    let done = with_pool!(db, pool => bind_user!(sqlx::query(sql), user)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// The highest bcrypt cost among the stored hashes (accounts imported from the original service
+/// that have not logged in since), if any remain. Reads the whole table: once, at start.
+pub async fn max_bcrypt_cost(db: &Db) -> Result<Option<u32>, sqlx::Error> {
+    // bcrypt writes its cost as two digits: `$2b$12$…`.
+    let sql = "SELECT MAX(SUBSTR(password_hash, 5, 2)) FROM users WHERE password_hash LIKE '$2%'";
+    let cost: Option<String> =
+        with_pool!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
+    Ok(cost.and_then(|c| c.parse().ok()))
+}
+
+/// Brings rows written before the `security_stamp` migration to today's forms, once, at start
+/// (a no-op afterwards: it looks only at rows whose `name_search` is still empty): fills the
+/// folded name, and rewrites the email in its normalised form (NFC, IDNA domain), which older
+/// versions did not apply, so that the account is found by what its owner types. An address
+/// whose normalised form another account already has is left as it is and reported (an operator
+/// must decide which account keeps it). Returns how many rows were brought over.
+pub async fn backfill_after_upgrade(db: &Db) -> Result<u64, sqlx::Error> {
+    let mut filled = 0;
+    loop {
+        let rows: Vec<(String, String, String)> = with_pool!(db, pool => sqlx::query_as(
+            "SELECT id, email, name FROM users WHERE name_search IS NULL LIMIT 1000"
+        )
+        .fetch_all(pool)
+        .await)?;
+        if rows.is_empty() {
+            return Ok(filled);
+        }
+        for (id, email, name) in rows {
+            let normalised = crate::domain::Email::normalise(&email);
+            if normalised != email {
+                let sql = "UPDATE users SET email = $2 WHERE id = $1";
+                let renamed = with_pool!(db, pool => sqlx::query(sql)
+                    .bind(&id)
+                    .bind(&normalised)
+                    .execute(pool)
+                    .await
+                    .map(|_| ()));
+                match renamed {
+                    Ok(()) => {}
+                    Err(e) if crate::db::is_unique_violation(&e) => tracing::error!(
+                        user_id = %id,
+                        "two accounts have addresses that are one after normalisation; this one \
+                         keeps its old form (and cannot be found by it) until an operator resolves it"
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
+            // A rename meanwhile has filled it already, from the new name.
+            let sql = "UPDATE users SET name_search = $2 WHERE id = $1 AND name_search IS NULL";
+            with_pool!(db, pool => sqlx::query(sql)
+                .bind(&id)
+                .bind(search_folded(&name))
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+            filled += 1;
+        }
+    }
+}
