@@ -84,7 +84,8 @@ impl Application {
         }
         let state = AppState::new(config, db, tokens)?;
         // Accounts still on bcrypt must not stand out by their login timing.
-        let bcrypt_cost = crate::db::users::max_bcrypt_cost(&state.db)
+        let bcrypt_cost =
+            crate::db::users::max_bcrypt_cost(&state.db, state.hasher.limits().max_bcrypt_cost)
             .await
             .map_err(|e| StartError::Setup(e.into()))?;
         if let Some(cost) = bcrypt_cost {

@@ -55,6 +55,15 @@ const NO_MATCH: Verification = Verification {
     needs_rehash: false,
 };
 
+/// A verification as a hashing thread answers it.
+struct Verified {
+    verification: Verification,
+    /// How long computing it took.
+    took: Duration,
+    /// How long its argon2 part took (all of it, but for a bcrypt hash).
+    argon2_part: Duration,
+}
+
 /// How the pool runs: HASH_CONCURRENCY, HASH_QUEUE_LIMIT, HASH_MAX_WAIT_MILLISECONDS.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolConfig {
@@ -89,8 +98,8 @@ enum Job {
         password: Password,
         stored: String,
         real: bool,
-        /// The answer, and how long computing it took.
-        reply: oneshot::Sender<(Verification, Duration)>,
+        /// The answer, how long computing it took, and how long its argon2 part took.
+        reply: oneshot::Sender<Verified>,
     },
 }
 
@@ -153,10 +162,10 @@ pub struct PasswordHasher {
     limits: HashLimits,
     /// Verified in place of a missing account's hash, so that an unknown email costs the same.
     dummy_hash: Arc<str>,
-    /// The least time a verification answers in, in nanoseconds (0: none): while accounts with
-    /// bcrypt hashes remain, every verification is made to take as long as one of theirs (see
-    /// [`PasswordHasher::equalise_with_bcrypt`]), so that timing cannot tell them apart.
-    verify_floor_nanos: AtomicU64,
+    /// While accounts with bcrypt hashes remain, every verification answers no sooner than this
+    /// many thousandths of its own argon2 part (0: no padding), so that timing cannot tell them
+    /// apart (see [`PasswordHasher::equalise_with_bcrypt`]).
+    padding_factor_milli: AtomicU64,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -221,15 +230,18 @@ impl PasswordHasher {
             pool,
             limits: HashLimits::from_config(config),
             dummy_hash,
-            verify_floor_nanos: AtomicU64::new(0),
+            padding_factor_milli: AtomicU64::new(0),
         })
     }
 
     /// Makes every verification answer no sooner than a bcrypt verification at `cost` would
-    /// (with the argon2 check that follows one), measured here once, with a margin: while
-    /// accounts imported with bcrypt remain, wrong passwords for them, for argon2 accounts and
-    /// for unknown addresses all take the same time. The wait is a timer, not computation: it
-    /// holds no hashing thread. Costs beyond the limits are never computed, so never waited for.
+    /// (with the argon2 check that follows one): while accounts imported with bcrypt remain,
+    /// wrong passwords for them, for argon2 accounts and for unknown addresses all take the same
+    /// time. The padding is relative: each answer waits until `factor` times its own argon2
+    /// part has passed, the factor being (bcrypt + argon2) / argon2 measured here once, with a
+    /// margin; so when the machine is loaded and every hash is slower, the padding grows with
+    /// it. The wait is a timer, not computation: it holds no hashing thread. Costs beyond the
+    /// limits are never computed, so never waited for.
     pub fn equalise_with_bcrypt(&self, cost: u32) {
         if cost > self.limits.max_bcrypt_cost {
             return;
@@ -239,23 +251,27 @@ impl PasswordHasher {
         };
         let started = Instant::now();
         let _ = bcrypt::verify("timing sample", &sample);
-        let bcrypt = started.elapsed();
-        let argon2 = Duration::from_nanos(self.shared.mean_nanos.load(Ordering::Relaxed));
-        let floor = (bcrypt + argon2).mul_f64(1.25);
-        self.verify_floor_nanos.fetch_max(
-            u64::try_from(floor.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        let bcrypt = started.elapsed().as_secs_f64();
+        let argon2 = Duration::from_nanos(self.shared.mean_nanos.load(Ordering::Relaxed))
+            .as_secs_f64()
+            .max(1e-6);
+        let factor = 1.25 * (bcrypt + argon2) / argon2;
+        self.padding_factor_milli
+            .fetch_max((factor * 1000.0) as u64, Ordering::Relaxed);
         tracing::info!(
             bcrypt_cost = cost,
-            floor_ms = floor.as_millis() as u64,
-            "accounts with bcrypt hashes remain: every password check takes at least this long, so \
-             that timing does not tell them apart"
+            factor = format!("{factor:.1}"),
+            "accounts with bcrypt hashes remain: every password check takes this many times an \
+             argon2 check, so that timing does not tell them apart"
         );
     }
 
-    fn verify_floor(&self) -> Duration {
-        Duration::from_nanos(self.verify_floor_nanos.load(Ordering::Relaxed))
+    /// How long an answer whose argon2 part took `argon2_part` must take in all.
+    fn padded(&self, argon2_part: Duration) -> Duration {
+        match self.padding_factor_milli.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            milli => argon2_part.mul_f64(milli as f64 / 1000.0),
+        }
     }
 
     /// Hashes a new password (PHC string, argon2id with the configured parameters).
@@ -280,7 +296,8 @@ impl PasswordHasher {
                 "a stored password hash is refused without being computed; the password cannot match"
             );
             // As long as a computed answer would take (a timer, no computation).
-            tokio::time::sleep(self.verify_floor().max(self.stats().mean)).await;
+            let mean = self.stats().mean;
+            tokio::time::sleep(self.padded(mean).max(mean)).await;
             return Ok(NO_MATCH);
         }
         let (reply, answer) = oneshot::channel();
@@ -290,11 +307,11 @@ impl PasswordHasher {
             real: stored.is_some(),
             reply,
         })?;
-        let (verification, took) = answer.await.map_err(Error::internal)?;
-        if let Some(rest) = self.verify_floor().checked_sub(took) {
+        let verified = answer.await.map_err(Error::internal)?;
+        if let Some(rest) = self.padded(verified.argon2_part).checked_sub(verified.took) {
             tokio::time::sleep(rest).await;
         }
-        Ok(verification)
+        Ok(verified.verification)
     }
 
     /// The limits stored hashes are checked against.

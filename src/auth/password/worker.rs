@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 
-use super::{Job, NO_MATCH, Shared, Verification};
+use super::{Job, NO_MATCH, Shared, Verification, Verified};
 use crate::error::{Error, Result};
 
 /// One hashing thread's state: the configured parameters and the memory it reuses.
@@ -66,16 +66,17 @@ impl Worker {
                     real,
                     reply,
                 } => {
-                    let v = self.verify(password.expose(), &stored);
+                    let (v, argon2_part) = self.verify(password.expose(), &stored);
                     let took = started.elapsed();
                     shared.record(took);
-                    let _ = reply.send((
-                        Verification {
+                    let _ = reply.send(Verified {
+                        verification: Verification {
                             matches: v.matches && real,
                             needs_rehash: v.needs_rehash,
                         },
                         took,
-                    ));
+                        argon2_part: argon2_part.unwrap_or(took),
+                    });
                 }
             }
         }
@@ -99,25 +100,29 @@ impl Worker {
         ))
     }
 
-    /// Verifies against a hash already checked by [`check_stored_hash`].
-    fn verify(&mut self, password: &str, stored: &str) -> Verification {
+    /// Verifies against a hash already checked by [`check_stored_hash`]; for a bcrypt hash, also
+    /// says how long its argon2 part took (the yardstick the answer is padded by, see
+    /// `PasswordHasher::equalise_with_bcrypt`).
+    fn verify(&mut self, password: &str, stored: &str) -> (Verification, Option<Duration>) {
         // bcrypt, as passlib wrote it for the original service: verified, then replaced. The
         // dummy argon2 verification after it makes the login cost what any other login costs
-        // (an unknown email's included), so an imported account does not stand out by being
-        // cheaper than the rest; its own bcrypt cost comes on top (see the README).
+        // (an unknown email's included), so an imported account is never cheaper than the rest;
+        // what its own bcrypt cost adds is hidden by padding every answer (see the README).
         if ["$2a$", "$2b$", "$2y$"]
             .iter()
             .any(|p| stored.starts_with(p))
         {
             let matches = bcrypt::verify(password, stored).unwrap_or(false);
             let dummy = self.dummy_hash.clone();
+            let started = Instant::now();
             let _ = self.verify_argon2(password, &dummy);
-            return Verification {
+            let verification = Verification {
                 matches,
                 needs_rehash: true,
             };
+            return (verification, Some(started.elapsed()));
         }
-        self.verify_argon2(password, stored)
+        (self.verify_argon2(password, stored), None)
     }
 
     fn verify_argon2(&mut self, password: &str, stored: &str) -> Verification {

@@ -19,14 +19,28 @@ pub async fn insert_if_absent(db: &Db, user: &User) -> Result<bool, sqlx::Error>
     Ok(done == 1)
 }
 
-/// The highest bcrypt cost among the stored hashes (accounts imported from the original service
-/// that have not logged in since), if any remain. Reads the whole table: once, at start.
-pub async fn max_bcrypt_cost(db: &Db) -> Result<Option<u32>, sqlx::Error> {
+/// The highest bcrypt cost, up to `at_most`, among the stored hashes (accounts imported from
+/// the original service that have not logged in since), if any remain. Only well-formed
+/// prefixes count (`$2a$`, `$2b$`, `$2y$` and two digits), so that a planted row with another
+/// prefix or a cost beyond the bounds (which is never computed anyway) cannot hide the real
+/// ones. Reads the whole table: once, at start.
+pub async fn max_bcrypt_cost(db: &Db, at_most: u32) -> Result<Option<u32>, sqlx::Error> {
     // bcrypt writes its cost as two digits: `$2b$12$…`.
-    let sql = "SELECT MAX(SUBSTR(password_hash, 5, 2)) FROM users WHERE password_hash LIKE '$2%'";
-    let cost: Option<String> =
-        with_pool!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
-    Ok(cost.and_then(|c| c.parse().ok()))
+    let sql = "SELECT DISTINCT SUBSTR(password_hash, 1, 7) FROM users WHERE password_hash LIKE '$2%'";
+    let prefixes: Vec<String> =
+        with_pool!(db, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
+    Ok(prefixes
+        .iter()
+        .filter_map(|p| {
+            let rest = ["$2a$", "$2b$", "$2y$"]
+                .iter()
+                .find_map(|v| p.strip_prefix(v))?;
+            let digits = rest.strip_suffix('$')?;
+            (digits.len() == 2).then_some(())?;
+            digits.parse::<u32>().ok()
+        })
+        .filter(|cost| (4..=at_most).contains(cost))
+        .max())
 }
 
 /// Brings rows written before the `security_stamp` migration to today's forms, once, at start
