@@ -86,8 +86,8 @@ impl Application {
         // Accounts still on bcrypt must not stand out by their login timing.
         let bcrypt_cost =
             crate::db::users::max_bcrypt_cost(&state.db, state.hasher.limits().max_bcrypt_cost)
-            .await
-            .map_err(|e| StartError::Setup(e.into()))?;
+                .await
+                .map_err(|e| StartError::Setup(e.into()))?;
         if let Some(cost) = bcrypt_cost {
             let hasher = state.hasher.clone();
             tokio::task::spawn_blocking(move || hasher.equalise_with_bcrypt(cost))

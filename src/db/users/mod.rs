@@ -58,7 +58,7 @@ macro_rules! bind_user {
 // Here, after the column macros, which it uses.
 mod bulk;
 
-pub use bulk::{backfill_after_upgrade, insert_if_absent, max_bcrypt_cost};
+pub use bulk::{backfill_after_upgrade, insert_if_absent, insert_many, max_bcrypt_cost};
 
 /// Case-folds text for search the same way on every backend: Unicode lower case, then NFC
 /// (control characters dropped: no name has them, and PostgreSQL text cannot hold NUL).
@@ -79,42 +79,6 @@ pub async fn insert(tx: &mut Tx, user: &User) -> Result<(), sqlx::Error> {
         .await
         .map(|r| r.rows_affected()))?;
     Ok(())
-}
-
-/// Rows a statement of [`insert_many`] writes: 11 parameters a row, 22,000 a statement, under
-/// PostgreSQL's limit of 65,535 and SQLite's default of 32,766.
-const INSERT_MANY_BATCH: usize = 2000;
-
-/// Inserts many accounts at once, for bulk loads (the benchmark's seeding, imports): every column
-/// of each [`User`] and its folded name for search, in multi-row INSERTs of [`INSERT_MANY_BATCH`]
-/// rows, all in one transaction, so that all or none are written. It validates nothing: the
-/// emails must be normalised already, and one that is taken fails the whole call with a unique
-/// violation. Returns the number of rows inserted.
-pub async fn insert_many(db: &Db, users: &[User]) -> Result<u64, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let mut inserted = 0;
-    for batch in users.chunks(INSERT_MANY_BATCH) {
-        inserted += with_tx!(&mut tx, conn => {
-            let mut query =
-                sqlx::QueryBuilder::new(concat!("INSERT INTO users (", columns!(), ", name_search) "));
-            query.push_values(batch, |mut row, user| {
-                row.push_bind(&user.id)
-                    .push_bind(&user.email)
-                    .push_bind(&user.name)
-                    .push_bind(&user.password_hash)
-                    .push_bind(user.is_active)
-                    .push_bind(user.is_verified)
-                    .push_bind(user.is_superuser)
-                    .push_bind(user.created_at)
-                    .push_bind(user.updated_at)
-                    .push_bind(user.security_stamp)
-                    .push_bind(search_folded(&user.name));
-            });
-            query.build().execute(conn).await.map(|r| r.rows_affected())
-        })?;
-    }
-    tx.commit().await?;
-    Ok(inserted)
 }
 
 pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<User>, sqlx::Error> {
