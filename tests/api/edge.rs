@@ -62,16 +62,7 @@ async fn a_forged_first_forwarded_for_line_is_not_the_client() {
     .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let tokens = Tokens::from(response.json::<Value>().await.unwrap());
-    let sessions: Value = app
-        .client
-        .get(app.url("/me/sessions"))
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions: Value = app.live_sessions(&tokens.access).await;
     assert_eq!(sessions[0]["ip"], real, "{sessions}");
 
     // A refresh through the proxy records the real address too, whatever the first line says.
@@ -87,16 +78,7 @@ async fn a_forged_first_forwarded_for_line_is_not_the_client() {
     .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let tokens = Tokens::from(response.json::<Value>().await.unwrap());
-    let sessions: Value = app
-        .client
-        .get(app.url("/me/sessions"))
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions: Value = app.live_sessions(&tokens.access).await;
     assert_eq!(sessions[0]["ip"], real, "{sessions}");
 
     // The limit counts the real client, however the forged line changes: the login above was
@@ -676,15 +658,6 @@ async fn bytes_that_are_not_text_in_a_merged_line_do_not_hide_the_client() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let tokens = Tokens::from(response.json::<Value>().await.unwrap());
-    let sessions: Value = app
-        .client
-        .get(app.url("/me/sessions"))
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions: Value = app.live_sessions(&tokens.access).await;
     assert_eq!(sessions[0]["ip"], "203.0.113.9", "{sessions}");
 }

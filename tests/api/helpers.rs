@@ -284,6 +284,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET /me/sessions with `access_token`, asserting success: the caller's live sessions.
+    pub async fn live_sessions(&self, access_token: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url("/me/sessions"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
     pub async fn logout(&self, access_token: &str, scope: Option<&str>) -> Response {
         let path = match scope {
             Some(s) => format!("/logout?scope={s}"),

@@ -378,16 +378,7 @@ async fn logins_and_refreshes_racing_a_password_change_yield_nothing_live() {
         "INVALID_CREDENTIALS",
     )
     .await;
-    let live = app
-        .client
-        .get(app.url("/me/sessions"))
-        .bearer_auth(&changer.access)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let live = app.live_sessions(&changer.access).await;
     assert_eq!(live.as_array().unwrap().len(), 1, "{live}");
 }
 
@@ -422,15 +413,7 @@ async fn a_login_in_flight_across_an_admin_change_opens_nothing() {
             })
         };
         // The attempt is counted before the account is read and the hash starts.
-        wait_until(|| async {
-            app.count(
-                "SELECT COUNT(*) FROM login_attempts WHERE email = $1",
-                &email,
-            )
-            .await
-                == 1
-        })
-        .await;
+        until_attempt_counted(&app, &email).await;
         let patched = admin_patch(
             &app,
             &admin.access,
@@ -465,6 +448,20 @@ async fn a_login_in_flight_across_an_admin_change_opens_nothing() {
         )
         .await;
     assert_eq!(stale, 0);
+}
+
+/// Waits until a password check at `email` has been counted (the lockout counts each attempt
+/// before the account is read and the hash starts).
+async fn until_attempt_counted(app: &TestApp, email: &str) {
+    wait_until(|| async {
+        app.count(
+            "SELECT COUNT(*) FROM login_attempts WHERE email = $1",
+            email,
+        )
+        .await
+            == 1
+    })
+    .await;
 }
 
 /// Polls `condition` every 5 ms for up to 10 s.
@@ -839,15 +836,8 @@ async fn a_session_revoked_mid_request_cannot_delete_the_account() {
     let (_, owner) = app.signed_up(&email).await;
     let thief = app.login_ok(&email).await;
     let thief_session = app
-        .client
-        .get(app.url("/me/sessions"))
-        .bearer_auth(&thief.access)
-        .send()
+        .live_sessions(&thief.access)
         .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()
         .as_array()
         .unwrap()
         .iter()
@@ -870,15 +860,7 @@ async fn a_session_revoked_mid_request_cannot_delete_the_account() {
         })
     };
     // The password check has begun (its attempt is counted first); the owner revokes the thief.
-    wait_until(|| async {
-        app.count(
-            "SELECT COUNT(*) FROM login_attempts WHERE email = $1",
-            &email,
-        )
-        .await
-            == 1
-    })
-    .await;
+    until_attempt_counted(&app, &email).await;
     let revoked = app
         .client
         .delete(app.url(&format!("/me/sessions/{thief_session}")))
