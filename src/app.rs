@@ -147,12 +147,18 @@ impl Application {
                 open_file_limit,
                 u64::from(config.database.max_connections.unwrap_or(10)),
             ),
+            max_connections_per_client: config.connections.max_connections_per_client,
+            ipv6_prefix: config.rate_limits.ipv6_prefix,
+            exempt: config.server.trusted_proxies.clone(),
+            shutdown_grace: config.connections.shutdown_grace(),
         };
         tracing::info!(
             max_connections = limits.max_connections,
             open_file_limit,
             header_read_timeout_seconds = limits.header_read_timeout.as_secs(),
             keep_alive_timeout_seconds = limits.keep_alive_timeout.as_secs(),
+            max_connections_per_client = limits.max_connections_per_client,
+            shutdown_grace_seconds = limits.shutdown_grace.as_secs(),
             "serving HTTP/1.1"
         );
         crate::serve::serve(self.listener, app, limits, shutdown).await;

@@ -18,6 +18,27 @@ pub struct ConnectionConfig {
     )]
     pub max_connections: Option<usize>,
 
+    /// Connections open at once from one client address (an IPv6 network of IPV6_PREFIX bits);
+    /// more are closed at once. Trusted proxies are exempt (1 to 1000000)
+    #[arg(
+        long = "max-connections-per-client",
+        env = "MAX_CONNECTIONS_PER_CLIENT",
+        value_name = "N",
+        default_value = "256",
+        value_parser = converted(within(1u64, 1_000_000), |n| n as usize)
+    )]
+    pub max_connections_per_client: usize,
+
+    /// After SIGTERM or SIGINT, connections still open this long are closed (1 to 3600; default:
+    /// REQUEST_TIMEOUT_SECONDS + 5)
+    #[arg(
+        long = "shutdown-grace-seconds",
+        env = "SHUTDOWN_GRACE_SECONDS",
+        value_name = "SECONDS",
+        value_parser = seconds(within(1, 3600))
+    )]
+    pub shutdown_grace: Option<Duration>,
+
     /// A request head must arrive whole within this (from the connection's start, or the head's
     /// first byte); otherwise the connection is closed (1 to 3600)
     #[arg(
@@ -58,4 +79,13 @@ pub struct ConnectionConfig {
         value_parser = seconds(positive)
     )]
     pub request_timeout: Duration,
+}
+
+impl ConnectionConfig {
+    /// SHUTDOWN_GRACE_SECONDS, or long enough for a request begun at the signal to run its
+    /// REQUEST_TIMEOUT_SECONDS and send its answer.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+            .unwrap_or(self.request_timeout + Duration::from_secs(5))
+    }
 }

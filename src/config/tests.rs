@@ -169,7 +169,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 55, "{vars:?}");
+    assert_eq!(vars.len(), 57, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(
@@ -206,5 +206,22 @@ fn secrets_are_never_shown() {
     let shown = format!("{c:?}");
     for secret in ["a-very-secret-key", "hunter2", "pg-password"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+#[test]
+fn per_client_cap_and_shutdown_grace() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.connections.max_connections_per_client, 256);
+    assert_eq!(c.connections.shutdown_grace(), Duration::from_secs(35));
+    let c = config(&[("REQUEST_TIMEOUT_SECONDS", "10")]).unwrap();
+    assert_eq!(c.connections.shutdown_grace(), Duration::from_secs(15));
+    let c = config(&[("SHUTDOWN_GRACE_SECONDS", "5")]).unwrap();
+    assert_eq!(c.connections.shutdown_grace(), Duration::from_secs(5));
+    for (var, value) in [
+        ("MAX_CONNECTIONS_PER_CLIENT", "0"),
+        ("SHUTDOWN_GRACE_SECONDS", "0"),
+    ] {
+        assert_eq!(config(&[(var, value)]).unwrap_err().var, var);
     }
 }

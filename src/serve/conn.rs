@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -19,23 +19,31 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
-use super::ConnectionLimits;
-
 /// The most a connection buffers of a request head; a longer head is refused with 431 (the
 /// application refuses heads over 16 KiB itself, with a problem document). Bounds what slow heads
 /// can hold: `MAX_CONNECTIONS` × 32 KiB.
 const MAX_HEAD_BUFFER: usize = 32 * 1024;
 
+/// How long a connection may take over its request heads, and stay idle.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timeouts {
+    pub header_read: Duration,
+    pub keep_alive: Duration,
+}
+
 pub(super) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
-    limits: ConnectionLimits,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
     mut shed: watch::Receiver<()>,
+    mut close: watch::Receiver<bool>,
 ) {
     tracing::trace!(%peer, "connection accepted");
     let _ = stream.set_nodelay(true);
+    #[cfg(unix)]
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
@@ -43,14 +51,17 @@ pub(super) async fn serve_connection(
     });
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let in_progress = activity.request_started(!request.body().is_end_stream());
+            let mut request =
+                request.map(|body| Watched::new(body, &activity, Activity::body_read));
             request.extensions_mut().insert(ConnectInfo(peer));
-            let in_progress = activity.request_started();
             let response = app.clone().oneshot(request);
+            let activity = activity.clone();
             async move {
                 let response = response.await;
                 drop(in_progress);
-                response
+                response.map(|r| r.map(|body| Watched::new(body, &activity, Activity::body_sent)))
             }
         })
     };
@@ -66,7 +77,7 @@ pub(super) async fn serve_connection(
     let mut timer = pin!(timer);
     let mut stopping = false;
     loop {
-        let deadline = activity.deadline(&limits);
+        let deadline = activity.deadline(&timeouts);
         if let Some(deadline) = deadline {
             timer.as_mut().reset(deadline);
         }
@@ -80,8 +91,12 @@ pub(super) async fn serve_connection(
             }
             () = activity.changed.notified() => {}
             () = &mut timer, if deadline.is_some() => {
-                if activity.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                if activity.deadline(&timeouts).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!(%peer, "closing a connection: request head too slow, or idle");
+                    // Reset rather than closed: the kernel is not to go on sending what a slow
+                    // reader left unread.
+                    #[cfg(unix)]
+                    reset_on_close(fd);
                     return;
                 }
             }
@@ -97,20 +112,65 @@ pub(super) async fn serve_connection(
                     conn.as_mut().graceful_shutdown();
                 }
             }
+            _ = close.changed() => {
+                tracing::debug!(%peer, "closing a connection: the shutdown grace period is over");
+                #[cfg(unix)]
+                reset_on_close(fd);
+                return;
+            }
         }
+    }
+}
+
+/// Sets SO_LINGER to zero on `fd`, a socket this task still owns: closing it then resets the
+/// connection and drops its unsent bytes at once.
+#[cfg(unix)]
+fn reset_on_close(fd: std::os::fd::RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `fd` is the open socket of this connection (not yet closed: the connection owning
+    // it is alive), and setsockopt only reads the struct we pass.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 
 /// What one connection is doing, as its timers need to know. Times are milliseconds since the
 /// connection's start.
+///
+/// A connection is *busy* from a request's start until its response has been handed whole to
+/// the socket; otherwise it is between requests. While busy there is no head timer; once the
+/// handler has answered, the response must be taken within the keep-alive timeout of the
+/// request's end (writing does not count as activity: a client reading a few bytes a minute
+/// would otherwise keep its connection for ever). Between requests, the first byte of the next
+/// head starts the head timer; bytes of it read while busy (pipelined) start it when the
+/// connection stops being busy.
 struct Activity {
     start: Instant,
-    /// The last byte read or written.
+    /// The last byte read, or the end of the last request: the idle timer counts from it.
     last_io: AtomicU64,
     /// When the head of the next request began ([`NONE`]: no byte of it yet). The first
     /// request's head is counted from the start.
     head_since: AtomicU64,
     in_progress: AtomicUsize,
+    busy: AtomicBool,
+    /// The request's body has been read whole (or it has none): bytes read now are the next
+    /// request's.
+    body_read: AtomicBool,
+    /// The response's body has been handed to hyper whole.
+    body_sent: AtomicBool,
+    /// Bytes of the next request were read while busy.
+    next_read: AtomicBool,
+    /// The last read between requests went on past the end of a head (a pipelined request).
+    past_head: AtomicBool,
     /// At least one request was answered: the connection is a keep-alive one.
     answered: AtomicBool,
     /// Wakes the connection's task to set its timer again.
@@ -126,6 +186,11 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             in_progress: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+            body_read: AtomicBool::new(true),
+            body_sent: AtomicBool::new(true),
+            next_read: AtomicBool::new(false),
+            past_head: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         }
@@ -139,43 +204,80 @@ impl Activity {
         self.start + Duration::from_millis(ms)
     }
 
-    fn read(&self) {
+    fn read(&self, bytes: &[u8]) {
         let now = self.now();
         self.last_io.store(now, Ordering::Relaxed);
-        if self.in_progress.load(Ordering::Relaxed) == 0
-            && self.head_since.load(Ordering::Relaxed) == NONE
-        {
+        if self.busy.load(Ordering::Relaxed) {
+            if self.body_read.load(Ordering::Relaxed) {
+                self.next_read.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        // Anything after the last head's end is the next request (or the body of this one,
+        // which `request_started` tells apart).
+        let past_head = bytes
+            .windows(4)
+            .rposition(|w| w == b"\r\n\r\n")
+            .is_some_and(|end| end + 4 < bytes.len());
+        self.past_head.store(past_head, Ordering::Relaxed);
+        if self.head_since.load(Ordering::Relaxed) == NONE {
             self.head_since.store(now, Ordering::Relaxed);
             self.changed.notify_one();
         }
     }
 
-    fn wrote(&self) {
-        self.last_io.store(self.now(), Ordering::Relaxed);
-    }
-
-    fn request_started(self: &Arc<Self>) -> InProgress {
+    fn request_started(self: &Arc<Self>, has_body: bool) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
+        self.busy.store(true, Ordering::Relaxed);
+        self.body_read.store(!has_body, Ordering::Relaxed);
+        self.body_sent.store(false, Ordering::Relaxed);
+        // A request without a body read with bytes after its head: those are the next one's.
+        self.next_read.store(
+            !has_body && self.past_head.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         InProgress(self.clone())
+    }
+
+    fn body_read(&self) {
+        self.body_read.store(true, Ordering::Relaxed);
+    }
+
+    fn body_sent(&self) {
+        self.body_sent.store(true, Ordering::Relaxed);
+    }
+
+    /// hyper has nothing left to write: a response handed over whole ends the busy time.
+    fn flushed(&self) {
+        if self.busy.load(Ordering::Relaxed)
+            && self.in_progress.load(Ordering::Relaxed) == 0
+            && self.body_sent.load(Ordering::Relaxed)
+        {
+            self.busy.store(false, Ordering::Relaxed);
+            if self.next_read.swap(false, Ordering::Relaxed) {
+                self.head_since.store(self.now(), Ordering::Relaxed);
+            }
+            self.changed.notify_one();
+        }
     }
 
     /// When the connection is to be closed if nothing changes; `None` while a request is in
     /// progress.
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+    fn deadline(&self, timeouts: &Timeouts) -> Option<Instant> {
         if self.in_progress.load(Ordering::Relaxed) > 0 {
             return None;
         }
         match self.head_since.load(Ordering::Relaxed) {
-            NONE => Some(self.at(self.last_io.load(Ordering::Relaxed)) + limits.keep_alive_timeout),
-            since => Some(self.at(since) + limits.header_read_timeout),
+            NONE => Some(self.at(self.last_io.load(Ordering::Relaxed)) + timeouts.keep_alive),
+            since => Some(self.at(since) + timeouts.header_read),
         }
     }
 
     /// Between two requests, with no byte of the next: closing loses nothing.
     fn idle_between_requests(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
-            && self.in_progress.load(Ordering::Relaxed) == 0
+            && !self.busy.load(Ordering::Relaxed)
             && self.head_since.load(Ordering::Relaxed) == NONE
     }
 }
@@ -188,12 +290,56 @@ impl Drop for InProgress {
         let activity = &self.0;
         activity.in_progress.fetch_sub(1, Ordering::Relaxed);
         activity.answered.store(true, Ordering::Relaxed);
-        activity.wrote();
+        activity.last_io.store(activity.now(), Ordering::Relaxed);
         activity.changed.notify_one();
     }
 }
 
-/// The connection's socket, telling [`Activity`] of every byte moved.
+/// A request's or a response's body, telling [`Activity`] when it has been read or sent whole.
+struct Watched<B> {
+    inner: B,
+    activity: Arc<Activity>,
+    ended: fn(&Activity),
+}
+
+impl<B: Body> Watched<B> {
+    fn new(inner: B, activity: &Arc<Activity>, ended: fn(&Activity)) -> Self {
+        if inner.is_end_stream() {
+            ended(activity);
+        }
+        Self {
+            inner,
+            activity: activity.clone(),
+            ended,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let result = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(result, Poll::Ready(None)) || self.inner.is_end_stream() {
+            (self.ended)(&self.activity);
+        }
+        result
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's socket, telling [`Activity`] of every byte read, and when hyper's writing is done.
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
@@ -208,7 +354,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.read();
+            self.activity.read(&buf.filled()[before..]);
         }
         result
     }
@@ -220,11 +366,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        result
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -232,19 +374,20 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        result
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes the socket once its own buffer is written out.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(result, Poll::Ready(Ok(()))) {
+            self.activity.flushed();
+        }
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -13,6 +13,10 @@
 //!   them) until a connection closes. Reaching the cap logs one warning per burst, and asks the
 //!   connections idle between requests to close, so that slots held by idle keep-alive
 //!   connections go to clients waiting with a request.
+//! - **A cap per client** (`MAX_CONNECTIONS_PER_CLIENT`, see `per_client`): a connection over
+//!   it is closed at once, so that one address cannot hold the server at `MAX_CONNECTIONS`.
+//! - **A shutdown deadline** (`SHUTDOWN_GRACE_SECONDS`): connections still open that long after
+//!   the shutdown signal are closed.
 //!
 //! A request in progress is never cut short by these: `REQUEST_TIMEOUT_SECONDS` bounds it.
 
@@ -28,15 +32,26 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 mod conn;
+mod per_client;
 
-use conn::serve_connection;
+use conn::{Timeouts, serve_connection};
+use per_client::PerClient;
+
+use crate::net::IpNet;
 
 /// What the server allows each connection, and how many at once.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub keep_alive_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Clients are IPv6 networks of this many bits.
+    pub ipv6_prefix: u8,
+    /// Peers exempt from the per-client cap: the trusted proxies.
+    pub exempt: Vec<IpNet>,
+    /// How long in-flight connections may take to finish after the shutdown signal.
+    pub shutdown_grace: Duration,
 }
 
 /// File descriptors kept back from the open-file limit for everything but client connections:
@@ -108,7 +123,8 @@ pub fn max_connections(
 }
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops accepting, lets every
-/// request in progress finish, closes idle connections, and returns when no connection is left.
+/// request in progress finish, closes idle connections, and returns when no connection is left,
+/// or once `shutdown_grace` has passed, after closing those that are.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -123,9 +139,20 @@ pub async fn serve(
         max,
         at_cap: AtomicBool::new(false),
     });
-    // Every connection watches these: `stop` for the graceful shutdown, `shed` to close if idle.
+    let per_client = Arc::new(PerClient::new(
+        limits.max_connections_per_client,
+        limits.ipv6_prefix,
+        limits.exempt.clone(),
+    ));
+    let timeouts = Timeouts {
+        header_read: limits.header_read_timeout,
+        keep_alive: limits.keep_alive_timeout,
+    };
+    // Every connection watches these: `stop` for the graceful shutdown, `shed` to close if idle,
+    // `close` to close at once (the grace period is over).
     let (stop, _) = watch::channel(false);
     let (shed, _) = watch::channel(());
+    let (close, _) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
     let mut accept_failing = false;
     'accept: loop {
@@ -171,17 +198,24 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(counted) = per_client.admit(peer.ip()) else {
+            // Closed at once; the slot is free again.
+            tracing::debug!(%peer, "connection closed: MAX_CONNECTIONS_PER_CLIENT");
+            continue;
+        };
         let connection = serve_connection(
             stream,
             peer,
             app.clone(),
-            limits,
+            timeouts,
             stop.subscribe(),
             shed.subscribe(),
+            close.subscribe(),
         );
         let capacity = capacity.clone();
         tokio::spawn(async move {
             connection.await;
+            drop(counted);
             drop(slot);
             capacity.released();
         });
@@ -189,7 +223,19 @@ pub async fn serve(
     drop(listener);
     stop.send_replace(true);
     // Every connection holds a slot until it is closed: all slots back, all connections done.
-    let _ = capacity.slots.acquire_many(max as u32).await;
+    let all_closed = capacity.slots.acquire_many(max as u32);
+    if tokio::time::timeout(limits.shutdown_grace, all_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = max - capacity.slots.available_permits(),
+            shutdown_grace_seconds = limits.shutdown_grace.as_secs(),
+            "SHUTDOWN_GRACE_SECONDS is over: closing the connections still open"
+        );
+        close.send_replace(true);
+        let _ = capacity.slots.acquire_many(max as u32).await;
+    }
 }
 
 /// The connection slots, and whether the cap was reached: true from reaching it until the open

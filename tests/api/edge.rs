@@ -286,7 +286,12 @@ async fn half_open_connections_neither_block_others_nor_stay_open() {
         n >= 500,
         "the open-file limit ({files}) is too low for this test"
     );
-    let app = spawn_app_with(&[("HEADER_READ_TIMEOUT_SECONDS", "1")]).await;
+    // All from 127.0.0.1: one client, allowed them all here.
+    let app = spawn_app_with(&[
+        ("HEADER_READ_TIMEOUT_SECONDS", "1"),
+        ("MAX_CONNECTIONS_PER_CLIENT", "1000000"),
+    ])
+    .await;
     let address = host_port(&app);
 
     let mut half_open = Vec::with_capacity(n);
@@ -660,4 +665,134 @@ async fn bytes_that_are_not_text_in_a_merged_line_do_not_hide_the_client() {
     let tokens = Tokens::from(response.json::<Value>().await.unwrap());
     let sessions: Value = app.live_sessions(&tokens.access).await;
     assert_eq!(sessions[0]["ip"], "203.0.113.9", "{sessions}");
+}
+
+/// A connection with a receive buffer of a few KiB, so that the server's writes to it block.
+async fn small_window(address: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(address.parse().unwrap()).await.unwrap()
+}
+
+const BUNDLE: &[u8] = b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_must_take_its_response_within_the_keep_alive_timeout() {
+    let app = spawn_app_with(&[
+        ("KEEP_ALIVE_TIMEOUT_SECONDS", "2"),
+        ("HEADER_READ_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
+    let mut slow = small_window(&host_port(&app)).await;
+    slow.write_all(&BUNDLE.repeat(3)).await.unwrap();
+    // 2 KiB every 100 ms: the server writes all the time, and the ~4 MB would take minutes.
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    let closed = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "a slow reader still connected after {:?}",
+            start.elapsed()
+        );
+        match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break start.elapsed(),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(
+        closed >= Duration::from_millis(1500),
+        "closed after {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_client_cap_are_closed_unless_from_a_trusted_proxy() {
+    for trusted in [false, true] {
+        let mut env = vec![
+            ("MAX_CONNECTIONS_PER_CLIENT", "5"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "30"),
+        ];
+        if trusted {
+            env.push(("TRUSTED_PROXIES", "127.0.0.1"));
+        }
+        let app = spawn_app_with(&env).await;
+        let address = host_port(&app);
+        let mut open = Vec::new();
+        for _ in 0..5 {
+            open.push(TcpStream::connect(&address).await.unwrap());
+        }
+        let mut sixth = TcpStream::connect(&address).await.unwrap();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(500);
+        assert_eq!(
+            closed_by(&mut sixth, soon).await.is_some(),
+            !trusted,
+            "trusted: {trusted}"
+        );
+        for stream in &mut open {
+            let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+            assert!(
+                closed_by(stream, soon).await.is_none(),
+                "trusted: {trusted}"
+            );
+        }
+        // A place given back is taken again.
+        if !trusted {
+            drop(open.pop());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut again = TcpStream::connect(&address).await.unwrap();
+            again.write_all(HEALTH).await.unwrap();
+            assert!(read_response(&mut again).await.starts_with("HTTP/1.1 200"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_what_is_still_open_after_the_grace_period() {
+    let mut server = ChildServer::start(&[
+        ("SHUTDOWN_GRACE_SECONDS", "1"),
+        ("KEEP_ALIVE_TIMEOUT_SECONDS", "60"),
+    ])
+    .await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    // A reader that takes nothing: its response is never written out.
+    let mut slow = small_window(&address).await;
+    slow.write_all(&BUNDLE.repeat(3)).await.unwrap();
+    slow.read_exact(&mut [0u8; 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    let status = tokio::task::block_in_place(|| server.stop_with(libc::SIGTERM))
+        .expect("the server exits with a slow client connected");
+    assert!(status.success(), "{}", server.output());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(server.output().contains("SHUTDOWN_GRACE_SECONDS is over"));
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_head_that_never_completes_has_the_header_timeout() {
+    let app = spawn_app_with(&[
+        ("HEADER_READ_TIMEOUT_SECONDS", "1"),
+        ("KEEP_ALIVE_TIMEOUT_SECONDS", "5"),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(host_port(&app)).await.unwrap();
+    // One write: the second head is read with the first, and is never finished.
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answered = Instant::now();
+    let closed = closed_by(
+        &mut stream,
+        tokio::time::Instant::now() + Duration::from_secs(4),
+    )
+    .await
+    .expect("closed after HEADER_READ_TIMEOUT_SECONDS, not KEEP_ALIVE_TIMEOUT_SECONDS");
+    assert!(closed - answered < Duration::from_millis(2500));
 }

@@ -208,6 +208,8 @@ async fn a_login_flood_is_turned_away_while_health_answers_and_memory_stays_boun
     let server = ChildServer::start(&[
         ("HASH_QUEUE_LIMIT", "32"),
         ("RATE_LIMIT_LOGIN_PER_MINUTE", "0"),
+        // 500 clients at once, all from 127.0.0.1.
+        ("MAX_CONNECTIONS_PER_CLIENT", "1000"),
     ])
     .await;
     let client = reqwest::Client::builder()
