@@ -163,6 +163,8 @@ pub fn test_vars(database_url: &str) -> Vec<(String, String)> {
         ("RATE_LIMIT_REGISTER_PER_MINUTE", "100000"),
         ("RATE_LIMIT_REFRESH_PER_MINUTE", "100000"),
         ("RATE_LIMIT_MAIL_PER_MINUTE", "100000"),
+        // Likewise the open connections per client address (tested on its own in edge.rs).
+        ("MAX_CONNECTIONS_PER_CLIENT", "1000000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
