@@ -286,6 +286,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POST /password-reset/confirm.
+    pub async fn confirm_reset(&self, token: &str, new_password: &str) -> Response {
+        self.post_json(
+            "/password-reset/confirm",
+            &json!({"token": token, "new_password": new_password}),
+        )
+        .await
+    }
+
     /// GET /me/sessions with `access_token`, asserting success: the caller's live sessions.
     pub async fn live_sessions(&self, access_token: &str) -> Value {
         let response = self

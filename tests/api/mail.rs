@@ -6,36 +6,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::smtp::SmtpSink;
-
-const WAIT: Duration = Duration::from_secs(10);
-const RESET: &str = "Reset your password";
-const VERIFY: &str = "Confirm your email address";
-const PUBLIC_URL: &str = "https://app.example.com";
-
-async fn app_with_mail(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestApp {
-    let url = sink.url();
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("SMTP_URL", url.as_str()),
-        ("MAIL_FROM", "Example App <no-reply@example.com>"),
-        ("PUBLIC_URL", PUBLIC_URL),
-        ("MAIL_RETRY_BASE_SECONDS", "1"),
-    ];
-    vars.extend_from_slice(extra);
-    spawn_app_with(&vars).await
-}
+use crate::smtp::{PUBLIC_URL, RESET, SmtpSink, VERIFY, WAIT, app_with_mail};
 
 async fn request_reset(app: &TestApp, email: &str) -> reqwest::Response {
     app.post_json("/password-reset/request", &json!({"email": email}))
         .await
-}
-
-async fn confirm_reset(app: &TestApp, token: &str, new_password: &str) -> reqwest::Response {
-    app.post_json(
-        "/password-reset/confirm",
-        &json!({"token": token, "new_password": new_password}),
-    )
-    .await
 }
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -63,7 +38,7 @@ async fn password_reset_end_to_end() {
     assert_eq!(token.len(), 43, "256 bits, base64url");
 
     assert_eq!(
-        confirm_reset(&app, &token, NEW_PASSWORD).await.status(),
+        app.confirm_reset(&token, NEW_PASSWORD).await.status(),
         StatusCode::NO_CONTENT
     );
     // Every session of the account has ended.
@@ -91,7 +66,7 @@ async fn password_reset_end_to_end() {
     assert_eq!(me["is_verified"], true);
     // Single use.
     assert_problem(
-        confirm_reset(&app, &token, "yet another passphrase").await,
+        app.confirm_reset(&token, "yet another passphrase").await,
         400,
         "INVALID_TOKEN",
     )
@@ -143,7 +118,7 @@ async fn reset_tokens_expire() {
     )
     .await;
     assert_problem(
-        confirm_reset(&app, &token, NEW_PASSWORD).await,
+        app.confirm_reset(&token, NEW_PASSWORD).await,
         400,
         "INVALID_TOKEN",
     )
@@ -167,13 +142,13 @@ async fn a_newer_request_invalidates_the_older_token() {
         .unwrap();
     assert_ne!(first, second);
     assert_problem(
-        confirm_reset(&app, &first, NEW_PASSWORD).await,
+        app.confirm_reset(&first, NEW_PASSWORD).await,
         400,
         "INVALID_TOKEN",
     )
     .await;
     assert_eq!(
-        confirm_reset(&app, &second, NEW_PASSWORD).await.status(),
+        app.confirm_reset(&second, NEW_PASSWORD).await.status(),
         StatusCode::NO_CONTENT
     );
 }
@@ -200,19 +175,19 @@ async fn reset_confirm_errors() {
     let sink = SmtpSink::start().await;
     let app = app_with_mail(&sink, &[]).await;
     assert_problem(
-        confirm_reset(&app, "garbage", NEW_PASSWORD).await,
+        app.confirm_reset("garbage", NEW_PASSWORD).await,
         400,
         "INVALID_TOKEN",
     )
     .await;
     assert_problem(
-        confirm_reset(&app, "", NEW_PASSWORD).await,
+        app.confirm_reset("", NEW_PASSWORD).await,
         400,
         "INVALID_TOKEN",
     )
     .await;
     let body = assert_problem(
-        confirm_reset(&app, "garbage", "short").await,
+        app.confirm_reset("garbage", "short").await,
         422,
         "VALIDATION_FAILED",
     )
@@ -428,7 +403,7 @@ async fn mail_queued_while_smtp_is_down_is_delivered_when_it_is_back() {
         .link_token("/reset-password")
         .unwrap();
     assert_eq!(
-        confirm_reset(&app, &token, NEW_PASSWORD).await.status(),
+        app.confirm_reset(&token, NEW_PASSWORD).await.status(),
         StatusCode::NO_CONTENT
     );
     sink.wait_for(&email, VERIFY, 1, Duration::from_secs(20))

@@ -8,6 +8,29 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::helpers::{TestApp, spawn_app_with};
+
+/// How long a test waits for a mail.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// The subjects of the mails with links.
+pub const RESET: &str = "Reset your password";
+pub const VERIFY: &str = "Confirm your email address";
+/// The front end the links point at in the mail tests.
+pub const PUBLIC_URL: &str = "https://app.example.com";
+
+/// The server, delivering its mail to `sink` (retrying after 1 s), with `extra` variables.
+pub async fn app_with_mail(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestApp {
+    let url = sink.url();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("SMTP_URL", url.as_str()),
+        ("MAIL_FROM", "Example App <no-reply@example.com>"),
+        ("PUBLIC_URL", PUBLIC_URL),
+        ("MAIL_RETRY_BASE_SECONDS", "1"),
+    ];
+    vars.extend_from_slice(extra);
+    spawn_app_with(&vars).await
+}
+
 #[derive(Clone, Debug)]
 pub struct Received {
     pub from: String,

@@ -12,24 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::smtp::SmtpSink;
+use crate::smtp::{RESET, SmtpSink, VERIFY, WAIT, app_with_mail};
 
-const WAIT: Duration = Duration::from_secs(10);
-const RESET: &str = "Reset your password";
-const VERIFY: &str = "Confirm your email address";
 const NEW_PASSWORD: &str = "a brand new passphrase";
-
-async fn app_with_mail(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestApp {
-    let url = sink.url();
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("SMTP_URL", url.as_str()),
-        ("MAIL_FROM", "no-reply@example.com"),
-        ("PUBLIC_URL", "https://app.example.com"),
-        ("MAIL_RETRY_BASE_SECONDS", "1"),
-    ];
-    vars.extend_from_slice(extra);
-    spawn_app_with(&vars).await
-}
 
 /// Asks for a reset of `email` and returns the token of the link that arrives.
 async fn reset_link(app: &TestApp, sink: &SmtpSink, email: &str) -> String {
@@ -41,14 +26,6 @@ async fn reset_link(app: &TestApp, sink: &SmtpSink, email: &str) -> String {
     sink.wait_for(email, RESET, before + 1, WAIT).await[before]
         .link_token("/reset-password")
         .unwrap()
-}
-
-async fn confirm_reset(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
-    app.post_json(
-        "/password-reset/confirm",
-        &json!({"token": token, "new_password": password}),
-    )
-    .await
 }
 
 async fn put_me(app: &TestApp, access: &str, body: &Value) -> reqwest::Response {
@@ -112,7 +89,7 @@ async fn a_reset_link_dies_when_the_email_changes() {
         StatusCode::OK
     );
     assert_problem(
-        confirm_reset(&app, &link, NEW_PASSWORD).await,
+        app.confirm_reset(&link, NEW_PASSWORD).await,
         400,
         "INVALID_TOKEN",
     )
@@ -129,7 +106,7 @@ async fn a_reset_link_dies_when_the_email_changes() {
         StatusCode::OK
     );
     assert_problem(
-        confirm_reset(&app, &link, NEW_PASSWORD).await,
+        app.confirm_reset(&link, NEW_PASSWORD).await,
         400,
         "INVALID_TOKEN",
     )
@@ -192,7 +169,7 @@ async fn links_die_when_the_password_changes() {
         StatusCode::NO_CONTENT
     );
     assert_problem(
-        confirm_reset(&app, &reset, "yet another passphrase").await,
+        app.confirm_reset(&reset, "yet another passphrase").await,
         400,
         "INVALID_TOKEN",
     )
@@ -227,7 +204,7 @@ async fn a_reset_kills_the_other_links() {
         .unwrap();
     let reset = reset_link(&app, &sink, &email).await;
     assert_eq!(
-        confirm_reset(&app, &reset, NEW_PASSWORD).await.status(),
+        app.confirm_reset(&reset, NEW_PASSWORD).await.status(),
         StatusCode::NO_CONTENT
     );
     assert_problem(
@@ -262,7 +239,7 @@ async fn links_die_when_an_administrator_changes_the_credentials() {
         let patched = admin_patch(&app, &admin.access, id, &change).await;
         assert_eq!(patched.status(), StatusCode::OK, "{change}");
         assert_problem(
-            confirm_reset(&app, &link, NEW_PASSWORD).await,
+            app.confirm_reset(&link, NEW_PASSWORD).await,
             400,
             "INVALID_TOKEN",
         )
@@ -284,7 +261,7 @@ async fn links_die_when_an_administrator_changes_the_credentials() {
     let id = user["id"].as_str().unwrap();
     admin_patch(&app, &admin.access, id, &json!({"name": "Only a name"})).await;
     assert_eq!(
-        confirm_reset(&app, &link, NEW_PASSWORD).await.status(),
+        app.confirm_reset(&link, NEW_PASSWORD).await.status(),
         StatusCode::NO_CONTENT
     );
 }
