@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use std::sync::Arc;
 
 use crate::auth::tokens::TokenKeys;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::db::Db;
 use crate::mail::Mailer;
@@ -48,6 +49,12 @@ pub struct Application {
 impl Application {
     /// Connects to the database (retrying for a while), applies migrations, and binds.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// As [`Application::build`], with every time-based decision reading `clock` (tests move a
+    /// [`Clock::controlled`] one).
+    pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, StartError> {
         // The keys first: a key file that cannot be used stops the start without a wait for the
         // database.
         let tokens = TokenKeys::new(&config.tokens)?;
@@ -64,16 +71,21 @@ impl Application {
             source,
         })?;
         db.migrate().await?;
-        Self::build_with(config, db, tokens).await
+        Self::build_with(config, db, tokens, clock).await
     }
 
     /// Binds the server on an already migrated database.
     pub async fn build_with_db(config: Config, db: Db) -> Result<Self, StartError> {
         let tokens = TokenKeys::new(&config.tokens)?;
-        Self::build_with(config, db, tokens).await
+        Self::build_with(config, db, tokens, Clock::system()).await
     }
 
-    async fn build_with(config: Config, db: Db, tokens: TokenKeys) -> Result<Self, StartError> {
+    async fn build_with(
+        config: Config,
+        db: Db,
+        tokens: TokenKeys,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
         let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let mailer = Mailer::new(&config.mail).map_err(StartError::Mail)?;
@@ -82,7 +94,7 @@ impl Application {
                 "SMTP_URL is not set: mail is written to the log instead of sent (development only)"
             );
         }
-        let state = AppState::new(config, db, tokens)?;
+        let state = AppState::new(config, db, tokens, clock)?;
         // Accounts still on bcrypt must not stand out by their login timing.
         let bcrypt_cost =
             crate::db::users::max_bcrypt_cost(&state.db, state.hasher.limits().max_bcrypt_cost)
@@ -129,11 +141,13 @@ impl Application {
                 wakeup: self.state.mail_wakeup.clone(),
                 retry_base: self.state.config.mail.retry_base,
                 max_attempts: self.state.config.mail.max_attempts,
+                clock: self.state.clock.clone(),
             }
             .run(stop),
         );
         let purger = tokio::spawn(crate::service::maintenance::run_purger(
             self.state.db.clone(),
+            self.state.clock.clone(),
             self.state.config.database.purge_interval,
             stop_worker.subscribe(),
         ));

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -20,5 +21,6 @@ pub mod state;
 pub mod telemetry;
 
 pub use app::Application;
+pub use clock::Clock;
 pub use config::Config;
 pub use error::{Error, Result};

@@ -220,7 +220,7 @@ async fn create_superuser(
         Ok(db) => db,
         Err(e) => return fail(e),
     };
-    let state = match AppState::new(config, db.clone(), tokens) {
+    let state = match AppState::new(config, db.clone(), tokens, auth_server::Clock::system()) {
         Ok(state) => state,
         Err(e) => return fail(e),
     };
@@ -246,7 +246,13 @@ async fn import_users(config: Config, from: &str) -> ExitCode {
         Err(e) => return fail(e),
     };
     let limits = auth_server::auth::password::HashLimits::from_config(&config.argon2);
-    let result = auth_server::service::import::import_users(&db, from, &limits).await;
+    let result = auth_server::service::import::import_users(
+        &db,
+        auth_server::Clock::system().now_ms(),
+        from,
+        &limits,
+    )
+    .await;
     db.close().await;
     match result {
         Ok(report) => {

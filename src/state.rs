@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::password::{PasswordHasher, PoolConfig};
 use crate::auth::tokens::TokenKeys;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
 
@@ -17,12 +18,14 @@ pub struct AppState {
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Wakes the mail worker when a request has queued mail.
     pub mail_wakeup: Arc<tokio::sync::Notify>,
+    /// The time every expiry, window and lockout decision reads (the wall clock in production).
+    pub clock: Clock,
 }
 
 impl AppState {
     /// `tokens` comes from `TokenKeys::new(&config.tokens)`, which reads the key files: the
     /// caller does that first, so that a bad key stops the start before the database is awaited.
-    pub fn new(config: Config, db: Db, tokens: TokenKeys) -> crate::Result<Self> {
+    pub fn new(config: Config, db: Db, tokens: TokenKeys, clock: Clock) -> crate::Result<Self> {
         let hasher = PasswordHasher::new(
             &config.argon2,
             PoolConfig {
@@ -31,7 +34,10 @@ impl AppState {
                 max_wait: config.hashing.max_wait,
             },
         )?;
-        let limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits));
+        let limiter = Arc::new(crate::ratelimit::RateLimiter::new(
+            config.rate_limits,
+            clock.clone(),
+        ));
         Ok(Self {
             limiter,
             config: Arc::new(config),
@@ -39,6 +45,7 @@ impl AppState {
             hasher: Arc::new(hasher),
             tokens: Arc::new(tokens),
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
+            clock,
         })
     }
 }

@@ -20,8 +20,9 @@ use crate::config::{ConfigError, TokenConfig};
 
 pub const ACCESS_TYP: &str = "at+jwt";
 pub const REFRESH_TYP: &str = "refresh+jwt";
-/// Clock skew tolerated on `exp` (RFC 8725 asks for a small one; at most 60 s).
-const LEEWAY_SECONDS: u64 = 30;
+/// Clock skew tolerated on `exp` (RFC 8725 asks for a small one; at most 60 s): a token is
+/// accepted while `now <= exp + LEEWAY_SECONDS`, in whole seconds.
+pub const LEEWAY_SECONDS: i64 = 30;
 
 /// The claims of both kinds of token. Every one is required and strictly typed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,8 +93,9 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-    v.leeway = LEEWAY_SECONDS;
-    v.validate_exp = true;
+    // `exp` is checked by `verify` against the server's clock (`crate::clock`), not the wall
+    // clock jsonwebtoken would read.
+    v.validate_exp = false;
     v
 }
 
@@ -203,8 +205,9 @@ impl TokenKeys {
     }
 
     /// Checks an access token with the key its `kid` names among the known ones (the current
-    /// key when it names none of them), under that key's own algorithm only.
-    pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
+    /// key when it names none of them), under that key's own algorithm only; `now` is Unix
+    /// seconds.
+    pub fn verify_access(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let header = decode_header(token)?;
         let verifier = header
             .kid
@@ -221,6 +224,7 @@ impl TokenKeys {
             ACCESS_TYP,
             &verifier.key,
             &verifier.validation,
+            now,
         )
     }
 
@@ -229,13 +233,15 @@ impl TokenKeys {
         &self.public_keys
     }
 
-    pub fn verify_refresh(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Checks a refresh token; `now` is Unix seconds.
+    pub fn verify_refresh(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         verify(
             token,
             &decode_header(token)?,
             REFRESH_TYP,
             &self.refresh_decoding,
             &self.refresh_validation,
+            now,
         )
     }
 
@@ -289,6 +295,7 @@ fn verify(
     typ: &str,
     key: &DecodingKey,
     validation: &Validation,
+    now: i64,
 ) -> Result<Claims, TokenError> {
     // The header is read only to check `typ` (and, by the caller, `kid` among known keys);
     // `alg` is pinned by `validation`, and keys named in the header (`jwk`, `jku`, `x5u`, `kid`
@@ -300,13 +307,13 @@ fn verify(
     {
         return Err(TokenError::WrongType);
     }
-    match jsonwebtoken::decode::<Claims>(token, key, validation) {
-        Ok(data) => Ok(data.claims),
-        Err(e) => Err(match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-            _ => TokenError::Invalid,
-        }),
+    let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+        .map_err(|_| TokenError::Invalid)?
+        .claims;
+    if now > claims.exp.saturating_add(LEEWAY_SECONDS) {
+        return Err(TokenError::Expired);
     }
+    Ok(claims)
 }
 
 #[cfg(test)]
@@ -327,11 +334,11 @@ mod tests {
         let k = keys();
         let access = k.issue_access("u", "s", now(), now() + 60);
         let refresh = k.issue_refresh("u", "s", 3, now(), now() + 60);
-        assert_eq!(k.verify_access(&access).unwrap().sid, "s");
-        let claims = k.verify_refresh(&refresh).unwrap();
+        assert_eq!(k.verify_access(&access, now()).unwrap().sid, "s");
+        let claims = k.verify_refresh(&refresh, now()).unwrap();
         assert_eq!(claims.jti, k.refresh_jti("s", 3));
-        assert_eq!(k.verify_access(&refresh), Err(TokenError::WrongType));
-        assert_eq!(k.verify_refresh(&access), Err(TokenError::WrongType));
+        assert_eq!(k.verify_access(&refresh, now()), Err(TokenError::WrongType));
+        assert_eq!(k.verify_refresh(&access, now()), Err(TokenError::WrongType));
     }
 
     #[test]
@@ -349,8 +356,29 @@ mod tests {
     fn expired_tokens_are_refused() {
         let k = keys();
         let old = k.issue_access("u", "s", now() - 3600, now() - 120);
-        assert_eq!(k.verify_access(&old), Err(TokenError::Expired));
-        assert_eq!(k.verify_access("not.a.token"), Err(TokenError::Malformed));
+        assert_eq!(k.verify_access(&old, now()), Err(TokenError::Expired));
+        assert_eq!(
+            k.verify_access("not.a.token", now()),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn exp_is_read_against_the_given_time_with_the_leeway() {
+        let k = keys();
+        let (exp, lw) = (1_000_000, LEEWAY_SECONDS);
+        let access = k.issue_access("u", "s", exp - 60, exp);
+        let refresh = k.issue_refresh("u", "s", 1, exp - 60, exp);
+        assert!(k.verify_access(&access, exp + lw).is_ok());
+        assert_eq!(
+            k.verify_access(&access, exp + lw + 1),
+            Err(TokenError::Expired)
+        );
+        assert!(k.verify_refresh(&refresh, exp + lw).is_ok());
+        assert_eq!(
+            k.verify_refresh(&refresh, exp + lw + 1),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]

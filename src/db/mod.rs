@@ -279,8 +279,3 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
 }
-
-/// The current time in Unix epoch milliseconds, the unit every timestamp column uses.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::Mailer;
-use crate::db::{self, Db, outbox};
+use crate::db::{Db, outbox};
 
 const POLL: Duration = Duration::from_secs(1);
 /// How long a claimed mail is held before another worker may try it (a crashed worker's claim).
@@ -23,6 +23,7 @@ pub struct Worker {
     pub wakeup: Arc<Notify>,
     pub retry_base: Duration,
     pub max_attempts: u32,
+    pub clock: crate::clock::Clock,
 }
 
 impl Worker {
@@ -41,13 +42,14 @@ impl Worker {
     /// Sends everything that is due now.
     pub async fn deliver_due(&self) {
         loop {
-            let batch = match outbox::claim_due(&self.db, db::now_ms(), LEASE_MS, BATCH).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::warn!(error = %e, "mail outbox: cannot read the queue");
-                    return;
-                }
-            };
+            let batch =
+                match outbox::claim_due(&self.db, self.clock.now_ms(), LEASE_MS, BATCH).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mail outbox: cannot read the queue");
+                        return;
+                    }
+                };
             if batch.is_empty() {
                 return;
             }
@@ -59,7 +61,7 @@ impl Worker {
 
     async fn deliver(&self, mail: &outbox::Mail) {
         let outcome = self.mailer.send(mail).await;
-        let now = db::now_ms();
+        let now = self.clock.now_ms();
         let result = match outcome {
             Ok(()) => {
                 tracing::info!(mail_id = %mail.id, attempts = mail.attempts, "mail sent");

@@ -20,7 +20,7 @@ pub struct Registration {
 #[tracing::instrument(skip_all)]
 pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
     let password_hash = state.hasher.hash(&new.password).await?;
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let user = users::User {
         id: uuid::Uuid::new_v4().to_string(),
         email: new.email.as_str().to_string(),
@@ -146,7 +146,7 @@ pub async fn update_profile(
         email: Some(new_email.as_str()),
         unverify: true,
     };
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     let verification_mail = match recovery::allowance(
         state,
@@ -223,7 +223,7 @@ async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Resul
     };
     let mut stamp = caller.security_stamp;
     for _ in 0..3 {
-        let now = db::now_ms();
+        let now = state.clock.now_ms();
         let mut tx = state.db.begin().await?;
         let updated = users::update_profile(
             &mut tx,
@@ -273,7 +273,7 @@ pub async fn change_password(
 ) -> Result<()> {
     confirm_password(state, caller, current).await?;
     let new_hash = state.hasher.hash(new).await?;
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     let changed = users::set_password_hash(
         &mut tx,

@@ -87,7 +87,7 @@ async fn apply_update(
         is_verified: update.is_verified.or(new_email.map(|_| false)),
         is_superuser: update.is_superuser,
     };
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     let updated =
         match users::admin_update(&mut tx, id, current.security_stamp, &changes, now).await {
@@ -163,7 +163,7 @@ pub async fn create_superuser(
     promote_existing: bool,
     password: impl FnOnce() -> std::result::Result<String, String>,
 ) -> std::result::Result<SuperuserOutcome, String> {
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     if let Some(user) = users::find_by_email(&state.db, email.as_str())
         .await
         .map_err(|e| e.to_string())?

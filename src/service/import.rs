@@ -7,7 +7,7 @@
 use crate::auth::password::{HashLimits, check_stored_hash};
 use crate::config::DatabaseUrl;
 use crate::db::original::{self, ReadError};
-use crate::db::{self, Db, users};
+use crate::db::{Db, users};
 use crate::domain::{Email, Name};
 
 #[derive(Debug, Default)]
@@ -20,9 +20,10 @@ pub struct ImportReport {
 }
 
 /// Copies the `users` table of the SQLite database at `from` into `target`; password hashes
-/// beyond `limits` are refused.
+/// beyond `limits` are refused. The imported rows are stamped with `now` (Unix ms).
 pub async fn import_users(
     target: &Db,
+    now: i64,
     from: &str,
     limits: &HashLimits,
 ) -> Result<ImportReport, String> {
@@ -42,7 +43,6 @@ pub async fn import_users(
     })?;
 
     let mut report = ImportReport::default();
-    let now = db::now_ms();
     for row in rows {
         let email = match Email::parse("email", &row.email) {
             Ok(e) => e,

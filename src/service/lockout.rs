@@ -56,7 +56,7 @@ pub async fn begin(state: &AppState, key: &str) -> Result<Attempt> {
         let seen = login_attempts::lookup(&state.db, key).await?;
         // After the look: a lock set while this request waited for a connection is seen with
         // its true remaining time.
-        let now = crate::db::now_ms();
+        let now = state.clock.now_ms();
         if let Some(Attempts {
             locked_until: Some(until),
             ..

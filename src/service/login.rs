@@ -2,7 +2,7 @@
 //! the session that a login opens.
 
 use crate::auth::tokens::hash_token_id;
-use crate::db::{self, sessions, users};
+use crate::db::{sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
 use crate::service::sessions::{ClientInfo, TokenPair, token_pair};
@@ -74,8 +74,14 @@ fn upgrade_hash_in_background(state: &AppState, user: &users::User, password: &P
     tokio::spawn(async move {
         let result = async {
             let new_hash = state.hasher.hash(&password).await?;
-            users::replace_password_hash(&state.db, &id, &old_hash, &new_hash, db::now_ms())
-                .await?;
+            users::replace_password_hash(
+                &state.db,
+                &id,
+                &old_hash,
+                &new_hash,
+                state.clock.now_ms(),
+            )
+            .await?;
             Ok::<_, Error>(())
         }
         .await;
@@ -99,7 +105,7 @@ pub async fn open_session(
     client: ClientInfo,
 ) -> Result<TokenPair> {
     let config = &state.config;
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let id = uuid::Uuid::new_v4().to_string();
     let expires_at = now.saturating_add(ms(config.tokens.session_max_age));
     let session = sessions::Session {

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{
-    self, Db, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle,
-};
+use crate::clock::Clock;
+use crate::db::{Db, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle};
 
 /// How long ended rows are kept before they are deleted (for a look at recent history).
 const RETENTION_MS: i64 = 24 * 3_600_000;
@@ -37,13 +36,13 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
 
 /// Purges every `interval` until `stop` turns true. Every instance runs one; the deletes are
 /// idempotent, so they do not get in each other's way.
-pub async fn run_purger(db: Db, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run_purger(db: Db, clock: Clock, interval: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        match purge(&db, db::now_ms()).await {
+        match purge(&db, clock.now_ms()).await {
             Ok(p) if p == Purged::default() => {}
             Ok(p) => tracing::info!(
                 sessions = p.sessions,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::auth::tokens::{hash_token_id, random_token};
 use crate::db::{
-    self, Tx, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle, users,
+    Tx, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle, users,
 };
 use crate::domain::{Account, Email};
 use crate::error::{Error, Result};
@@ -155,7 +155,7 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
         tracing::info!(user_id = %user.id, "password reset requested for a deactivated account; no mail");
         return Ok(());
     }
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     // Anyone may ask for a reset of any address: it is limited per address only, and does not
     // spend the account's allowance (which a stranger could otherwise use up).
@@ -207,7 +207,7 @@ pub async fn confirm_password_reset(
     new_password: String,
 ) -> Result<()> {
     let token_hash = hash_token_id(token);
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     // Look before hashing, so that a bad token costs no hash; spend it in the transaction.
     let user_id =
         one_time_tokens::find_usable(&state.db, &token_hash, one_time_tokens::PASSWORD_RESET, now)
@@ -220,7 +220,7 @@ pub async fn confirm_password_reset(
     let new_password = policy::new_password(&state.config, "new_password", new_password, &context)
         .map_err(|e| Error::Validation(vec![e]))?;
     let new_hash = state.hasher.hash(&new_password).await?;
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     let spent = one_time_tokens::spend(&mut tx, &token_hash, one_time_tokens::PASSWORD_RESET, now)
         .await?
@@ -263,7 +263,7 @@ pub async fn request_verification(state: &AppState, caller: &Caller) -> Result<(
     if user.is_verified {
         return Ok(());
     }
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     let granted = allowance(
         state,
@@ -291,7 +291,7 @@ pub async fn request_verification(state: &AppState, caller: &Caller) -> Result<(
 /// Marks the address verified with a verification token. The token holds only while the
 /// account still has the address it was mailed to and the credentials it had then.
 pub async fn confirm_verification(state: &AppState, token: &str) -> Result<Account> {
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     let spent = one_time_tokens::spend(
         &mut tx,

@@ -4,7 +4,7 @@
 //! decision is [`decide`], a pure function; [`refresh`] loads, decides and writes.
 
 use crate::auth::tokens::{Claims, TokenError, hash_token_id};
-use crate::db::{self, sessions};
+use crate::db::sessions;
 use crate::error::{Error, Result};
 use crate::service::ms;
 use crate::service::sessions::{ClientInfo, TokenPair, token_pair};
@@ -86,13 +86,16 @@ pub(crate) fn decide(
 }
 
 fn verify_refresh(state: &AppState, token: &str) -> Result<Claims> {
-    state.tokens.verify_refresh(token).map_err(|e| {
-        Error::InvalidRefreshToken(match e {
-            TokenError::Expired => "the refresh token has expired",
-            TokenError::WrongType => "this is not a refresh token",
-            TokenError::Malformed | TokenError::Invalid => "the refresh token is not valid",
+    state
+        .tokens
+        .verify_refresh(token, state.clock.now_s())
+        .map_err(|e| {
+            Error::InvalidRefreshToken(match e {
+                TokenError::Expired => "the refresh token has expired",
+                TokenError::WrongType => "this is not a refresh token",
+                TokenError::Malformed | TokenError::Invalid => "the refresh token is not valid",
+            })
         })
-    })
 }
 
 /// The session a refresh token names (its user must be the token's subject).
@@ -127,7 +130,7 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
     let window = ms(state.config.tokens.refresh_reuse_interval);
     // A lost race to rotate is followed by one more look, which then finds the token just spent.
     for _ in 0..2 {
-        let now = db::now_ms();
+        let now = state.clock.now_ms();
         let found = session_of(state, &claims).await?;
         let session = &found.session;
         match decide(&Chain::of(&found), &presented, now, window) {
@@ -182,7 +185,7 @@ pub(crate) async fn session_to_log_out(
     token: &str,
 ) -> Result<Option<sessions::Session>> {
     let claims = verify_refresh(state, token)?;
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let found = match session_of(state, &claims).await {
         Ok(found) => found,
         Err(Error::InvalidRefreshToken(_)) => return Ok(None),

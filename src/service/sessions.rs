@@ -3,7 +3,7 @@
 //! `service::login`, refreshing in `service::refresh`.
 
 use crate::auth::tokens::TokenError;
-use crate::db::{self, sessions};
+use crate::db::sessions;
 use crate::domain::{Account, SessionView};
 use crate::error::{Error, Result};
 use crate::service::{ms, refresh, views};
@@ -78,14 +78,17 @@ pub(crate) fn token_pair(state: &AppState, session: &sessions::Session, now: i64
 
 /// Checks an access token: signature, kind, claims, and that its session is still live.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller> {
-    let claims = state.tokens.verify_access(token).map_err(|e| {
-        Error::Unauthorized(match e {
-            TokenError::Expired => "the access token has expired",
-            TokenError::WrongType => "this is not an access token",
-            TokenError::Malformed | TokenError::Invalid => "the access token is not valid",
-        })
-    })?;
-    let user = sessions::find_live_user(&state.db, &claims.sid, db::now_ms())
+    let claims = state
+        .tokens
+        .verify_access(token, state.clock.now_s())
+        .map_err(|e| {
+            Error::Unauthorized(match e {
+                TokenError::Expired => "the access token has expired",
+                TokenError::WrongType => "this is not an access token",
+                TokenError::Malformed | TokenError::Invalid => "the access token is not valid",
+            })
+        })?;
+    let user = sessions::find_live_user(&state.db, &claims.sid, state.clock.now_ms())
         .await?
         .filter(|u| u.id == claims.sub && u.is_active)
         .ok_or(Error::Unauthorized("the session has ended"))?;
@@ -120,7 +123,7 @@ async fn end_sessions(
     session_id: &str,
     scope: LogoutScope,
 ) -> Result<()> {
-    let now = db::now_ms();
+    let now = state.clock.now_ms();
     let ended = match scope {
         LogoutScope::Local => {
             u64::from(sessions::revoke(&state.db, user_id, session_id, now).await?)
@@ -136,7 +139,8 @@ async fn end_sessions(
 
 /// The caller's live sessions, newest first.
 pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<SessionView>> {
-    let live = sessions::list_live_of_user(&state.db, &caller.account.id, db::now_ms()).await?;
+    let live =
+        sessions::list_live_of_user(&state.db, &caller.account.id, state.clock.now_ms()).await?;
     Ok(live
         .into_iter()
         .map(|s| views::session_view(s, &caller.session_id))
@@ -145,7 +149,14 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<SessionView>>
 
 /// Revokes one of the caller's live sessions (its refresh token and access tokens die at once).
 pub async fn revoke_one(state: &AppState, caller: &Caller, session_id: &str) -> Result<()> {
-    if !sessions::revoke(&state.db, &caller.account.id, session_id, db::now_ms()).await? {
+    if !sessions::revoke(
+        &state.db,
+        &caller.account.id,
+        session_id,
+        state.clock.now_ms(),
+    )
+    .await?
+    {
         return Err(Error::NotFound("you have no live session with this id"));
     }
     tracing::info!(user_id = %caller.account.id, session_id, "session revoked by its user");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use auth_server::state::AppState;
-use auth_server::{Application, Config};
+use auth_server::{Application, Clock, Config};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -129,6 +129,9 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// The server's clock: it runs with the wall clock until a test freezes or moves it.
+    /// Instances of one test share it.
+    pub clock: Clock,
     /// The test's own connection to the server's database, for the SQL a test runs to set up or
     /// look at what the server did (never the server's pool).
     pub sql: TestPool,
@@ -185,7 +188,7 @@ pub async fn spawn_app_on(extra: &[(&str, &str)], route: impl FnOnce(&str) -> St
     let (db, url) = TestDb::create().await;
     let mut vars = test_vars(&route(&url));
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    start(vars, Arc::new(db)).await
+    start(vars, Arc::new(db), Clock::controlled()).await
 }
 
 /// Starts the server on a database that `prepare` has set up first (an older schema, say).
@@ -194,7 +197,7 @@ pub async fn spawn_app_after(prepare: impl AsyncFnOnce(&TestPool)) -> TestApp {
     let pool = db.pool();
     prepare(&pool).await;
     pool.close().await;
-    start(test_vars(&url), Arc::new(db)).await
+    start(test_vars(&url), Arc::new(db), Clock::controlled()).await
 }
 
 /// True when the suite runs on PostgreSQL.
@@ -202,9 +205,11 @@ pub fn on_postgres() -> bool {
     std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
 }
 
-async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>) -> TestApp {
+async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>, clock: Clock) -> TestApp {
     let config = Config::from_vars(vars.clone()).expect("test configuration");
-    let app = Application::build(config).await.expect("the server starts");
+    let app = Application::build_with_clock(config, clock.clone())
+        .await
+        .expect("the server starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -218,6 +223,7 @@ async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>) -> TestApp {
             .build()
             .unwrap(),
         state,
+        clock,
         sql: db.pool(),
         vars,
         shutdown: Some(tx),
@@ -238,12 +244,12 @@ impl TestApp {
         }
         let mut vars = self.vars.clone();
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        start(vars, self.db.clone()).await
+        start(vars, self.db.clone(), self.clock.clone()).await
     }
 
     /// Another server process's worth: a second instance, with its own pool, on the same database.
     pub async fn another_instance(&self) -> TestApp {
-        start(self.vars.clone(), self.db.clone()).await
+        start(self.vars.clone(), self.db.clone(), self.clock.clone()).await
     }
 
     pub fn url(&self, path: &str) -> String {
