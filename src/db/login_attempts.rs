@@ -97,6 +97,6 @@ pub async fn clear(db: &Db, email: &str) -> Result<(), sqlx::Error> {
 
 /// Forgets addresses with no failure since `before` and no lock in force.
 pub async fn purge_before(db: &Db, before: i64, now: i64) -> Result<u64, sqlx::Error> {
-    let sql = "DELETE FROM login_attempts WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until < $2)";
+    let sql = "DELETE FROM login_attempts WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until <= $2)";
     with_pool!(db, pool => sqlx::query(sql).bind(before).bind(now).execute(pool).await.map(|r| r.rows_affected()))
 }

@@ -704,3 +704,21 @@ impl Drop for ChildServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The claims of a JWT, decoded without checking anything.
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Freezes the server's clock at a whole second a day ahead of the wall clock (so that a time
+/// the server took from the wall clock instead would show) and returns it, in Unix ms.
+pub fn freeze_clock(app: &TestApp) -> i64 {
+    let t = (app.clock.now_ms() / 1000 + 86_400) * 1000;
+    app.clock.set_ms(t);
+    t
+}

@@ -23,5 +23,6 @@ mod refresh;
 mod register;
 mod sessions;
 mod signing;
+mod time;
 mod tokens;
 mod trust;
