@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Checks that the boundary tests can fail: applies one small change at a time to a time rule
+# (a comparison moved by one, a cap removed, the wall clock read instead of the server's), runs
+# the test that guards it, and expects it to FAIL; then restores the file. Prints one line per
+# mutant and exits non-zero if any mutant survived. Not part of .ci/run (each mutant is a
+# rebuild); run it after changing a time rule. Usage: .ci/boundary-mutants.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# file @@ exact text @@ replacement @@ test filter (tests/api)
+MUTANTS=$(cat <<'EOF'
+src/service/refresh.rs @@ now.saturating_sub(chain.refreshed_at) <= reuse_window_ms @@ now.saturating_sub(chain.refreshed_at) < reuse_window_ms @@ time::the_reuse_window
+src/service/refresh.rs @@ now.saturating_sub(chain.refreshed_at) <= reuse_window_ms @@ now.saturating_sub(chain.refreshed_at) <= reuse_window_ms + 1 @@ time::the_reuse_window
+src/service/refresh.rs @@ if now >= chain.expires_at || @@ if now > chain.expires_at || @@ time::the_session_lifetime
+src/service/sessions.rs @@             .min(session.refresh_expires_at), @@             .max(0), @@ time::the_session_lifetime
+src/service/login.rs @@             .min(expires_at), @@             .max(0), @@ time::the_session_lifetime
+src/db/sessions.rs @@ s.refresh_expires_at > $2 @@ s.refresh_expires_at >= $2 @@ time::the_session_lifetime
+src/auth/tokens.rs @@ if now > claims.exp.saturating_add(LEEWAY_SECONDS) @@ if now >= claims.exp.saturating_add(LEEWAY_SECONDS) @@ time::the_exp_leeway
+src/auth/tokens.rs @@ pub const LEEWAY_SECONDS: i64 = 30; @@ pub const LEEWAY_SECONDS: i64 = 31; @@ time::the_exp_leeway
+src/service/sessions.rs @@     let iat = ms_to_s(now); @@     let iat = chrono::Utc::now().timestamp(); @@ time::the_exp_leeway
+src/service/lockout.rs @@             && until > now @@             && until >= now @@ time::lockouts_double
+src/service/lockout.rs @@             .min(ms(state.config.lockout.max)), @@             .max(0), @@ time::lockouts_double
+src/service/lockout.rs @@ .saturating_mul(1i64 << doublings) @@ .saturating_mul(1i64 << doublings.saturating_sub(1)) @@ time::lockouts_double
+src/db/one_time_tokens.rs @@ used_at IS NULL AND expires_at > $3 @@ used_at IS NULL AND expires_at >= $3 @@ time::a_reset_token_expires
+src/db/one_time_tokens.rs @@ used_at IS NULL AND expires_at > $3 @@ used_at IS NULL AND expires_at >= $3 @@ time::a_verification_token_expires
+src/db/sessions.rs @@ WHERE revoked_at < $1 OR @@ WHERE revoked_at <= $1 OR @@ time::the_purge
+src/db/sessions.rs @@ OR refresh_expires_at < $1 OR @@ OR refresh_expires_at <= $1 OR @@ time::the_purge
+src/db/sessions.rs @@ OR expires_at < $1"; @@ OR expires_at <= $1"; @@ time::the_purge
+src/db/one_time_tokens.rs @@ WHERE used_at < $1 OR @@ WHERE used_at <= $1 OR @@ time::the_purge
+src/db/one_time_tokens.rs @@ OR expires_at < $1"; @@ OR expires_at <= $1"; @@ time::the_purge
+src/db/outbox.rs @@ WHERE sent_at < $1 OR @@ WHERE sent_at <= $1 OR @@ time::the_purge
+src/db/outbox.rs @@ OR failed_at < $1"; @@ OR failed_at <= $1"; @@ time::the_purge
+src/db/throttle.rs @@ WHERE last_sent_at < $1"; @@ WHERE last_sent_at <= $1"; @@ time::the_purge
+src/db/mail_quota.rs @@ WHERE window_start < $1"; @@ WHERE window_start <= $1"; @@ time::the_purge
+src/db/login_attempts.rs @@ WHERE updated_at < $1 AND @@ WHERE updated_at <= $1 AND @@ time::the_purge
+src/db/login_attempts.rs @@ OR locked_until <= $2) @@ OR locked_until < $2) @@ time::the_purge
+src/service/maintenance.rs @@ purge(&db, clock.now_ms()) @@ purge(&db, chrono::Utc::now().timestamp_millis()) @@ time::the_purge
+EOF
+)
+
+survived=0
+while IFS= read -r line; do
+    [ -z "$line" ] && continue
+    file=${line%% @@ *}; rest=${line#* @@ }
+    from=${rest%% @@ *}; rest=${rest#* @@ }
+    to=${rest%% @@ *}; filter=${rest#* @@ }
+    if ! grep -qF -- "$from" "$file"; then
+        echo "MISSING  $file: '$from' not found (update this script)"
+        survived=1
+        continue
+    fi
+    cp "$file" "$file.orig"
+    FROM="$from" TO="$to" perl -0pi -e 's/\Q$ENV{FROM}\E/$ENV{TO}/' "$file"
+    if cargo test --quiet --test api "$filter" >/dev/null 2>&1; then
+        echo "SURVIVED $file: '$from' -> '$to' ($filter passed)"
+        survived=1
+    else
+        echo "killed   $file: '$from' -> '$to' ($filter failed)"
+    fi
+    mv "$file.orig" "$file"
+done <<< "$MUTANTS"
+exit $survived
