@@ -18,7 +18,6 @@ mod mail;
 mod me;
 mod migrations;
 mod operations;
-mod purge;
 mod refresh;
 mod register;
 mod sessions;

@@ -43,7 +43,7 @@ async fn sessions_are_listed_newest_first_with_the_current_one_marked() {
     let email = unique_email();
     app.register(&email, PASSWORD, "Many").await;
     let phone = login_as(&app, &email, "Phone/1.0", None).await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    app.clock.advance(std::time::Duration::from_secs(1));
     let laptop = login_as(&app, &email, "Laptop/2.0", None).await;
     let sessions = list(&app, &phone.access).await;
     assert_eq!(sessions.len(), 2);
@@ -63,7 +63,7 @@ async fn sessions_are_listed_newest_first_with_the_current_one_marked() {
     }
     // A refresh moves last_used_at and records the client again.
     let before = sessions[0]["last_used_at"].as_str().unwrap().to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    app.clock.advance(std::time::Duration::from_secs(1));
     let refreshed = app
         .client
         .post(app.url("/refresh"))
