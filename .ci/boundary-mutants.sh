@@ -8,10 +8,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # file @@ exact text @@ replacement @@ test filter (tests/api)
+# (Both ends of a session are mutated at once in refresh.rs: a refresh token never outlives its
+# session, so either comparison alone catches the end, and one mutated alone survives.)
 MUTANTS=$(cat <<'EOF'
 src/service/refresh.rs @@ now.saturating_sub(chain.refreshed_at) <= reuse_window_ms @@ now.saturating_sub(chain.refreshed_at) < reuse_window_ms @@ time::the_reuse_window
 src/service/refresh.rs @@ now.saturating_sub(chain.refreshed_at) <= reuse_window_ms @@ now.saturating_sub(chain.refreshed_at) <= reuse_window_ms + 1 @@ time::the_reuse_window
-src/service/refresh.rs @@ if now >= chain.expires_at || @@ if now > chain.expires_at || @@ time::the_session_lifetime
+src/service/refresh.rs @@ if now >= chain.expires_at || now >= chain.refresh_expires_at { @@ if now > chain.expires_at || now > chain.refresh_expires_at { @@ time::the_session_lifetime
 src/service/sessions.rs @@             .min(session.refresh_expires_at), @@             .max(0), @@ time::the_session_lifetime
 src/service/login.rs @@             .min(expires_at), @@             .max(0), @@ time::the_session_lifetime
 src/db/sessions.rs @@ s.refresh_expires_at > $2 @@ s.refresh_expires_at >= $2 @@ time::the_session_lifetime
