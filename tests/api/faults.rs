@@ -400,8 +400,10 @@ async fn two_instances_on_one_outbox_deliver_each_mail_exactly_once() {
     }
 }
 
-/// Holds the database's write lock (SQLite) or the `users` table (PostgreSQL) from the test's
-/// own connection until `release` is called: a registration then waits for it.
+/// Holds, from the test's own connection until `release` is called, the database's write lock
+/// (SQLite: a registration waits at its first write) or the `mail_outbox` table (PostgreSQL: a
+/// registration waits at its last write, the verification mail, after the account, its mail
+/// allowance and its token are written in its transaction).
 struct Lock {
     release: tokio::sync::oneshot::Sender<()>,
     done: tokio::task::JoinHandle<()>,
@@ -427,7 +429,7 @@ impl Lock {
                 }
                 TestPool::Postgres(pool) => {
                     let mut tx = pool.begin().await.unwrap();
-                    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+                    sqlx::query("LOCK TABLE mail_outbox IN ACCESS EXCLUSIVE MODE")
                         .execute(&mut *tx)
                         .await
                         .unwrap();
@@ -455,7 +457,16 @@ async fn a_request_past_request_timeout_is_answered_503_with_retry_after_and_wri
     let lock = Lock::take(&app).await;
 
     let started = Instant::now();
-    let response = app.register(&email, PASSWORD, "Blocked").await;
+    // (The client gives up at 10 s, so that a server without the timeout fails the test
+    // rather than waiting on the lock for ever.)
+    let response = app
+        .client
+        .post(app.url("/register"))
+        .json(&serde_json::json!({"email": email, "password": PASSWORD, "name": "Blocked"}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("an answer before the lock is released");
     let took = started.elapsed();
     let retry_after = response
         .headers()
