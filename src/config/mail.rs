@@ -3,11 +3,17 @@
 
 use std::time::Duration;
 
-use super::values::{capped, converted, hours, minutes, positive, positive_capped, seconds, text};
+use super::values::{
+    capped, converted, hours, minutes, positive, positive_at_most, positive_capped, seconds, text,
+};
 use super::{ConfigError, Secret};
 
 /// The From of every mail when no SMTP server is configured (mail is then only logged).
 const LOG_ONLY_FROM: &str = "auth-server <no-reply@localhost>";
+
+/// The longest MAIL_SMTP_TIMEOUT_SECONDS: an attempt must end well within the outbox worker's
+/// claim on the mail (two minutes), or another instance could send it at the same time.
+pub const SMTP_TIMEOUT_MAX_SECONDS: u64 = 60;
 
 #[derive(Clone, Debug, clap::Args)]
 #[command(next_help_heading = "Mail")]
@@ -95,6 +101,18 @@ pub struct MailConfig {
         value_parser = converted(positive_capped(100u64), |n| n as u32)
     )]
     pub max_attempts: u32,
+
+    /// How long one delivery attempt may take, from connecting to the SMTP server's answer to
+    /// the message; a server that takes longer (or never answers) fails the attempt, which is
+    /// retried (1 to 60)
+    #[arg(
+        long = "mail-smtp-timeout-seconds",
+        env = "MAIL_SMTP_TIMEOUT_SECONDS",
+        value_name = "SECONDS",
+        default_value = "20",
+        value_parser = seconds(positive_at_most(SMTP_TIMEOUT_MAX_SECONDS))
+    )]
+    pub smtp_timeout: Duration,
 }
 
 fn smtp_url(text: &str) -> Result<Secret<String>, String> {

@@ -43,7 +43,7 @@ pub use database::{DatabaseConfig, DatabaseUrl, SqliteSynchronous};
 pub use hashing::{Argon2Config, HashingConfig};
 pub use limits::{LoginLockout, RateLimits};
 pub use logging::{LogFormat, LoggingConfig};
-pub use mail::MailConfig;
+pub use mail::{MailConfig, SMTP_TIMEOUT_MAX_SECONDS};
 pub use server::ServerConfig;
 pub use tokens::{SigningAlgorithm, TokenConfig};
 

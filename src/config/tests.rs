@@ -31,6 +31,7 @@ fn defaults_are_the_contracts() {
     assert_eq!(c.connections.keep_alive_timeout, Duration::from_secs(75));
     assert_eq!(c.connections.max_connections, None);
     assert_eq!(c.mail.from(), "auth-server <no-reply@localhost>");
+    assert_eq!(c.mail.smtp_timeout, Duration::from_secs(20));
     assert!(c.server.cors_origins.is_empty() && c.server.trusted_proxies.is_empty());
     assert!(!c.server.hsts && !c.accounts.require_verified_email);
     let c = config(&[("RATE_LIMIT_IPV6_PREFIX", "48"), ("MAX_CONNECTIONS", "500")]).unwrap();
@@ -131,6 +132,8 @@ fn bad_values_name_the_variable() {
         ("ACCESS_TOKEN_EXPIRE_MINUTES", "0"),
         ("SESSION_MAX_AGE_DAYS", "3661"),
         ("ARGON2_MEMORY_KIB", "1"),
+        ("MAIL_SMTP_TIMEOUT_SECONDS", "0"),
+        ("MAIL_SMTP_TIMEOUT_SECONDS", "61"),
         ("HSTS", "maybe"),
         ("LOG_FORMAT", "xml"),
         ("TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
@@ -169,7 +172,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 57, "{vars:?}");
+    assert_eq!(vars.len(), 58, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(

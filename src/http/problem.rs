@@ -181,6 +181,14 @@ where
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    // SERVICE_UNAVAILABLE always says when to come back (here: a request that ran past
+    // REQUEST_TIMEOUT_SECONDS), as the database's 503 does.
+    if code == "SERVICE_UNAVAILABLE" {
+        parts
+            .headers
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from(1u64));
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }

@@ -30,6 +30,8 @@ enum Transport {
 pub struct Mailer {
     transport: Transport,
     from: Mailbox,
+    /// The longest one attempt may take (MAIL_SMTP_TIMEOUT_SECONDS).
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -90,14 +92,15 @@ impl Mailer {
                 let (url, _) = lettre_url(url.expose()).map_err(|e| format!("SMTP_URL: {e}"))?;
                 let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
                     .map_err(|e| format!("SMTP_URL: {e}"))?;
-                Transport::Smtp(
-                    builder
-                        .timeout(Some(std::time::Duration::from_secs(20)))
-                        .build(),
-                )
+                // lettre's timeout bounds the connection only; `send` bounds the whole attempt.
+                Transport::Smtp(builder.timeout(Some(config.smtp_timeout)).build())
             }
         };
-        Ok(Self { transport, from })
+        Ok(Self {
+            transport,
+            from,
+            timeout: config.smtp_timeout,
+        })
     }
 
     pub fn logs_only(&self) -> bool {
@@ -130,13 +133,24 @@ impl Mailer {
                         permanent: true,
                         message: format!("cannot build the message: {e}"),
                     })?;
-                smtp.send(message)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| SendFailure {
+                // lettre waits for each answer of the server without a deadline: a server that
+                // accepts the connection (or the message) and never answers would hold the
+                // worker, and every mail behind this one, for ever. An attempt that runs out of
+                // time is retried like any transient failure (if the server had taken the
+                // message after all, it is sent twice: SMTP cannot tell).
+                match tokio::time::timeout(self.timeout, smtp.send(message)).await {
+                    Ok(sent) => sent.map(|_| ()).map_err(|e| SendFailure {
                         permanent: e.is_permanent(),
                         message: e.to_string(),
-                    })
+                    }),
+                    Err(_) => Err(SendFailure {
+                        permanent: false,
+                        message: format!(
+                            "the SMTP server did not answer within {} s",
+                            self.timeout.as_secs()
+                        ),
+                    }),
+                }
             }
         }
     }

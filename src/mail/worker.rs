@@ -14,8 +14,15 @@ use crate::db::{Db, outbox};
 const POLL: Duration = Duration::from_secs(1);
 /// How long a claimed mail is held before another worker may try it (a crashed worker's claim).
 const LEASE_MS: i64 = 120_000;
-const BATCH: i64 = 10;
+/// Mails are claimed one at a time, each just before its attempt: a claimed batch would wait
+/// behind the attempts before it (each up to MAIL_SMTP_TIMEOUT_SECONDS), and the claims at its
+/// end could run out before their attempts even began, letting another instance send them too.
+const BATCH: i64 = 1;
+/// The longest wait between two attempts of a mail.
 const MAX_BACKOFF_MS: i64 = 3_600_000;
+
+// An attempt (at most MAIL_SMTP_TIMEOUT_SECONDS) ends well within its claim.
+const _: () = assert!(LEASE_MS >= 2 * 1000 * crate::config::SMTP_TIMEOUT_MAX_SECONDS as i64);
 
 pub struct Worker {
     pub db: Db,
@@ -51,6 +58,8 @@ impl Worker {
                     }
                 };
             if batch.is_empty() {
+                // The end of a pass (the tests wait on it to know the worker has looked).
+                tracing::debug!("mail outbox: nothing due");
                 return;
             }
             for mail in &batch {

@@ -6,12 +6,47 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::smtp::{PUBLIC_URL, RESET, SmtpSink, VERIFY, WAIT, app_with_mail};
+use crate::smtp::{Logs, PUBLIC_URL, RESET, SmtpSink, VERIFY, WAIT, app_with_mail};
 
 async fn request_reset(app: &TestApp, email: &str) -> reqwest::Response {
     app.post_json("/password-reset/request", &json!({"email": email}))
         .await
 }
+
+/// What the work beside a reset request logs as its last word, whatever it decided.
+const RESET_WORK_DONE: &[&str] = &[
+    "password reset requested for an address with no account; no mail",
+    "password reset requested for a deactivated account; no mail",
+    "password reset mail limit reached; no mail",
+    "password reset mail queued",
+    "password reset request could not be queued",
+];
+
+/// Waits until the work of `requests` reset requests is over (it runs beside the request,
+/// after the answer): whatever mail they queued is in the outbox by then.
+async fn reset_work_done(logs: &Logs, requests: usize) {
+    logs.wait_for(RESET_WORK_DONE, requests).await;
+}
+
+/// Waits until the count `sql` (with `bind`) satisfies `done`; panics after [`WAIT`].
+async fn wait_count(app: &TestApp, sql: &'static str, bind: &str, done: impl Fn(i64) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let count = app.count(sql, bind).await;
+        if done(count) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{sql}` ({bind}) is still {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The reset mails queued to `$1`, sent or not.
+const RESET_MAILS: &str =
+    "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = 'Reset your password'";
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
@@ -75,6 +110,7 @@ async fn password_reset_end_to_end() {
 
 #[tokio::test]
 async fn unknown_and_known_addresses_get_the_same_answer_and_only_accounts_get_mail() {
+    let logs = Logs::capture();
     let sink = SmtpSink::start().await;
     let app = app_with_mail(&sink, &[]).await;
     let email = unique_email();
@@ -96,8 +132,12 @@ async fn unknown_and_known_addresses_get_the_same_answer_and_only_accounts_get_m
     assert_eq!(answers[0].0, StatusCode::ACCEPTED);
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0], answers[2]);
+    // The work of the three requests is over: what it queued is in the outbox.
+    reset_work_done(&logs, 3).await;
+    assert_eq!(app.count(RESET_MAILS, &email).await, 1);
+    assert_eq!(app.count(RESET_MAILS, &unknown).await, 0);
+    assert_eq!(app.count(RESET_MAILS, &disabled).await, 0);
     sink.wait_for(&email, RESET, 1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(sink.mails_to(&unknown, "").is_empty());
     assert!(sink.mails_to(&disabled, RESET).is_empty());
 }
@@ -155,6 +195,7 @@ async fn a_newer_request_invalidates_the_older_token() {
 
 #[tokio::test]
 async fn reset_mail_is_limited_per_address() {
+    let logs = Logs::capture();
     let sink = SmtpSink::start().await;
     let app = app_with_mail(&sink, &[]).await;
     let email = unique_email();
@@ -165,8 +206,9 @@ async fn reset_mail_is_limited_per_address() {
             StatusCode::ACCEPTED
         );
     }
+    reset_work_done(&logs, 5).await;
+    assert_eq!(app.count(RESET_MAILS, &email).await, 1);
     sink.wait_for(&email, RESET, 1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sink.mails_to(&email, RESET).len(), 1);
 }
 
@@ -321,12 +363,20 @@ async fn verification_can_be_asked_for_again() {
             .status(),
         StatusCode::OK
     );
-    // Once verified, asking again sends nothing.
+    // Once verified, asking again sends nothing: the request decides before it answers, and
+    // queues nothing.
     assert_eq!(
         request(Some(tokens.access.clone())).await.unwrap().status(),
         StatusCode::ACCEPTED
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1",
+            &email
+        )
+        .await,
+        2
+    );
     assert_eq!(sink.mails_to(&email, VERIFY).len(), 2);
 }
 
@@ -393,8 +443,15 @@ async fn mail_queued_while_smtp_is_down_is_delivered_when_it_is_back() {
         started.elapsed() < Duration::from_secs(1),
         "the request waited for SMTP"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(app.count("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND attempts > 0 AND recipient = $1", &email).await >= 1);
+    // The worker has tried, and failed: the reset mail waits in the outbox.
+    wait_count(
+        &app,
+        "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = 'Reset your password' \
+         AND sent_at IS NULL AND failed_at IS NULL AND attempts > 0",
+        &email,
+        |n| n == 1,
+    )
+    .await;
 
     let sink = SmtpSink::start_on(port).await;
     let token = sink
@@ -425,7 +482,15 @@ async fn mail_still_queued_at_a_restart_is_delivered_after_it() {
     let email = unique_email();
     app.register(&email, PASSWORD, "Restarted").await;
     request_reset(&app, &email).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The reset mail is queued, and still unsent after an attempt on the dead server.
+    wait_count(
+        &app,
+        "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = 'Reset your password' \
+         AND sent_at IS NULL AND failed_at IS NULL AND attempts > 0",
+        &email,
+        |n| n == 1,
+    )
+    .await;
     let sink = SmtpSink::start_on(free_port()).await;
     let url = sink.url();
     let app = app.restart(&[("SMTP_URL", url.as_str())]).await;

@@ -10,6 +10,7 @@ mod cli;
 mod durability;
 mod edge;
 mod errors;
+mod faults;
 mod hashing;
 mod instances;
 mod login;

@@ -1,12 +1,16 @@
 //! A real SMTP server for the tests, in process: it speaks enough SMTP for lettre (EHLO, MAIL,
-//! RCPT, DATA, RSET, NOOP, QUIT; no STARTTLS offered) and keeps what it receives.
+//! RCPT, DATA, RSET, NOOP, QUIT; no STARTTLS offered) and keeps what it receives. It takes every
+//! mail unless told otherwise: [`SmtpSink::script`] sets what it does with each next attempt (one
+//! connection: the server's lettre opens one per mail), such as refuse it for now (451), for good
+//! (550), or never answer.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::helpers::{TestApp, spawn_app_with};
 
@@ -29,6 +33,94 @@ pub async fn app_with_mail(sink: &SmtpSink, extra: &[(&str, &str)]) -> TestApp {
     ];
     vars.extend_from_slice(extra);
     spawn_app_with(&vars).await
+}
+
+/// The server's log messages (the `auth_server` crate's events, debug and up) while a test
+/// runs, for the tests that must know that work with nothing else to show for it is done (a
+/// reset request for an address with no account, a pass of the mail worker that found nothing
+/// due). A `#[tokio::test]` runtime runs every task on the test's thread, the server's
+/// included (its requests, the work they leave running, the mail worker): a subscriber set
+/// for that thread sees their events. (Not the hashing threads', which these tests do not need.)
+pub struct Logs {
+    messages: Arc<Mutex<Vec<String>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct Messages(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Messages {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(Option<String>);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut message = Message(None);
+        event.record(&mut message);
+        if let Some(message) = message.0 {
+            self.0.lock().unwrap().push(message);
+        }
+    }
+}
+
+impl Logs {
+    /// Captures from now until the value is dropped (the end of the test).
+    pub fn capture() -> Self {
+        use tracing_subscriber::layer::SubscriberExt;
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("auth_server", tracing::Level::DEBUG),
+            )
+            .with(Messages(messages.clone()));
+        Self {
+            messages,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// How many events so far had one of `messages` as their message.
+    pub fn count(&self, messages: &[&str]) -> usize {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| messages.contains(&m.as_str()))
+            .count()
+    }
+
+    /// Waits until `count` events have had one of `messages`; panics after [`WAIT`].
+    pub async fn wait_for(&self, messages: &[&str], count: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.count(messages) < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{count} of {messages:?} were not logged; got {:?}",
+                self.messages.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// What the mail worker logs when a pass over the outbox has found nothing more due.
+pub const WORKER_PASS_END: &str = "mail outbox: nothing due";
+
+/// Wakes `app`'s mail worker and returns once it has been through the whole outbox at least once
+/// since the call: it claims what is due until nothing is, so a mail still unsent afterwards was
+/// not due at the clock's time (as long as the clock did not move meanwhile). Two ends of a pass
+/// are awaited, because the first may end a pass begun before the call. Every worker of the test
+/// logs to `logs`: with several instances, call this only while the others are busy.
+pub async fn worker_looked(app: &TestApp, logs: &Logs) {
+    let before = logs.count(&[WORKER_PASS_END]);
+    for more in 1..=2 {
+        app.state.mail_wakeup.notify_one();
+        logs.wait_for(&[WORKER_PASS_END], before + more).await;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -105,14 +197,65 @@ fn decode_quoted_printable(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What the server does with one attempt (one connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Takes the mail.
+    Accept,
+    /// Answers `RCPT TO` with this code (451: try again later; 550: never), then goes on as a
+    /// server does (the client gives up and says QUIT).
+    RefuseRecipient(u16),
+    /// Reads the whole message, then answers its end with this code instead of 250.
+    RefuseData(u16),
+    /// Accepts the connection and never says a word, not even the greeting.
+    HangAtConnect,
+    /// Reads the whole message and never answers its end.
+    HangAfterData,
+}
+
+impl Reply {
+    fn text(code: u16) -> String {
+        let what = if code >= 500 {
+            "refused for good"
+        } else {
+            "try again later"
+        };
+        format!("{code} {what}\r\n")
+    }
+}
+
+/// One attempt the server saw: one connection.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub reply: Reply,
+    /// The recipients the client named (`RCPT TO`), refused ones included.
+    pub to: Vec<String>,
+    /// The message was taken (answered 250).
+    pub delivered: bool,
+    /// The server has stopped answering on this connection (a hang has begun).
+    pub hanging: bool,
+    /// The connection is over (the client hung up, or said QUIT).
+    pub closed: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// What the next attempts get, in order; then `default`.
+    script: VecDeque<Reply>,
+    default: Reply,
+    attempts: Vec<Attempt>,
+    received: Vec<Received>,
+}
+
 pub struct SmtpSink {
     pub port: u16,
-    received: Arc<Mutex<Vec<Received>>>,
+    inner: Arc<Mutex<Inner>>,
     task: JoinHandle<()>,
 }
 
 impl Drop for SmtpSink {
     fn drop(&mut self) {
+        // The sessions are in the task's JoinSet: they end with it, hung ones included.
         self.task.abort();
     }
 }
@@ -126,32 +269,95 @@ impl SmtpSink {
     pub async fn start_on(port: u16) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let store = received.clone();
+        let inner = Arc::new(Mutex::new(Inner {
+            script: VecDeque::new(),
+            default: Reply::Accept,
+            attempts: Vec::new(),
+            received: Vec::new(),
+        }));
+        let shared = inner.clone();
         let task = tokio::spawn(async move {
+            let mut sessions = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let _ = session(stream, store).await;
+                let index = {
+                    let mut inner = shared.lock().unwrap();
+                    let reply = inner.script.pop_front().unwrap_or(inner.default);
+                    inner.attempts.push(Attempt {
+                        reply,
+                        to: Vec::new(),
+                        delivered: false,
+                        hanging: false,
+                        closed: false,
+                    });
+                    inner.attempts.len() - 1
+                };
+                let shared = shared.clone();
+                sessions.spawn(async move {
+                    let _ = session(stream, &shared, index).await;
+                    shared.lock().unwrap().attempts[index].closed = true;
                 });
+                // Forget the sessions that have ended.
+                while sessions.try_join_next().is_some() {}
             }
         });
-        Self {
-            port,
-            received,
-            task,
-        }
+        Self { port, inner, task }
     }
 
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
+    /// What the next attempts get, one each in order (after those scripted before); the
+    /// attempts after them get the default ([`Reply::Accept`] unless [`SmtpSink::by_default`]).
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.lock().unwrap().script.extend(replies);
+    }
+
+    /// What every attempt gets once the script has run out.
+    pub fn by_default(&self, reply: Reply) {
+        self.inner.lock().unwrap().default = reply;
+    }
+
+    /// Every attempt so far, in the order the connections came.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.inner.lock().unwrap().attempts.clone()
+    }
+
+    /// The attempts that named `to` as a recipient.
+    pub fn attempts_to(&self, to: &str) -> Vec<Attempt> {
+        self.attempts()
+            .into_iter()
+            .filter(|a| a.to.iter().any(|t| t == to))
+            .collect()
+    }
+
+    /// Waits until `done` holds of the attempts; panics after `timeout`, saying `what`.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Attempt]) -> bool,
+    ) -> Vec<Attempt> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let attempts = self.attempts();
+            if done(&attempts) {
+                return attempts;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the SMTP server never saw {what}; it saw {attempts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The mails taken (answered 250), in order.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.inner.lock().unwrap().received.clone()
     }
 
     /// Mails to `to` whose subject contains `subject`.
@@ -194,12 +400,29 @@ fn address(arg: &str) -> String {
     arg[start..end].to_string()
 }
 
+/// Stops answering: reads (and drops) whatever the client sends until it hangs up.
+async fn hang(
+    mut lines: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    inner: &Mutex<Inner>,
+    index: usize,
+) -> std::io::Result<()> {
+    inner.lock().unwrap().attempts[index].hanging = true;
+    let mut buffer = [0u8; 1024];
+    while lines.read(&mut buffer).await? > 0 {}
+    Ok(())
+}
+
 async fn session(
     stream: tokio::net::TcpStream,
-    store: Arc<Mutex<Vec<Received>>>,
+    inner: &Mutex<Inner>,
+    index: usize,
 ) -> std::io::Result<()> {
+    let reply = inner.lock().unwrap().attempts[index].reply;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
+    if reply == Reply::HangAtConnect {
+        return hang(lines, inner, index).await;
+    }
     write.write_all(b"220 sink ESMTP test\r\n").await?;
     let (mut from, mut to) = (String::new(), Vec::new());
     let mut line = String::new();
@@ -221,8 +444,16 @@ async fn session(
             to.clear();
             write.write_all(b"250 OK\r\n").await?;
         } else if upper.starts_with("RCPT TO:") {
-            to.push(address(&command[8..]));
-            write.write_all(b"250 OK\r\n").await?;
+            let recipient = address(&command[8..]);
+            inner.lock().unwrap().attempts[index]
+                .to
+                .push(recipient.clone());
+            if let Reply::RefuseRecipient(code) = reply {
+                write.write_all(Reply::text(code).as_bytes()).await?;
+            } else {
+                to.push(recipient);
+                write.write_all(b"250 OK\r\n").await?;
+            }
         } else if upper == "DATA" {
             write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
             let mut data = String::new();
@@ -237,12 +468,24 @@ async fn session(
                 let unstuffed = line.strip_prefix('.').unwrap_or(&line);
                 data.push_str(unstuffed);
             }
-            store.lock().unwrap().push(Received {
-                from: from.clone(),
-                to: to.clone(),
-                data,
-            });
-            write.write_all(b"250 OK queued\r\n").await?;
+            match reply {
+                Reply::HangAfterData => return hang(lines, inner, index).await,
+                Reply::RefuseData(code) => {
+                    write.write_all(Reply::text(code).as_bytes()).await?;
+                }
+                _ => {
+                    {
+                        let mut inner = inner.lock().unwrap();
+                        inner.attempts[index].delivered = true;
+                        inner.received.push(Received {
+                            from: from.clone(),
+                            to: to.clone(),
+                            data,
+                        });
+                    }
+                    write.write_all(b"250 OK queued\r\n").await?;
+                }
+            }
         } else if upper == "RSET" || upper == "NOOP" {
             write.write_all(b"250 OK\r\n").await?;
         } else if upper == "QUIT" {
