@@ -25,30 +25,12 @@ if [ ! -x "$VENV/bin/openapi-spec-validator" ]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check 'openapi-spec-validator>=0.9,<0.10'
 fi
 
+. .ci/server.sh
 WORK=$(mktemp -d)
-PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-(
-    cd "$WORK"
-    exec env -i PATH="$PATH" DATABASE_URL="sqlite://auth.db" PORT="$PORT" \
-        SECRET_KEY=openapi-validation-secret-key-of-32-bytes RUST_LOG=warn \
-        "$BIN" > server.log 2>&1
-) &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+on_exit 'rm -rf "$WORK"'
+start_server "$WORK" DATABASE_URL="sqlite://auth.db" \
+    SECRET_KEY=openapi-validation-secret-key-of-32-bytes SHUTDOWN_GRACE_SECONDS=2 \
+    LOG_FORMAT=text RUST_LOG=warn,auth_server=info
 
-fetched=false
-for _ in $(seq 1 100); do
-    if "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-        "http://127.0.0.1:$PORT/openapi.json" "$WORK/openapi.json" 2>/dev/null; then
-        fetched=true
-        break
-    fi
-    sleep 0.1
-done
-if ! $fetched; then
-    echo "the server did not serve /openapi.json:" >&2
-    cat "$WORK/server.log" >&2
-    exit 1
-fi
-
-"$VENV/bin/openapi-spec-validator" --schema 3.1 --validation-errors all "$WORK/openapi.json"
+curl -fsS "$SERVER_URL/openapi.json" -o "$WORK/openapi.json"
+run_owned "$VENV/bin/openapi-spec-validator" --schema 3.1 --validation-errors all "$WORK/openapi.json"

@@ -45,12 +45,20 @@ impl Email {
         }
     }
 
+    /// A valid address: at most [`Self::MAX_LENGTH`] characters as sent and once normalised,
+    /// no control character, and valid by the HTML form rules (`validator`), an
+    /// internationalised domain included; surrounding spaces are trimmed.
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        // `normalise` drops control characters (for keys such as the lockout's); an address
+        // that has one is refused, not taken for another.
+        if raw.chars().any(char::is_control) {
+            return Err(FieldError::new(field, "is not a valid email address"));
+        }
         let email = Self::normalise(raw);
         if email.is_empty() {
             return Err(FieldError::new(field, "an email address is required"));
         }
-        if email.chars().count() > Self::MAX_LENGTH {
+        if raw.chars().count() > Self::MAX_LENGTH || email.chars().count() > Self::MAX_LENGTH {
             return Err(FieldError::new(
                 field,
                 format!("must be at most {} characters", Self::MAX_LENGTH),
@@ -67,30 +75,37 @@ impl Email {
     }
 }
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
+/// A display name: at most 100 characters, no control characters, not only whitespace; stored
+/// trimmed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Name(String);
 
 impl Name {
     pub const MAX_LENGTH: usize = 100;
 
+    /// [`Name::parse`]'s rules as an ECMA-262 pattern (with `maxLength` 100), for the OpenAPI
+    /// document: no control character (`char::is_control`: U+0000-U+001F, U+007F-U+009F)
+    /// anywhere, and at least one character that `str::trim` keeps (neither a control character
+    /// nor Unicode White_Space).
+    pub const PATTERN: &'static str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$";
+
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
-        let name = raw.trim();
-        let length = name.chars().count();
-        if length == 0 {
-            return Err(FieldError::new(field, "must not be empty"));
-        }
-        if length > Self::MAX_LENGTH {
+        // The length as sent: what a client checks against `maxLength`.
+        if raw.chars().count() > Self::MAX_LENGTH {
             return Err(FieldError::new(
                 field,
                 format!("must be at most {} characters", Self::MAX_LENGTH),
             ));
         }
-        if name.chars().any(char::is_control) {
+        if raw.chars().any(char::is_control) {
             return Err(FieldError::new(
                 field,
                 "must not contain control characters",
             ));
+        }
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(FieldError::new(field, "must not be empty"));
         }
         Ok(Self(name.to_string()))
     }
@@ -183,6 +198,11 @@ mod tests {
         assert!(Email::parse("email", "").is_err());
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(Email::parse("email", &long).is_err());
+        // Control characters are refused, not dropped; the length counts as sent.
+        assert!(Email::parse("email", "a\u{0}b@x.example").is_err());
+        assert!(Email::parse("email", "alice@example.com\n").is_err());
+        let padded = format!("{}a@example.com", " ".repeat(250));
+        assert!(Email::parse("email", &padded).is_err());
     }
 
     #[test]
@@ -213,6 +233,10 @@ mod tests {
         assert!(Name::parse("name", "a\u{0007}b").is_err());
         assert!(Name::parse("name", &"é".repeat(100)).is_ok());
         assert!(Name::parse("name", &"é".repeat(101)).is_err());
+        // The length and the characters as sent, before trimming.
+        assert!(Name::parse("name", &format!(" {} ", "a".repeat(99))).is_err());
+        assert!(Name::parse("name", "\tAda").is_err());
+        assert!(Name::parse("name", "\u{3000}Ada\u{a0}").is_ok());
     }
 
     #[test]
@@ -235,8 +259,41 @@ mod properties {
 
     use super::*;
 
+    /// Whether the document's rule for a name (`pattern`, `maxLength` 100) admits `raw`.
+    fn documented_name(raw: &str) -> bool {
+        let pattern = regex::Regex::new(Name::PATTERN).unwrap();
+        pattern.is_match(raw) && raw.chars().count() <= Name::MAX_LENGTH
+    }
+
+    #[test]
+    fn the_name_pattern_reads_as_intended() {
+        for good in ["Ann", " Ann ", "\u{3000}Ann\u{a0}", "\u{feff}", "a b"] {
+            assert!(documented_name(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "\u{2003}\u{3000}",
+            "Ann\n",
+            "\tAnn",
+            "A\u{0}",
+            "A\u{9f}",
+        ] {
+            assert!(!documented_name(bad), "{bad:?}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The document's name rule is `Name::parse`'s, exactly: what a generated client lets
+        /// through is what the server takes.
+        #[test]
+        fn the_documented_name_rule_is_the_servers(
+            raw in "[\\x00-\\x21\\x7e-\\xa1\\u{1680}\\u{2000}-\\u{200b}\\u{2028}\\u{2029}\\u{202f}\\u{205f}\\u{3000}\\u{feff}aé]{0,103}"
+        ) {
+            prop_assert_eq!(Name::parse("name", &raw).is_ok(), documented_name(&raw), "{:?}", raw);
+        }
 
         #[test]
         fn emails_normalise_idempotently(raw in ".{0,300}") {

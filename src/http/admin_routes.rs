@@ -22,16 +22,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_user, update_user, delete_user))
 }
 
+/// The longest search string `q`.
+const MAX_QUERY: usize = 254;
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
     /// 1 to 100; default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// Default 0.
-    #[param(value_type = Option<i64>, minimum = 0)]
+    /// 0 to 2147483647; default 0.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 2147483647)]
     offset: Option<String>,
-    /// Only accounts whose email or name contains this, ignoring case.
+    /// Only accounts whose email or name contains this, ignoring case; at most 254 characters
+    /// (surrounding spaces are trimmed; nothing left, no filter).
     #[param(max_length = 254)]
     q: Option<String>,
 }
@@ -85,13 +89,21 @@ async fn list_users(
         0,
         0..=i64::from(i32::MAX),
     ));
+    // The length as sent, what `maxLength` says; then trimmed.
+    if params
+        .q
+        .as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_QUERY)
+    {
+        errors.push(FieldError::new(
+            "q",
+            format!("must be at most {MAX_QUERY} characters"),
+        ));
+    }
     let q = params
         .q
         .map(|q| q.trim().to_string())
         .filter(|q| !q.is_empty());
-    if q.as_ref().is_some_and(|q| q.chars().count() > 254) {
-        errors.push(FieldError::new("q", "must be at most 254 characters"));
-    }
     errors.finish()?;
     let (Some(limit), Some(offset)) = (limit, offset) else {
         unreachable!("finish() returns the errors of any bad field")
@@ -108,7 +120,7 @@ async fn list_users(
 /// One account.
 #[utoipa::path(
     get, path = "/users/{id}", tag = "administration",
-    params(("id" = String, Path, description = "The user id")),
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "The account", body = UserResponse),
@@ -130,7 +142,7 @@ async fn get_user(
 /// 403 ACCOUNT_DISABLED. A superuser cannot remove its own superuser flag or deactivate itself.
 #[utoipa::path(
     patch, path = "/users/{id}", tag = "administration",
-    params(("id" = String, Path, description = "The user id")),
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
     request_body = AdminUpdateRequest,
     security(("bearer" = []), ("oauth2" = [])),
     responses(
@@ -169,7 +181,7 @@ async fn update_user(
 /// Delete an account, with its sessions and tokens. A superuser cannot delete itself here.
 #[utoipa::path(
     delete, path = "/users/{id}", tag = "administration",
-    params(("id" = String, Path, description = "The user id")),
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "Deleted"),

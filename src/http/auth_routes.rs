@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::extract::{
     Client, Credentials, JsonBody, Limited, LoginLimit, OptionalJsonBody, RefreshLimit,
-    RegisterLimit, required,
+    RegisterLimit, required, required_token,
 };
 use super::problem::Problem;
 use super::types::*;
@@ -124,8 +124,8 @@ async fn refresh(
     Client(client): Client,
     JsonBody(body): JsonBody<RefreshRequest>,
 ) -> Result<Json<TokenPairResponse>> {
-    let token =
-        required("refresh_token", body.refresh_token).map_err(|e| Error::Validation(vec![e]))?;
+    let token = required_token("refresh_token", body.refresh_token)
+        .map_err(|e| Error::Validation(vec![e]))?;
     let pair = refresh::refresh(&state, &token, client).await?;
     Ok(Json(pair.into()))
 }
@@ -145,7 +145,7 @@ struct LogoutParams {
 #[utoipa::path(
     post, path = "/logout", tag = "authentication",
     params(LogoutParams),
-    request_body(content = Option<LogoutRequest>, description = "Only without a bearer token"),
+    request_body(content = Option<LogoutRequest>, description = "Needed only without a bearer token; when sent, it must hold the refresh token"),
     security((), ("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "Logged out"),
@@ -161,28 +161,18 @@ async fn logout(
     let Query(params) =
         query.map_err(|_| Error::validation("scope", "must be one of local, global, others"))?;
     let scope = params.scope.unwrap_or_default();
-    match (caller, body.0) {
+    // A body, when one is sent, holds the refresh token, with or without a bearer token.
+    let refresh_token = body
+        .0
+        .map(|body| required_token("refresh_token", body.refresh_token))
+        .transpose()
+        .map_err(|e| Error::Validation(vec![e]))?;
+    match (caller, refresh_token) {
         (Some(super::extract::Authenticated(caller)), _) => {
             sessions::logout(&state, &caller, scope).await?;
         }
-        (
-            None,
-            Some(LogoutRequest {
-                refresh_token: Some(token),
-            }),
-        ) => {
+        (None, Some(token)) => {
             sessions::logout_with_refresh_token(&state, &token, scope).await?;
-        }
-        (
-            None,
-            Some(LogoutRequest {
-                refresh_token: None,
-            }),
-        ) => {
-            return Err(Error::validation(
-                "refresh_token",
-                "is required without a bearer token",
-            ));
         }
         (None, None) => {
             return Err(Error::Unauthorized(

@@ -167,7 +167,7 @@ async fn list_sessions(
 /// End one of the caller's sessions: its refresh token and access tokens stop working at once.
 #[utoipa::path(
     delete, path = "/me/sessions/{id}", tag = "current user",
-    params(("id" = String, Path, description = "A session id from GET /me/sessions")),
+    params(("id" = uuid::Uuid, Path, description = "A session id from GET /me/sessions (a UUID: any other is 404)")),
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "The session has ended"),

@@ -57,6 +57,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
     let (api, discovery, openapi) = api();
+    let openapi = openapi::configure(openapi, &config);
 
     // Anything carrying tokens or user data must not be stored by caches.
     let api = api

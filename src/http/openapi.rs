@@ -2,11 +2,17 @@
 //! adds the security schemes and the error responses every operation shares.
 
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, Object, ObjectBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{
     Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme,
 };
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi as _};
+
+use crate::config::Config;
+use crate::domain::Name;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -41,6 +47,79 @@ pub fn finish(mut api: OpenApi) -> OpenApi {
     CommonResponses.modify(&mut api);
     SecuritySchemes.modify(&mut api);
     api
+}
+
+/// The request fields that take a new password: their `minLength` is the configured one.
+const NEW_PASSWORDS: [(&str, &str); 3] = [
+    ("RegisterRequest", "password"),
+    ("ChangePasswordRequest", "new_password"),
+    ("PasswordResetConfirm", "new_password"),
+];
+
+/// The request fields that take a display name (`domain::Name`).
+const NAMES: [(&str, &str); 3] = [
+    ("RegisterRequest", "name"),
+    ("UpdateMeRequest", "name"),
+    ("AdminUpdateRequest", "name"),
+];
+
+/// What the document says that depends on more than the types: the configured
+/// PASSWORD_MIN_LENGTH, and the names' pattern (which `#[schema]` takes only as a literal).
+pub fn configure(mut api: OpenApi, config: &Config) -> OpenApi {
+    for (schema, field) in NEW_PASSWORDS {
+        if let Some(property) = property(&mut api, schema, field) {
+            property.min_length = Some(config.accounts.password_min_length);
+        }
+    }
+    for (schema, field) in NAMES {
+        if let Some(property) = property(&mut api, schema, field) {
+            property.pattern = Some(Name::PATTERN.to_string());
+        }
+    }
+    email_change_needs_password(&mut api);
+    api
+}
+
+/// `UpdateMeRequest`: a new `email` needs `current_password` (`service::accounts`), which
+/// JSON Schema states as: `email` is null or absent, or `current_password` is a string. (The
+/// server does not ask for it when the address is the account's own: no shape can tell.)
+fn email_change_needs_password(api: &mut OpenApi) {
+    let Some(schemas) = api.components.as_mut().map(|c| &mut c.schemas) else {
+        return;
+    };
+    let Some(fields) = schemas.remove("UpdateMeRequest") else {
+        return;
+    };
+    let no_new_email = ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .property("email", ObjectBuilder::new().schema_type(Type::Null));
+    let with_password = ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .property(
+            "current_password",
+            ObjectBuilder::new().schema_type(Type::String),
+        )
+        .required("current_password");
+    let rule = AnyOfBuilder::new()
+        .description(Some("A new `email` needs `current_password`."))
+        .item(no_new_email)
+        .item(with_password);
+    schemas.insert(
+        "UpdateMeRequest".to_string(),
+        AllOfBuilder::new().item(fields).item(rule).into(),
+    );
+}
+
+/// A property of a component schema, where both are inline objects.
+fn property<'a>(api: &'a mut OpenApi, schema: &str, field: &str) -> Option<&'a mut Object> {
+    let components = api.components.as_mut()?;
+    let RefOr::T(Schema::Object(object)) = components.schemas.get_mut(schema)? else {
+        return None;
+    };
+    match object.properties.get_mut(field)? {
+        RefOr::T(Schema::Object(property)) => Some(property),
+        _ => None,
+    }
 }
 
 struct SecuritySchemes;

@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Authenticated, JsonBody, Limited, MailLimit, RefreshLimit, required};
+use super::extract::{
+    Authenticated, JsonBody, Limited, MailLimit, RefreshLimit, required, required_token,
+};
 use super::problem::Problem;
 use super::types::*;
 use crate::domain::{Email, FieldErrors, Password};
@@ -69,7 +71,7 @@ async fn confirm_password_reset(
     JsonBody(body): JsonBody<PasswordResetConfirm>,
 ) -> Result<StatusCode> {
     let mut errors = FieldErrors::default();
-    let token = errors.check(required("token", body.token));
+    let token = errors.check(required_token("token", body.token));
     // The length is checked here, whatever the token; the rest of the policy, which knows the
     // account, once the token is known good.
     let password = errors
@@ -123,7 +125,7 @@ async fn confirm_verification(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<VerifyConfirm>,
 ) -> Result<Json<UserResponse>> {
-    let token = required("token", body.token).map_err(|e| Error::Validation(vec![e]))?;
+    let token = required_token("token", body.token).map_err(|e| Error::Validation(vec![e]))?;
     let user = recovery::confirm_verification(&state, &token).await?;
     Ok(Json(user.into()))
 }

@@ -10,26 +10,45 @@ use utoipa::ToSchema;
 use crate::domain::{Account, SessionView};
 use crate::service::sessions::TokenPair;
 
+// The constraints below are the ones the handlers check (`domain::Email`, `Name`, `Password`,
+// `extract::required_token`), so that a client generated from the document validates as the
+// server does; `openapi::configure` adds the names' pattern (`Name::PATTERN`) and puts the
+// configured PASSWORD_MIN_LENGTH in place of the default 8. A required field is `nullable = false`: null is answered "is required". What no
+// shape can tell (a wrong password, a token that is not a live one, a guessable new password)
+// is said in the descriptions.
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// A valid address, at most 254 characters; compared case-insensitively.
-    #[schema(required = true, example = "alice@example.com", max_length = 254, format = Email)]
+    /// A valid address (internationalised domains too), at most 254 characters, no control
+    /// characters; surrounding spaces are trimmed, and it is compared case-insensitively.
+    #[schema(required = true, nullable = false, example = "alice@example.com", max_length = 254, format = Email)]
     pub email: Option<String>,
-    /// 8 to 128 characters.
-    #[schema(required = true, example = "correct horse battery staple", min_length = 8, max_length = 128, format = Password)]
+    /// PASSWORD_MIN_LENGTH (8 by default) to 128 characters, and not too easy to guess
+    /// (zxcvbn, given the email and name, must score it PASSWORD_MIN_SCORE): a guessable one is
+    /// refused with 422 and a reason.
+    #[schema(required = true, nullable = false, example = "correct horse battery staple", min_length = 8, max_length = 128, format = Password)]
     pub password: Option<String>,
-    /// 1 to 100 characters, no control characters.
-    #[schema(required = true, example = "Alice", min_length = 1, max_length = 100)]
+    /// 1 to 100 characters, no control characters, not only spaces; stored trimmed.
+    #[schema(
+        required = true,
+        nullable = false,
+        example = "Alice",
+        min_length = 1,
+        max_length = 100
+    )]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(required = true, example = "alice@example.com")]
+    /// The account's email address. Any string is taken: one that is no account's address is
+    /// answered 401 INVALID_CREDENTIALS, like a wrong password.
+    #[schema(required = true, nullable = false, example = "alice@example.com")]
     pub email: Option<String>,
-    #[schema(required = true, example = "correct horse battery staple", format = Password)]
+    /// Any string; a wrong one is 401 INVALID_CREDENTIALS.
+    #[schema(required = true, nullable = false, example = "correct horse battery staple", format = Password)]
     pub password: Option<String>,
 }
 
@@ -37,44 +56,63 @@ pub struct LoginRequest {
 /// `username` is the email address.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginForm {
-    #[schema(required = true, example = "alice@example.com")]
+    /// The account's email address (any string, as `email` in the JSON body).
+    #[schema(required = true, nullable = false, example = "alice@example.com")]
     pub username: Option<String>,
-    #[schema(required = true, format = Password)]
+    /// Any string; a wrong one is 401 INVALID_CREDENTIALS.
+    #[schema(required = true, nullable = false, format = Password)]
     pub password: Option<String>,
     /// `password` if given.
+    #[schema(value_type = GrantType, required = false)]
     pub grant_type: Option<String>,
     /// Ignored.
+    #[schema(nullable = false)]
     pub scope: Option<String>,
     /// Ignored.
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
     /// Ignored.
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
+}
+
+/// The one OAuth2 grant `/login` takes.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum GrantType {
+    Password,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    #[schema(required = true)]
+    /// A refresh token from /login or /refresh. An empty one is "is required"; one that is not
+    /// the session's live token is 401 INVALID_TOKEN.
+    #[schema(required = true, nullable = false, min_length = 1)]
     pub refresh_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogoutRequest {
-    /// The session's refresh token, for logging out without a (valid) access token.
-    #[schema(required = true)]
+    /// The session's refresh token, for logging out without a (valid) access token. Required
+    /// whenever a body is sent.
+    #[schema(required = true, nullable = false, min_length = 1)]
     pub refresh_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
+    /// 1 to 100 characters, no control characters, not only spaces; stored trimmed. Null or
+    /// left out: unchanged.
     #[schema(example = "Alice Liddell", min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// A new address; needs `current_password`, and makes the account unverified.
-    #[schema(example = "alice@example.org", max_length = 254)]
+    /// A new address (the rules of `RegisterRequest.email`); needs `current_password`, and makes
+    /// the account unverified. Null or left out: unchanged.
+    #[schema(example = "alice@example.org", max_length = 254, format = Email)]
     pub email: Option<String>,
-    /// Required when `email` changes.
+    /// Required when `email` changes; a wrong one is 403 INVALID_CREDENTIALS.
     #[schema(format = Password)]
     pub current_password: Option<String>,
 }
@@ -82,34 +120,38 @@ pub struct UpdateMeRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteMeRequest {
-    /// The account's password, to confirm.
-    #[schema(required = true, format = Password)]
+    /// The account's password, to confirm; a wrong one is 403 INVALID_CREDENTIALS.
+    #[schema(required = true, nullable = false, format = Password)]
     pub password: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordResetRequest {
-    #[schema(required = true, example = "alice@example.com")]
+    /// A valid address (the rules of `RegisterRequest.email`).
+    #[schema(required = true, nullable = false, example = "alice@example.com", max_length = 254, format = Email)]
     pub email: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordResetConfirm {
-    /// The token from the link.
-    #[schema(required = true)]
+    /// The token from the link. An empty one is "is required"; one that is not a live reset
+    /// token is 400 INVALID_TOKEN.
+    #[schema(required = true, nullable = false, min_length = 1)]
     pub token: Option<String>,
-    /// 8 to 128 characters.
-    #[schema(required = true, min_length = 8, max_length = 128, format = Password)]
+    /// PASSWORD_MIN_LENGTH (8 by default) to 128 characters, and not too easy to guess (see
+    /// `RegisterRequest.password`).
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 128, format = Password)]
     pub new_password: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfirm {
-    /// The token from the link.
-    #[schema(required = true)]
+    /// The token from the link. An empty one is "is required"; one that is not a live
+    /// verification token is 400 INVALID_TOKEN.
+    #[schema(required = true, nullable = false, min_length = 1)]
     pub token: Option<String>,
 }
 
@@ -122,21 +164,25 @@ pub struct AcceptedResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
-    #[schema(required = true, format = Password)]
+    /// A wrong one is 403 INVALID_CREDENTIALS.
+    #[schema(required = true, nullable = false, format = Password)]
     pub current_password: Option<String>,
-    /// 8 to 128 characters.
-    #[schema(required = true, min_length = 8, max_length = 128, format = Password)]
+    /// PASSWORD_MIN_LENGTH (8 by default) to 128 characters, and not too easy to guess (see
+    /// `RegisterRequest.password`).
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 128, format = Password)]
     pub new_password: Option<String>,
 }
 
-/// What a superuser may change; fields left out stay as they are.
+/// What a superuser may change; fields left out (or null) stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUpdateRequest {
+    /// 1 to 100 characters, no control characters, not only spaces; stored trimmed.
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// A new address is unverified unless `is_verified` says otherwise.
-    #[schema(max_length = 254)]
+    /// A new address (the rules of `RegisterRequest.email`); it is unverified unless
+    /// `is_verified` says otherwise.
+    #[schema(max_length = 254, format = Email)]
     pub email: Option<String>,
     /// false deactivates the account and ends all its sessions.
     pub is_active: Option<bool>,

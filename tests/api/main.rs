@@ -18,6 +18,7 @@ mod logout;
 mod mail;
 mod me;
 mod migrations;
+mod openapi;
 mod operations;
 mod refresh;
 mod register;

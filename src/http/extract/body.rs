@@ -127,7 +127,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// An optional JSON body: none at all is `None`; anything sent must be valid JSON.
+/// An optional JSON body: none at all, or JSON `null` (which the document's `Option<T>` body
+/// allows), is `None`; anything else sent must be valid JSON of `T`.
 pub struct OptionalJsonBody<T>(pub Option<T>);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T> {
@@ -144,7 +145,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
                 "send the body as application/json",
             ));
         }
-        parse_json(&bytes).map(|v| Self(Some(v)))
+        parse_json(&bytes).map(Self)
     }
 }
 
@@ -209,6 +210,14 @@ impl FromRequest<AppState> for Credentials {
 /// Turns a missing required string into a field error.
 pub fn required(field: &str, value: Option<String>) -> Result<String, FieldError> {
     value.ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+/// A required token (refresh, reset, verification): missing or empty is "is required", as the
+/// document's `minLength: 1` says; whether it is a live token is for the service to tell.
+pub fn required_token(field: &str, value: Option<String>) -> Result<String, FieldError> {
+    value
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| FieldError::new(field, "is required"))
 }
 
 #[cfg(test)]

@@ -7,6 +7,6 @@ mod body;
 mod caller;
 mod client;
 
-pub use body::{Credentials, JsonBody, OptionalJsonBody, required};
+pub use body::{Credentials, JsonBody, OptionalJsonBody, required, required_token};
 pub use caller::{Authenticated, Superuser};
 pub use client::{Client, Limited, LoginLimit, MailLimit, RefreshLimit, RegisterLimit};

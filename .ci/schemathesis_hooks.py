@@ -1,0 +1,212 @@
+"""Schemathesis hooks for .ci/schemathesis.sh (loaded with SCHEMATHESIS_HOOKS).
+
+- A fresh account for every test case of an operation that takes a bearer token: registered
+  and logged in over HTTP, or, for the administration endpoints (/users...), created as a
+  superuser with `auth-server create-superuser` (as an operator would) and logged in. So no case
+  can end the session, change the password of, deactivate or delete an account another case
+  relies on, and no superuser is shared.
+- The failures no schema can prevent, dropped narrowly (by operation, check, status and the
+  problem document's content), each with the reason. Everything else schemathesis finds fails
+  the run.
+
+.ci/schemathesis.sh sets ST_BASE_URL, ST_AUTH_SERVER (the binary), ST_SERVER_DIR (the server's
+working directory) and ST_SERVER_ENV (the file of its settings, one VAR=value a line).
+"""
+
+import ast
+import os
+import subprocess
+import threading
+import uuid
+import zlib
+
+import requests
+import schemathesis
+
+# CPython 3.11's `ast.parse` is not safe in two threads at once: it can fail with "SystemError:
+# AST constructor recursion depth mismatch" (python/cpython#106905), and hypothesis parses
+# sources (to describe filters) from both of schemathesis's workers. One parse at a time.
+_AST_LOCK = threading.RLock()
+_ast_parse = ast.parse
+
+
+def _parse_alone(*args, **kwargs):
+    with _AST_LOCK:
+        return _ast_parse(*args, **kwargs)
+
+
+ast.parse = _parse_alone
+
+BASE_URL = os.environ["ST_BASE_URL"]
+AUTH_SERVER = os.environ["ST_AUTH_SERVER"]
+SERVER_DIR = os.environ["ST_SERVER_DIR"]
+with open(os.environ["ST_SERVER_ENV"], encoding="utf-8") as settings:
+    SERVER_ENV = dict(line.rstrip("\n").split("=", 1) for line in settings if "=" in line)
+# Where the failures dropped below are listed, if set.
+FILTERED_LOG = os.environ.get("ST_FILTERED_LOG")
+# setpriv --pdeathsig KILL, when the script found it: the CLI dies with schemathesis.
+ORPHAN_GUARD = os.environ.get("ST_ORPHAN_GUARD", "").split()
+
+# Passes the password policy (length and zxcvbn score) for any fresh address.
+PASSWORD = "fresh fuzzing passphrase, never guessed"
+
+
+def _fresh_email():
+    return f"st-{uuid.uuid4().hex}@example.com"
+
+
+def _log_in(email):
+    response = requests.post(
+        f"{BASE_URL}/login", json={"email": email, "password": PASSWORD}, timeout=60
+    )
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def _fresh_user():
+    email = _fresh_email()
+    response = requests.post(
+        f"{BASE_URL}/register",
+        json={"email": email, "password": PASSWORD, "name": "Fuzz"},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return _log_in(email)
+
+
+def _fresh_superuser():
+    email = _fresh_email()
+    env = {
+        "PATH": os.environ["PATH"],
+        **SERVER_ENV,
+        "AUTH_SERVER_PASSWORD": PASSWORD,
+        "RUST_LOG": "warn",
+    }
+    subprocess.run(
+        [*ORPHAN_GUARD, AUTH_SERVER, "create-superuser", "--email", email, "--name", "Fuzz"],
+        cwd=SERVER_DIR,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=60,
+    )
+    return _log_in(email)
+
+
+def _label(operation):
+    return f"{operation.method.upper()} {operation.path}"
+
+
+def _is_positive(case):
+    return case.meta is not None and case.meta.generation.mode.is_positive
+
+
+def _heads(value):
+    """A coin that the generated value throws, so that a run with the same seed is the same."""
+    return zlib.crc32(str(value).encode("utf-8", "surrogatepass")) % 2 == 0
+
+
+# Where a case confirms the account's password: half of the cases whose field holds a string get
+# the fresh account's real one, so that the paths past the check (deleting the account, changing
+# the password or the email) are fuzzed too, not only the 403. A string stays a string: the
+# field's only constraint, so the case stays as valid or invalid as it was generated.
+CURRENT_PASSWORD_FIELD = {
+    "DELETE /me": "password",
+    "PUT /me/password": "current_password",
+    "PUT /me": "current_password",
+    "PATCH /me": "current_password",
+}
+
+
+def _own_session(token):
+    response = requests.get(
+        f"{BASE_URL}/me/sessions", headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    response.raise_for_status()
+    return next(session["id"] for session in response.json() if session["current"])
+
+
+# refresh_interval=None: no caching, `get` runs for every case.
+@schemathesis.auth(refresh_interval=None)
+class FreshAccount:
+    def get(self, case, context):
+        if not case.operation.definition.raw.get("security"):
+            return None
+        if case.operation.path.startswith("/users"):
+            return _fresh_superuser(), None
+        token = _fresh_user()
+        if _label(case.operation) == "DELETE /me/sessions/{id}":
+            return token, _own_session(token)
+        return token, None
+
+    def set(self, case, account, context):
+        token, session = account
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = f"Bearer {token}"
+        field = CURRENT_PASSWORD_FIELD.get(_label(case.operation))
+        body = case.body
+        if field and isinstance(body, dict) and isinstance(body.get(field), str) and _heads(body[field]):
+            body[field] = PASSWORD
+        # Half of the schema-valid session ids become the account's own session, so that the
+        # revocation is fuzzed too, not only the 404 for a random UUID.
+        path = case.path_parameters
+        if session and _is_positive(case) and isinstance(path, dict) and _heads(path.get("id")):
+            path["id"] = session
+
+
+# Schema-valid tokens that are no live token: random strings cannot be a token from a mail
+# (the tokens are random, 256 bits), so these operations answer 400 INVALID_TOKEN, as their
+# documents say. Only the positive-data check, only that status and code.
+TOKEN_FROM_A_LINK = {"POST /password-reset/confirm", "POST /verify/confirm"}
+
+# New passwords that are long enough but too easy to guess: the policy's zxcvbn score (given the
+# account's email and name) is no shape. Only a 422 whose every error is that one, on the field.
+NEW_PASSWORD_FIELD = {
+    "POST /register": "password",
+    "PUT /me/password": "new_password",
+    "POST /password-reset/confirm": "new_password",
+}
+
+
+def _problem(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    keep = _keep(failure, case, response)
+    if not keep and FILTERED_LOG:
+        with open(FILTERED_LOG, "a", encoding="utf-8") as log:
+            log.write(f"{_label(case.operation)} {response.status_code} {response.text_lossy()}\n")
+    return keep
+
+
+def _keep(failure, case, response):
+    if failure.code != "ST202":  # positive_data_acceptance: schema-valid request refused
+        return True
+    label = _label(case.operation)
+    problem = _problem(response)
+    if (
+        label in TOKEN_FROM_A_LINK
+        and response.status_code == 400
+        and problem.get("code") == "INVALID_TOKEN"
+    ):
+        return False
+    field = NEW_PASSWORD_FIELD.get(label)
+    errors = problem.get("errors") or []
+    if (
+        field is not None
+        and response.status_code == 422
+        and errors
+        and all(
+            error.get("field") == field
+            and error.get("message", "").startswith("is too easy to guess")
+            for error in errors
+        )
+    ):
+        return False
+    return True

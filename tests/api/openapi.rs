@@ -1,0 +1,422 @@
+//! The OpenAPI document states the rules the server checks, so that a client generated from it
+//! validates as the server does (and schemathesis, in CI, finds nothing between them). Each
+//! constraint is read from the served document; removing one from the code fails here. The
+//! second half sends the boundary values and checks that the server answers as the document says.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A server with a raised PASSWORD_MIN_LENGTH, and its document.
+async fn app_and_document() -> (TestApp, Value) {
+    let app = spawn_app_with(&[("PASSWORD_MIN_LENGTH", "12")]).await;
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let document = response.json().await.unwrap();
+    (app, document)
+}
+
+fn schema<'a>(document: &'a Value, name: &str) -> &'a Value {
+    let schema = &document["components"]["schemas"][name];
+    assert!(schema.is_object(), "no schema {name}");
+    schema
+}
+
+fn property<'a>(document: &'a Value, name: &str, field: &str) -> &'a Value {
+    let property = &schema(document, name)["properties"][field];
+    assert!(property.is_object(), "no property {name}.{field}");
+    property
+}
+
+/// A required field: listed as required, and a string (null is "is required" too).
+fn assert_required_string(document: &Value, name: &str, field: &str) {
+    let required = schema(document, name)["required"].as_array().unwrap();
+    assert!(
+        required.contains(&json!(field)),
+        "{name}.{field} is not required"
+    );
+    assert_eq!(
+        property(document, name, field)["type"],
+        "string",
+        "{name}.{field} must be a string, not nullable"
+    );
+}
+
+fn assert_email(property: &Value, what: &str) {
+    assert_eq!(property["format"], "email", "{what}");
+    assert_eq!(
+        property["maxLength"],
+        auth_server::domain::Email::MAX_LENGTH,
+        "{what}"
+    );
+}
+
+fn assert_name(property: &Value, what: &str) {
+    assert_eq!(property["minLength"], 1, "{what}");
+    assert_eq!(
+        property["maxLength"],
+        auth_server::domain::Name::MAX_LENGTH,
+        "{what}"
+    );
+    assert_eq!(
+        property["pattern"],
+        auth_server::domain::Name::PATTERN,
+        "{what}"
+    );
+}
+
+fn assert_new_password(property: &Value, what: &str) {
+    // The configured minimum, not the default.
+    assert_eq!(property["minLength"], 12, "{what}");
+    assert_eq!(
+        property["maxLength"],
+        auth_server::config::PASSWORD_MAX_LENGTH,
+        "{what}"
+    );
+}
+
+fn parameter<'a>(document: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
+    document["paths"][path][method]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method} {path} has no parameters"))
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+}
+
+/// The referenced schema, or the schema itself.
+fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            &document["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+#[tokio::test]
+async fn the_document_states_every_input_rule_the_server_checks() {
+    let (_app, doc) = app_and_document().await;
+
+    // Registration: every field required, the email an address, the name and password bounded.
+    for field in ["email", "password", "name"] {
+        assert_required_string(&doc, "RegisterRequest", field);
+    }
+    assert_email(
+        property(&doc, "RegisterRequest", "email"),
+        "RegisterRequest.email",
+    );
+    assert_name(
+        property(&doc, "RegisterRequest", "name"),
+        "RegisterRequest.name",
+    );
+    assert_new_password(
+        property(&doc, "RegisterRequest", "password"),
+        "RegisterRequest.password",
+    );
+
+    // Every new password, wherever it is set.
+    for (name, field) in [
+        ("ChangePasswordRequest", "new_password"),
+        ("PasswordResetConfirm", "new_password"),
+    ] {
+        assert_required_string(&doc, name, field);
+        assert_new_password(property(&doc, name, field), &format!("{name}.{field}"));
+    }
+
+    // Tokens: required and not empty.
+    for (name, field) in [
+        ("RefreshRequest", "refresh_token"),
+        ("LogoutRequest", "refresh_token"),
+        ("PasswordResetConfirm", "token"),
+        ("VerifyConfirm", "token"),
+    ] {
+        assert_required_string(&doc, name, field);
+        assert_eq!(
+            property(&doc, name, field)["minLength"],
+            1,
+            "{name}.{field}"
+        );
+    }
+
+    // Passwords that are only checked against the account: required strings, no shape.
+    for (name, field) in [
+        ("LoginRequest", "email"),
+        ("LoginRequest", "password"),
+        ("LoginForm", "username"),
+        ("LoginForm", "password"),
+        ("DeleteMeRequest", "password"),
+        ("ChangePasswordRequest", "current_password"),
+    ] {
+        assert_required_string(&doc, name, field);
+    }
+    assert_required_string(&doc, "PasswordResetRequest", "email");
+    assert_email(
+        property(&doc, "PasswordResetRequest", "email"),
+        "PasswordResetRequest.email",
+    );
+    let grant = resolve(&doc, property(&doc, "LoginForm", "grant_type"));
+    assert_eq!(grant["enum"], json!(["password"]));
+
+    // Profile changes: optional fields (null leaves them), the same rules when given.
+    let admin = "AdminUpdateRequest";
+    assert_email(property(&doc, admin, "email"), "AdminUpdateRequest.email");
+    assert_name(property(&doc, admin, "name"), "AdminUpdateRequest.name");
+    // UpdateMeRequest: its fields, and the rule that a new email needs the current password.
+    let update_me = schema(&doc, "UpdateMeRequest")["allOf"]
+        .as_array()
+        .expect("UpdateMeRequest is the fields and the email rule");
+    let fields = &update_me[0]["properties"];
+    assert_email(&fields["email"], "UpdateMeRequest.email");
+    assert_name(&fields["name"], "UpdateMeRequest.name");
+    let rule = &update_me[1]["anyOf"];
+    assert_eq!(rule[0]["properties"]["email"]["type"], "null", "{rule}");
+    assert_eq!(rule[1]["required"], json!(["current_password"]), "{rule}");
+
+    // Every JSON body refuses unknown fields.
+    for name in [
+        "RegisterRequest",
+        "LoginRequest",
+        "RefreshRequest",
+        "LogoutRequest",
+        "DeleteMeRequest",
+        "ChangePasswordRequest",
+        "PasswordResetRequest",
+        "PasswordResetConfirm",
+        "VerifyConfirm",
+        "AdminUpdateRequest",
+    ] {
+        assert_eq!(
+            schema(&doc, name)["additionalProperties"],
+            false,
+            "{name} must refuse unknown fields"
+        );
+    }
+    assert_eq!(update_me[0]["additionalProperties"], false);
+
+    // Query and path parameters.
+    let limit = &parameter(&doc, "/users", "get", "limit")["schema"];
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&json!(1), &json!(100))
+    );
+    let offset = &parameter(&doc, "/users", "get", "offset")["schema"];
+    assert_eq!(
+        (&offset["minimum"], &offset["maximum"]),
+        (&json!(0), &json!(i32::MAX))
+    );
+    assert_eq!(
+        parameter(&doc, "/users", "get", "q")["schema"]["maxLength"],
+        254
+    );
+    let scope = resolve(&doc, &parameter(&doc, "/logout", "post", "scope")["schema"]);
+    assert_eq!(scope["enum"], json!(["local", "global", "others"]));
+    for (path, method) in [
+        ("/users/{id}", "get"),
+        ("/users/{id}", "patch"),
+        ("/users/{id}", "delete"),
+        ("/me/sessions/{id}", "delete"),
+    ] {
+        let id = parameter(&doc, path, method, "id");
+        assert_eq!(id["required"], true);
+        assert_eq!(id["schema"]["format"], "uuid", "{method} {path}");
+    }
+}
+
+/// The values just inside and just outside each documented bound, as the server answers them.
+#[tokio::test]
+async fn the_server_answers_the_documented_bounds_as_documented() {
+    let (app, _doc) = app_and_document().await;
+    let passphrase = "a passphrase long enough";
+    let register = |email: String, password: String, name: String| {
+        let app = &app;
+        async move {
+            app.post_json(
+                "/register",
+                &json!({"email": email, "password": password, "name": name}),
+            )
+            .await
+        }
+    };
+    let refused = async |response: reqwest::Response, field: &str| {
+        let body = assert_problem(response, 422, "VALIDATION_FAILED").await;
+        assert_eq!(error_fields(&body), [field], "{body}");
+    };
+
+    // minLength of the password is the configured 12, maxLength 128.
+    refused(
+        register(unique_email(), "elevenchars".into(), "Ann".into()).await,
+        "password",
+    )
+    .await;
+    refused(
+        register(unique_email(), "x".repeat(129), "Ann".into()).await,
+        "password",
+    )
+    .await;
+    let response = register(unique_email(), "twelve chars".into(), "Ann".into()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    // The name: 100 characters as sent, the pattern's whitespace and control characters.
+    let response = register(unique_email(), passphrase.into(), "é".repeat(100)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    for name in [
+        "é".repeat(101),
+        format!(" {} ", "a".repeat(99)),
+        String::new(),
+        " \u{3000}\u{a0}".into(),
+        "\tAnn".into(),
+        "Ann\u{85}".into(),
+    ] {
+        refused(
+            register(unique_email(), passphrase.into(), name).await,
+            "name",
+        )
+        .await;
+    }
+    let response = register(unique_email(), passphrase.into(), "\u{3000}Ann ".into()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    // The email: 254 characters as sent, no control characters, and null is not a value.
+    let local = "a".repeat(64);
+    let domain = format!(
+        "{}.{}.{}.example",
+        "b".repeat(60),
+        "b".repeat(60),
+        "b".repeat(59)
+    );
+    let longest = format!("{local}@{domain}");
+    assert_eq!(longest.chars().count(), 254);
+    let response = register(longest.clone(), passphrase.into(), "Ann".into()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    for email in [
+        format!("a{longest}"),
+        format!(" {longest}"),
+        "ann\u{0}@example.com".into(),
+        "ann@example.com\n".into(),
+    ] {
+        refused(
+            register(email, passphrase.into(), "Ann".into()).await,
+            "email",
+        )
+        .await;
+    }
+    refused(
+        app.post_json(
+            "/register",
+            &json!({"email": null, "password": passphrase, "name": "Ann"}),
+        )
+        .await,
+        "email",
+    )
+    .await;
+
+    // Tokens: empty is "is required", like null and missing.
+    for (path, field) in [
+        ("/refresh", "refresh_token"),
+        ("/verify/confirm", "token"),
+        ("/logout", "refresh_token"),
+    ] {
+        for value in [json!(""), json!(null)] {
+            let body = assert_problem(
+                app.post_json(path, &json!({ field: value })).await,
+                422,
+                "VALIDATION_FAILED",
+            )
+            .await;
+            assert_eq!(body["errors"][0]["field"], field, "{path}: {body}");
+            assert_eq!(
+                body["errors"][0]["message"], "is required",
+                "{path}: {body}"
+            );
+        }
+    }
+    let body = assert_problem(
+        app.post_json(
+            "/password-reset/confirm",
+            &json!({"token": "", "new_password": passphrase}),
+        )
+        .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(error_fields(&body), ["token"]);
+
+    // /logout: a body, with or without a bearer token, holds the refresh token; JSON null is
+    // no body (the document's body is `LogoutRequest` or null).
+    let (_, tokens) = app.signed_up(&unique_email()).await;
+    let logout = |body: Value| {
+        app.client
+            .post(app.url("/logout"))
+            .bearer_auth(&tokens.access)
+            .json(&body)
+            .send()
+    };
+    refused(logout(json!({})).await.unwrap(), "refresh_token").await;
+    refused(
+        logout(json!({"refresh_token": ""})).await.unwrap(),
+        "refresh_token",
+    )
+    .await;
+    assert_eq!(
+        logout(Value::Null).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // A new email on PUT /me needs the current password; null leaves the email.
+    let (_, tokens) = app.signed_up(&unique_email()).await;
+    let update = |body: Value| {
+        app.client
+            .put(app.url("/me"))
+            .bearer_auth(&tokens.access)
+            .json(&body)
+            .send()
+    };
+    refused(
+        update(json!({"email": unique_email()})).await.unwrap(),
+        "current_password",
+    )
+    .await;
+    let response = update(json!({"email": null, "name": "Ann"})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The list's query: offset up to i32::MAX, q up to 254 characters as sent.
+    let (_, admin) = app.superuser().await;
+    let list = |query: String| {
+        app.client
+            .get(app.url(&format!("/users?{query}")))
+            .bearer_auth(&admin.access)
+            .send()
+    };
+    assert_eq!(
+        list(format!("offset={}", i32::MAX)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    refused(
+        list(format!("offset={}", i64::from(i32::MAX) + 1))
+            .await
+            .unwrap(),
+        "offset",
+    )
+    .await;
+    assert_eq!(
+        list(format!("q={}", "a".repeat(254)))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    refused(
+        list(format!("q=%20{}", "a".repeat(254))).await.unwrap(),
+        "q",
+    )
+    .await;
+}
