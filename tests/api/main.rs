@@ -17,6 +17,7 @@ mod logout;
 mod mail;
 mod me;
 mod migrations;
+mod model;
 mod operations;
 mod purge;
 mod refresh;
