@@ -213,11 +213,16 @@ impl World {
 }
 
 /// A response as the model compares it: status, problem code (if a problem document) and body.
-#[derive(Debug)]
 struct Reply {
     status: u16,
     problem: bool,
     body: Value,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.body)
+    }
 }
 
 async fn reply(response: reqwest::Response) -> Reply {
@@ -982,6 +987,8 @@ fn rotation_follows_the_model() {
     let world = rt.block_on(World::start());
     let config = ProptestConfig {
         cases: CASES,
+        // A failure is shrunk this far at most (the default, 4 per case, stops short).
+        max_shrink_iters: 2048,
         failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
             "proptest-regressions",
         ))),
