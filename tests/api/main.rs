@@ -18,6 +18,7 @@ mod logout;
 mod mail;
 mod me;
 mod migrations;
+mod model;
 mod openapi;
 mod operations;
 mod refresh;
