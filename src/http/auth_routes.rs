@@ -145,7 +145,7 @@ struct LogoutParams {
 #[utoipa::path(
     post, path = "/logout", tag = "authentication",
     params(LogoutParams),
-    request_body(content = Option<LogoutRequest>, description = "Needed only without a bearer token; when sent, it must hold the refresh token"),
+    request_body(content = Option<LogoutRequest>, description = "Needed only without a bearer token (then it must hold the refresh token); with one, it may be omitted, null or `{}`"),
     security((), ("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "Logged out"),
@@ -161,19 +161,20 @@ async fn logout(
     let Query(params) =
         query.map_err(|_| Error::validation("scope", "must be one of local, global, others"))?;
     let scope = params.scope.unwrap_or_default();
-    // A body, when one is sent, holds the refresh token, with or without a bearer token.
-    let refresh_token = body
-        .0
-        .map(|body| required_token("refresh_token", body.refresh_token))
-        .transpose()
-        .map_err(|e| Error::Validation(vec![e]))?;
-    match (caller, refresh_token) {
+    // A refresh token, when one is sent, is not empty; with a bearer token the body may be
+    // `{}` (clients that always send a JSON object) and is otherwise not read.
+    let sent = body.0.map(|body| body.refresh_token);
+    if matches!(&sent, Some(Some(token)) if token.is_empty()) {
+        return Err(Error::validation("refresh_token", "is required"));
+    }
+    match (caller, sent) {
         (Some(super::extract::Authenticated(caller)), _) => {
             sessions::logout(&state, &caller, scope).await?;
         }
-        (None, Some(token)) => {
+        (None, Some(Some(token))) => {
             sessions::logout_with_refresh_token(&state, &token, scope).await?;
         }
+        (None, Some(None)) => return Err(Error::validation("refresh_token", "is required")),
         (None, None) => {
             return Err(Error::Unauthorized(
                 "send an access token, or the refresh token in the body",

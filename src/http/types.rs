@@ -95,9 +95,9 @@ pub struct RefreshRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogoutRequest {
-    /// The session's refresh token, for logging out without a (valid) access token. Required
-    /// whenever a body is sent.
-    #[schema(required = true, nullable = false, min_length = 1)]
+    /// The session's refresh token, for logging out without a (valid) access token: required
+    /// then. With a bearer token it may be left out (or null); when sent, it is not empty.
+    #[schema(required = false, nullable = true, min_length = 1)]
     pub refresh_token: Option<String>,
 }
 
