@@ -3,7 +3,8 @@
 # (a comparison moved by one, a cap removed, the wall clock read instead of the server's), runs
 # the test that guards it, and expects it to FAIL; then restores the file. Prints one line per
 # mutant and exits non-zero if any mutant survived. Not part of .ci/run (each mutant is a
-# rebuild); run it after changing a time rule. Usage: .ci/boundary-mutants.sh
+# rebuild); run it after changing a time rule.
+# Usage: .ci/boundary-mutants.sh [pattern]   (only the mutants whose line contains pattern)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,7 @@ EOF
 survived=0
 while IFS= read -r line; do
     [ -z "$line" ] && continue
+    case "$line" in *"${1:-}"*) ;; *) continue ;; esac
     file=${line%% @@ *}; rest=${line#* @@ }
     from=${rest%% @@ *}; rest=${rest#* @@ }
     to=${rest%% @@ *}; filter=${rest#* @@ }
