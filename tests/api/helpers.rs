@@ -292,6 +292,13 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET `path`, asserting 200: its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// POST /password-reset/confirm.
     pub async fn confirm_reset(&self, token: &str, new_password: &str) -> Response {
         self.post_json(

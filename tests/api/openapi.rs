@@ -11,14 +11,7 @@ use crate::helpers::*;
 /// A server with a raised PASSWORD_MIN_LENGTH, and its document.
 async fn app_and_document() -> (TestApp, Value) {
     let app = spawn_app_with(&[("PASSWORD_MIN_LENGTH", "12")]).await;
-    let response = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let document = response.json().await.unwrap();
+    let document = app.get_json("/openapi.json").await;
     (app, document)
 }
 

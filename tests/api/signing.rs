@@ -73,15 +73,6 @@ fn header_of(token: &str) -> Value {
     .unwrap()
 }
 
-fn claims_of(token: &str) -> Value {
-    serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 async fn jwks(app: &TestApp) -> (JwkSet, String) {
     let response = app
         .client
