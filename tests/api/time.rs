@@ -89,7 +89,8 @@ async fn the_session_lifetime_caps_the_tokens_of_a_late_refresh_and_ends_it_exac
         app.me(&last.access).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_problem(app.refresh(&last.refresh).await, 401, "INVALID_TOKEN").await;
+    let body = assert_problem(app.refresh(&last.refresh).await, 401, "INVALID_TOKEN").await;
+    assert_eq!(body["detail"], "the session has expired", "{body}");
 }
 
 /// An access token is accepted while now <= exp + 30 s (whole seconds), then refused as expired,
