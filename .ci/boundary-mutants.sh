@@ -42,6 +42,11 @@ EOF
 )
 
 survived=0
+# A mutant never outlives the script: the file is put back however it ends.
+current=
+restore() { if [ -n "$current" ] && [ -f "$current.orig" ]; then mv "$current.orig" "$current"; fi; }
+trap 'restore' EXIT
+trap 'exit 130' INT TERM HUP
 while IFS= read -r line; do
     [ -z "$line" ] && continue
     case "$line" in *"${1:-}"*) ;; *) continue ;; esac
@@ -54,6 +59,7 @@ while IFS= read -r line; do
         continue
     fi
     cp "$file" "$file.orig"
+    current=$file
     FROM="$from" TO="$to" perl -0pi -e 's/\Q$ENV{FROM}\E/$ENV{TO}/' "$file"
     if cargo test --quiet --test api "$filter" >/dev/null 2>&1; then
         echo "SURVIVED $file: '$from' -> '$to' ($filter passed)"
@@ -61,6 +67,7 @@ while IFS= read -r line; do
     else
         echo "killed   $file: '$from' -> '$to' ($filter failed)"
     fi
-    mv "$file.orig" "$file"
+    restore
+    current=
 done <<< "$MUTANTS"
 exit $survived
