@@ -277,6 +277,26 @@ async fn read_response(stream: &mut TcpStream) -> String {
 
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
+/// Whether a new connection to `address` gets a 200 to `GET /health` (false if the server
+/// closes it first).
+async fn health_answers(address: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(address).await else {
+        return false;
+    };
+    if stream.write_all(HEALTH).await.is_err() {
+        return false;
+    }
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+    }
+    head.starts_with(b"HTTP/1.1 200")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_neither_block_others_nor_stay_open() {
     // Each connection is two descriptors in this process (ours and the server's).
@@ -427,22 +447,22 @@ fn fresh_connections() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_is_logged_once_and_the_server_recovers() {
     const CAP: usize = 20;
-    let server = ChildServer::start(&[
+    let server = ChildServer::on_test_database(&[
         ("MAX_CONNECTIONS", "20"),
         ("HEADER_READ_TIMEOUT_SECONDS", "30"),
         ("KEEP_ALIVE_TIMEOUT_SECONDS", "60"),
     ])
     .await;
-    let address = server.base.trim_start_matches("http://").to_string();
+    let address = server.address;
     let client = fresh_connections();
     let reached = |output: &str| output.matches("MAX_CONNECTIONS reached").count();
 
-    // CAP silent connections take every slot.
+    // CAP silent connections take every slot: the server says so once it has accepted them all.
     let mut silent = Vec::new();
     for _ in 0..CAP {
-        silent.push(TcpStream::connect(&address).await.unwrap());
+        silent.push(TcpStream::connect(address).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_line("MAX_CONNECTIONS reached").await;
     // Over the cap, connections wait (here, longer than the client does).
     for _ in 0..3 {
         let waited = client
@@ -454,9 +474,10 @@ async fn the_connection_cap_is_logged_once_and_the_server_recovers() {
     }
     let mut waiting = Vec::new();
     for _ in 0..5 {
-        waiting.push(TcpStream::connect(&address).await.unwrap());
+        waiting.push(TcpStream::connect(address).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Still the one warning, after the 1.5 s the three clients waited at the cap (the server asks
+    // idle connections to close every 250 ms meanwhile).
     assert_eq!(reached(&server.output()), 1, "{}", server.output());
 
     // Connections close: the waiting ones are served, and new ones at once.
@@ -469,19 +490,14 @@ async fn the_connection_cap_is_logged_once_and_the_server_recovers() {
         .await
         .expect("served once connections closed");
     assert_eq!(response.status(), StatusCode::OK);
-    let logged = Instant::now() + Duration::from_secs(2);
-    while !server
-        .output()
-        .contains("open connections are back under MAX_CONNECTIONS")
-    {
-        assert!(Instant::now() < logged, "{}", server.output());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server
+        .wait_for_line("open connections are back under MAX_CONNECTIONS")
+        .await;
 
     // Slots held by idle keep-alive connections are given to clients with a request.
     let mut idle = Vec::new();
     for _ in 0..CAP {
-        let mut stream = TcpStream::connect(&address).await.unwrap();
+        let mut stream = TcpStream::connect(address).await.unwrap();
         stream.write_all(HEALTH).await.unwrap();
         read_response(&mut stream).await;
         idle.push(stream);
@@ -508,7 +524,7 @@ async fn the_connection_cap_is_logged_once_and_the_server_recovers() {
     }
     assert!(closed > 0, "no idle connection was closed");
     // A second burst, a second warning.
-    assert!(reached(&server.output()) >= 2, "{}", server.output());
+    server.wait_for_lines("MAX_CONNECTIONS reached", 2).await;
 }
 
 #[tokio::test]
@@ -516,95 +532,30 @@ async fn text_logs_carry_no_colour_codes_when_not_on_a_terminal() {
     for extra in [&[][..], &[("NO_COLOR", "1")][..]] {
         let mut env = vec![("LOG_FORMAT", "text")];
         env.extend_from_slice(extra);
-        let server = ChildServer::start(&env).await;
+        let server = ChildServer::on_test_database(&env).await;
         let response = reqwest::get(server.url("/health")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The request's line is written once the response has gone.
+        server.wait_for_line("/health").await;
         let output = server.output();
         assert!(output.contains("listening"), "{output}");
-        assert!(output.contains("/health"), "{output}");
         assert!(!output.contains('\x1b'), "{extra:?}: {output:?}");
     }
 }
 
-/// Runs the server with stdout and stderr on a pseudo-terminal until it says it is listening;
-/// returns everything it wrote there.
-fn output_on_a_terminal(env: &[(&str, &str)]) -> String {
-    use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::sync::{Arc, Mutex};
-
-    // SAFETY: the standard pseudo-terminal calls, on descriptors we own and check.
-    let (master, terminal) = unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
-        assert!(master >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(master), 0);
-        assert_eq!(libc::unlockpt(master), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let terminal = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
-        assert!(terminal >= 0, "open the terminal");
-        (
-            std::fs::File::from_raw_fd(master),
-            OwnedFd::from_raw_fd(terminal),
-        )
-    };
-    let dir =
-        std::env::temp_dir().join(format!("auth-server-tty-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"));
-        command
-            .current_dir(&dir)
-            .env("PORT", free_port().to_string())
-            .env("SECRET_KEY", SECRET)
-            .env("DATABASE_URL", "sqlite://auth.db")
-            .env_remove("SMTP_URL")
-            .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR")
-            .stdin(std::process::Stdio::null())
-            .stdout(terminal.try_clone().unwrap())
-            .stderr(terminal);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        command.spawn().unwrap()
-        // The command, and with it our copies of the terminal's descriptor, ends here.
-    };
-    let output = Arc::new(Mutex::new(Vec::new()));
-    {
-        let output = output.clone();
-        let mut master = master;
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // Ends with an error once the server, the last holder of the terminal, has exited.
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                output.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline
-        && !String::from_utf8_lossy(&output.lock().unwrap()).contains("serving HTTP/1.1")
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&output.lock().unwrap()).to_string();
-    assert!(text.contains("serving HTTP/1.1"), "{text:?}");
-    text
+/// Runs the server with stdout and stderr on a pseudo-terminal until it serves; returns
+/// everything it wrote there.
+async fn output_on_a_terminal(env: &[(&str, &str)]) -> String {
+    let server = ChildServer::on_a_terminal(env).await;
+    server.wait_for_line("serving HTTP/1.1").await;
+    server.output()
 }
 
-#[test]
-fn on_a_terminal_text_logs_are_coloured_unless_no_color_is_set() {
-    let coloured = output_on_a_terminal(&[("LOG_FORMAT", "text")]);
+#[tokio::test]
+async fn on_a_terminal_text_logs_are_coloured_unless_no_color_is_set() {
+    let coloured = output_on_a_terminal(&[("LOG_FORMAT", "text")]).await;
     assert!(coloured.contains('\x1b'), "{coloured:?}");
-    let plain = output_on_a_terminal(&[("LOG_FORMAT", "text"), ("NO_COLOR", "1")]);
+    let plain = output_on_a_terminal(&[("LOG_FORMAT", "text"), ("NO_COLOR", "1")]).await;
     assert!(!plain.contains('\x1b'), "{plain:?}");
 }
 
@@ -735,32 +686,34 @@ async fn connections_over_the_per_client_cap_are_closed_unless_from_a_trusted_pr
                 "trusted: {trusted}"
             );
         }
-        // A place given back is taken again.
+        // A place given back is taken again, once the server has seen it closed (a connection
+        // that comes before that is closed at once, and the next one tried).
         if !trusted {
             drop(open.pop());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let mut again = TcpStream::connect(&address).await.unwrap();
-            again.write_all(HEALTH).await.unwrap();
-            assert!(read_response(&mut again).await.starts_with("HTTP/1.1 200"));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !health_answers(&address).await {
+                assert!(Instant::now() < deadline, "the place was not given back");
+            }
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_what_is_still_open_after_the_grace_period() {
-    let mut server = ChildServer::start(&[
+    let mut server = ChildServer::on_test_database(&[
         ("SHUTDOWN_GRACE_SECONDS", "1"),
         ("KEEP_ALIVE_TIMEOUT_SECONDS", "60"),
     ])
     .await;
-    let address = server.base.trim_start_matches("http://").to_string();
-    // A reader that takes nothing: its response is never written out.
-    let mut slow = small_window(&address).await;
+    // A reader that takes nothing: its response is never written out. Once its first bytes have
+    // come, the response is being written, and about 4 MB of it cannot fit the buffers.
+    let mut slow = small_window(&server.address.to_string()).await;
     slow.write_all(&BUNDLE.repeat(3)).await.unwrap();
     slow.read_exact(&mut [0u8; 1024]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();
-    let status = tokio::task::block_in_place(|| server.stop_with(libc::SIGTERM))
+    let status = server
+        .stop_with(libc::SIGTERM)
+        .await
         .expect("the server exits with a slow client connected");
     assert!(status.success(), "{}", server.output());
     assert!(

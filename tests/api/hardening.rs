@@ -205,7 +205,7 @@ async fn per_address_limits_hold_and_forwarded_for_does_not_escape_them() {
 #[tokio::test]
 async fn a_login_flood_is_turned_away_while_health_answers_and_memory_stays_bounded() {
     // The real argon2 parameters (19 MiB a hash), in a process of its own so its memory is its own.
-    let server = ChildServer::start(&[
+    let server = ChildServer::on_test_database(&[
         ("HASH_QUEUE_LIMIT", "32"),
         ("RATE_LIMIT_LOGIN_PER_MINUTE", "0"),
         // 500 clients at once, all from 127.0.0.1.
@@ -591,7 +591,7 @@ async fn keys_named_in_token_headers_are_never_used() {
 async fn no_password_token_or_hash_reaches_the_log_at_any_level() {
     let sink = SmtpSink::start().await;
     let url = sink.url();
-    let server = ChildServer::start(&[
+    let server = ChildServer::on_test_database(&[
         ("RUST_LOG", "trace"),
         ("SMTP_URL", url.as_str()),
         ("MAIL_FROM", "no-reply@example.com"),
@@ -703,16 +703,11 @@ async fn no_password_token_or_hash_reaches_the_log_at_any_level() {
     ] {
         secrets.push(t.as_str().unwrap().to_string());
     }
-    // The stored hash, read from the server's own database file.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.database.display()))
-        .await
-        .unwrap();
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
-        .bind(&email)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    // The stored hash, read from the server's database.
+    let hash = server
+        .sql
+        .text("SELECT password_hash FROM users WHERE email = $1", &email)
+        .await;
     secrets.push(hash.clone());
     secrets.push(hash.rsplit('$').next().unwrap().to_string());
     tokio::time::sleep(Duration::from_millis(300)).await;

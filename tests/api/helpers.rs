@@ -542,36 +542,422 @@ where
     outputs
 }
 
-/// The server binary run as a child process, with its output captured: for what only a whole
-/// process shows (its memory, everything it logs, a crash). [`ChildServer::start`] runs it on a
-/// fresh SQLite file in a directory of its own; [`ChildServer::on_test_database`] on the test's
-/// database (a fresh PostgreSQL database with `TEST_DATABASE_URL`).
+/// How long a child server has to say where it listens and answer `/health`.
+const CHILD_START_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a test waits for a line in a child server's log.
+pub const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A process a test started, owned from the moment it was spawned: dropping this (the test
+/// ending, a failed start, a panic anywhere in the test or in a thread reading the process's
+/// output) kills and reaps it. It is also spawned with `PR_SET_PDEATHSIG(SIGKILL)`, so that it
+/// dies with the test binary even when that is SIGKILLed and no destructor runs.
+pub struct OwnedChild {
+    child: std::sync::Mutex<std::process::Child>,
+    pid: u32,
+}
+
+/// A command to spawn, and where to send the child.
+type SpawnRequest = (
+    std::process::Command,
+    std::sync::mpsc::Sender<std::io::Result<std::process::Child>>,
+);
+
+/// Spawns `command` on the one thread that lives as long as the test binary. The parent-death
+/// signal is sent when the *thread* that forked the child exits, not the process: a child
+/// forked on a test's own thread (or a tokio worker, or a blocking-pool thread) would be killed
+/// when that thread ends, which may be while the test still uses it.
+fn spawn_on_the_spawner_thread(
+    command: std::process::Command,
+) -> std::io::Result<std::process::Child> {
+    use std::sync::mpsc;
+    static SPAWNER: std::sync::OnceLock<mpsc::Sender<SpawnRequest>> = std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    // A child nobody is left to own is not left running.
+                    if let Err(mpsc::SendError(Ok(mut child))) = reply.send(command.spawn()) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                }
+            })
+            .expect("the spawner thread starts");
+        requests
+    });
+    let (reply, child) = mpsc::channel();
+    spawner
+        .send((command, reply))
+        .expect("the spawner thread is running");
+    child.recv().expect("the spawner thread answers")
+}
+
+impl OwnedChild {
+    /// Spawns `command`, which dies with the test binary, and owns the child at once.
+    pub fn spawn(mut command: std::process::Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        let program = command.get_program().to_string_lossy().to_string();
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the hook makes only async-signal-safe calls (prctl,
+        // getppid) and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The test binary may have died before the prctl: no signal would come then.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let child = spawn_on_the_spawner_thread(command)
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Self {
+            pid: child.id(),
+            child: std::sync::Mutex::new(child),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The child's stdout, if it was piped and not taken yet.
+    pub fn take_stdout(&self) -> std::process::ChildStdout {
+        self.child().stdout.take().expect("a piped stdout")
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, std::process::Child> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The exit status, once the process has exited (and is reaped).
+    pub fn try_wait(&self) -> Option<std::process::ExitStatus> {
+        self.child().try_wait().ok().flatten()
+    }
+
+    /// Sends `signal`, unless the process has already exited and been reaped (its pid may
+    /// belong to another process by then).
+    pub fn signal(&self, signal: i32) {
+        let mut child = self.child();
+        if child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child, which has not been reaped (we hold the lock).
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// Waits up to `within` for the process to exit; its exit status, if it did.
+    pub async fn exited_within(
+        &self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// [`OwnedChild::exited_within`] for code that cannot await.
+    pub fn exited_within_blocking(
+        &self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the process (if it still runs) and reaps it.
+    pub fn kill_and_reap(&self) {
+        let mut child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for OwnedChild {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+    }
+}
+
+/// In a thread that reads a child's output: if the thread panics, the child is killed and
+/// reaped (it holds no strong reference, so it never keeps the child alive).
+struct KillOnPanic(std::sync::Weak<OwnedChild>);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(process) = self.0.upgrade()
+        {
+            process.kill_and_reap();
+        }
+    }
+}
+
+/// Runs `command` to its end (at most `within`, or it is killed and the test fails), owned like
+/// every process a test starts; its output, as [`std::process::Command::output`] gives it.
+pub fn run_to_end(
+    mut command: std::process::Command,
+    within: std::time::Duration,
+) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let process = Arc::new(OwnedChild::spawn(command));
+    let (stdout, stderr) = {
+        let mut child = process.child();
+        (child.stdout.take().unwrap(), child.stderr.take().unwrap())
+    };
+    let read_all = |mut stream: Box<dyn Read + Send>| {
+        let guard = KillOnPanic(Arc::downgrade(&process));
+        std::thread::spawn(move || {
+            let _guard = guard;
+            let mut bytes = Vec::new();
+            let _ = stream.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(stdout));
+    let stderr = read_all(Box::new(stderr));
+    let status = process.exited_within_blocking(within);
+    if status.is_none() {
+        // Its output ends only with it.
+        process.kill_and_reap();
+    }
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!(
+            "pid {} did not end within {within:?}: {}{}",
+            process.pid(),
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// The server binary, to run as a child process.
+pub fn server_command() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+}
+
+/// What a child process has written, line by line, and a signal for every new line.
+struct Output {
+    text: std::sync::Mutex<String>,
+    /// Bumped at every line and at the end of every stream.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Output {
+    fn new() -> Self {
+        Self {
+            text: std::sync::Mutex::new(String::new()),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    fn text(&self) -> std::sync::MutexGuard<'_, String> {
+        self.text
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads `stream` line by line on a thread of its own, into this output; `open` counts the
+    /// streams of the process still open.
+    fn read(
+        self: &Arc<Self>,
+        stream: impl std::io::Read + Send + 'static,
+        process: &Arc<OwnedChild>,
+        open: &Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::io::BufRead;
+        use std::sync::atomic::Ordering;
+        /// Counts the stream as ended when the reading thread ends, however it ends.
+        struct Ended(Arc<Output>, Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                self.1.fetch_sub(1, Ordering::SeqCst);
+                self.0.changed.send_modify(|n| *n += 1);
+            }
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let ended = Ended(self.clone(), open.clone());
+        let kill_on_panic = KillOnPanic(Arc::downgrade(process));
+        let output = self.clone();
+        std::thread::spawn(move || {
+            // Dropped in reverse: a panic kills the process, then the stream counts as ended.
+            let _ended = ended;
+            let _kill_on_panic = kill_on_panic;
+            let mut stream = std::io::BufReader::new(stream);
+            let mut line = Vec::new();
+            // A terminal ends with an error (EIO) once its last writer has gone.
+            while stream.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                output
+                    .text()
+                    .push_str(&format!("{}\n", text.trim_end_matches(['\r', '\n'])));
+                output.changed.send_modify(|n| *n += 1);
+                line.clear();
+            }
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.text().len()
+    }
+
+    /// Waits up to `within` until `found` finds what it looks for in the output from byte
+    /// `from` on; fails early once the process has closed its output (`open` is 0).
+    async fn wait_for<T>(
+        &self,
+        from: usize,
+        within: std::time::Duration,
+        open: &std::sync::atomic::AtomicUsize,
+        mut found: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T, String> {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            changed.borrow_and_update();
+            let closed = open.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            if let Some(value) = found(&self.text()[from..]) {
+                return Ok(value);
+            }
+            if closed {
+                return Err("the process closed its output".into());
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return Err(format!("not within {within:?}"));
+            }
+        }
+    }
+}
+
+/// `text` without its terminal escape sequences (`ESC [ ... letter`).
+pub fn without_escapes(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// Where the server says it listens, and on which database backend: its "auth-server
+/// listening" line (JSON or text, coloured or not), an unspecified address read as loopback.
+fn listening(output: &str) -> Option<(std::net::SocketAddr, String)> {
+    let line = output
+        .lines()
+        .map(without_escapes)
+        .find(|l| l.contains("auth-server listening"))?;
+    let field = |name: &str| match serde_json::from_str::<Value>(&line) {
+        Ok(json) => json[name].as_str().map(str::to_string),
+        Err(_) => line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(&format!("{name}=")))
+            .map(str::to_string),
+    };
+    let mut address: std::net::SocketAddr = field("address")?.parse().ok()?;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some((address, field("database")?))
+}
+
+/// Where a child server's stdout and stderr go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Console {
+    Pipes,
+    /// A pseudo-terminal, as when run by hand.
+    Terminal,
+}
+
+/// The server binary run as a child process on the test's database (a fresh PostgreSQL database
+/// with `TEST_DATABASE_URL`, else a fresh SQLite file), with its output captured: for what only a
+/// whole process shows (its memory, everything it logs, signals, a crash). It listens on a port
+/// of its own choosing (`PORT=0`), read back from its log. The process is owned from the moment
+/// it is spawned, and dies with the test binary (see [`OwnedChild`]).
 pub struct ChildServer {
     pub base: String,
-    /// The SQLite file of [`ChildServer::start`].
-    pub database: PathBuf,
-    child: std::process::Child,
+    pub address: std::net::SocketAddr,
+    /// The test's own connection to the server's database.
+    pub sql: TestPool,
+    process: Arc<OwnedChild>,
+    /// The output streams of the current process still open.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    console: Console,
     dir: PathBuf,
     env: Vec<(String, String)>,
     database_url: String,
-    output: Arc<std::sync::Mutex<String>>,
-    // Last: the database is removed after the process has stopped.
-    _db: Option<TestDb>,
+    output: Arc<Output>,
+    // Last: the database is removed after the process has stopped (see `Drop`).
+    _db: TestDb,
 }
 
 impl ChildServer {
-    pub async fn start(env: &[(&str, &str)]) -> Self {
-        Self::launch(env, "sqlite://auth.db".into(), None).await
-    }
-
     /// On the test database: a fresh PostgreSQL database when the suite runs on PostgreSQL, a
-    /// fresh SQLite file otherwise.
+    /// fresh SQLite file otherwise. `env` is over `LOG_FORMAT=json` and the server's defaults.
     pub async fn on_test_database(env: &[(&str, &str)]) -> Self {
-        let (db, url) = TestDb::create().await;
-        Self::launch(env, url, Some(db)).await
+        Self::launch(env, Console::Pipes, CHILD_START_WITHIN).await
     }
 
-    async fn launch(env: &[(&str, &str)], database_url: String, db: Option<TestDb>) -> Self {
+    /// As [`ChildServer::on_test_database`], with stdout and stderr on a pseudo-terminal.
+    pub async fn on_a_terminal(env: &[(&str, &str)]) -> Self {
+        Self::launch(env, Console::Terminal, CHILD_START_WITHIN).await
+    }
+
+    /// As [`ChildServer::on_test_database`], failing if the server is not up `within`.
+    pub async fn up_within(env: &[(&str, &str)], within: std::time::Duration) -> Self {
+        Self::launch(env, Console::Pipes, within).await
+    }
+
+    async fn launch(env: &[(&str, &str)], console: Console, within: std::time::Duration) -> Self {
+        let (db, database_url) = TestDb::create().await;
         let dir = std::env::temp_dir().join(format!(
             "auth-server-child-{}",
             uuid::Uuid::new_v4().simple()
@@ -581,90 +967,155 @@ impl ChildServer {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let output = Arc::new(std::sync::Mutex::new(String::new()));
-        let (child, port) = Self::spawn(&dir, &env, &database_url, &output);
-        let server = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            database: dir.join("auth.db"),
-            child,
+        let output = Arc::new(Output::new());
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let process = Self::spawn(console, &dir, &env, &database_url, &output, &open);
+        // Owned as a whole before anything can fail: a failed start drops it, which kills the
+        // process, removes the directory and then the database.
+        let mut server = Self {
+            base: String::new(),
+            address: ([0, 0, 0, 0], 0).into(),
+            sql: db.pool(),
+            process,
+            open,
+            console,
             dir,
             env,
             database_url,
             output,
             _db: db,
         };
-        server.wait_until_up().await;
+        server.wait_until_up(0, within).await;
         server
     }
 
     fn spawn(
+        console: Console,
         dir: &std::path::Path,
         env: &[(String, String)],
         database_url: &str,
-        output: &Arc<std::sync::Mutex<String>>,
-    ) -> (std::process::Child, u16) {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
-        let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_auth-server"));
+        output: &Arc<Output>,
+        open: &Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Arc<OwnedChild> {
+        use std::process::Stdio;
+        let mut command = server_command();
         command
             .current_dir(dir)
-            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            // The server picks a free port and says which: no port is probed and then lost.
+            .env("PORT", "0")
             .env("SECRET_KEY", SECRET)
             .env("DATABASE_URL", database_url)
             .env("LOG_FORMAT", "json")
             .env_remove("SMTP_URL")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().unwrap();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut all = output.lock().unwrap();
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
+        match console {
+            Console::Pipes => {
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                let process = Arc::new(OwnedChild::spawn(command));
+                let (stdout, stderr) = {
+                    let mut child = process.child();
+                    (child.stdout.take().unwrap(), child.stderr.take().unwrap())
+                };
+                output.read(stdout, &process, open);
+                output.read(stderr, &process, open);
+                process
+            }
+            Console::Terminal => {
+                let (master, terminal) = pseudo_terminal();
+                command
+                    .stdout(terminal.try_clone().unwrap())
+                    .stderr(terminal);
+                // The command, and with it our copies of the terminal, ends in the spawner: the
+                // server is then the terminal's last writer.
+                let process = Arc::new(OwnedChild::spawn(command));
+                output.read(master, &process, open);
+                process
+            }
         }
-        (child, port)
     }
 
-    async fn wait_until_up(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client.get(self.url("/health")).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the server did not start: {}", self.output());
+    /// Waits for the "auth-server listening" line the process writes after byte `from` of the
+    /// output, and for `/health` to answer.
+    async fn wait_until_up(&mut self, from: usize, within: std::time::Duration) {
+        let started = tokio::time::Instant::now();
+        let (address, backend) = self
+            .output
+            .wait_for(from, within, &self.open, listening)
+            .await
+            .unwrap_or_else(|why| {
+                panic!(
+                    "the server (pid {}) did not say where it listens ({why}): {}",
+                    self.pid(),
+                    self.output()
+                )
+            });
+        // The backend under test, whichever it is.
+        let expected = if on_postgres() { "postgres" } else { "sqlite" };
+        assert_eq!(backend, expected, "the server runs on the wrong backend");
+        self.address = address;
+        self.base = format!("http://{address}");
+        // It listens from the moment it says so: this only checks that it answers.
+        let health = reqwest::Client::new()
+            .get(self.url("/health"))
+            .timeout(within.saturating_sub(started.elapsed()))
+            .send()
+            .await;
+        assert!(
+            health.as_ref().is_ok_and(|r| r.status() == 200),
+            "the server (pid {}) at {address} does not answer /health ({health:?}): {}",
+            self.pid(),
+            self.output()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The server's `DATABASE_URL`.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The server's working directory (its own, empty).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Kills the process with SIGKILL (no chance to finish anything) and waits for it to die.
     pub fn kill9(&mut self) {
-        let status = self.stop_with(libc::SIGKILL).expect("SIGKILL kills");
+        self.process.signal(libc::SIGKILL);
+        let status = self
+            .process
+            .exited_within_blocking(std::time::Duration::from_secs(10))
+            .expect("SIGKILL kills");
         assert!(!status.success());
     }
 
     /// Starts the server again, after it has stopped, on the same database and configuration
-    /// (on another port).
+    /// (on the port it then picks).
     pub async fn restart(&mut self) {
         assert!(
-            self.child.try_wait().unwrap().is_some(),
+            self.process.try_wait().is_some(),
             "the server is still running"
         );
-        let (child, port) = Self::spawn(&self.dir, &self.env, &self.database_url, &self.output);
-        self.child = child;
-        self.base = format!("http://127.0.0.1:{port}");
-        self.wait_until_up().await;
+        let from = self.output.len();
+        self.open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        self.process = Self::spawn(
+            self.console,
+            &self.dir,
+            &self.env,
+            &self.database_url,
+            &self.output,
+            &self.open,
+        );
+        self.wait_until_up(from, CHILD_START_WITHIN).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -673,28 +1124,72 @@ impl ChildServer {
 
     /// Everything the process has written so far, stdout and stderr.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.output.text().clone()
     }
 
-    /// Sends `signal` and waits (up to 10 s) for the process to exit; returns its exit status.
-    pub fn stop_with(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        None
+    /// Waits (up to [`LOG_WAIT`]) until the output has a line containing `text`, and returns it.
+    pub async fn wait_for_line(&self, text: &str) -> String {
+        self.wait_for_lines(text, 1).await.remove(0)
+    }
+
+    /// Waits (up to [`LOG_WAIT`]) until the output has `count` lines containing `text`, and
+    /// returns them all.
+    pub async fn wait_for_lines(&self, text: &str, count: usize) -> Vec<String> {
+        self.wait_for_matching(&format!("{text:?}"), count, |l| l.contains(text))
+            .await
+    }
+
+    /// Waits (up to [`LOG_WAIT`]) until the output has a line for which `matches` holds, and
+    /// returns it; `what` says what is awaited, for the failure message.
+    pub async fn wait_for_line_where(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        self.wait_for_matching(what, 1, matches).await.remove(0)
+    }
+
+    async fn wait_for_matching(
+        &self,
+        what: &str,
+        count: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        self.output
+            .wait_for(0, LOG_WAIT, &self.open, |output| {
+                let lines: Vec<String> = output
+                    .lines()
+                    .filter(|l| matches(l))
+                    .map(str::to_string)
+                    .collect();
+                (lines.len() >= count).then_some(lines)
+            })
+            .await
+            .unwrap_or_else(|why| {
+                panic!(
+                    "{count} line(s) with {what} were not logged ({why}): {}",
+                    self.output()
+                )
+            })
+    }
+
+    /// Sends `signal` and waits (up to 10 s) for the process to exit; its exit status.
+    pub async fn stop_with(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
+        self.process.signal(signal);
+        self.exited().await
+    }
+
+    /// Waits (up to 10 s) for the process to exit; its exit status.
+    pub async fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.process
+            .exited_within(std::time::Duration::from_secs(10))
+            .await
+    }
+
+    /// Sends `signal` to the process, without waiting.
+    pub fn signal(&self, signal: i32) {
+        self.process.signal(signal);
     }
 
     /// The peak resident memory of the process so far, in KiB (Linux).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -706,8 +1201,7 @@ impl ChildServer {
 
 impl Drop for ChildServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill_and_reap();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -728,4 +1222,26 @@ pub fn freeze_clock(app: &TestApp) -> i64 {
     let t = (app.clock.now_ms() / 1000 + 86_400) * 1000;
     app.clock.set_ms(t);
     t
+}
+
+/// A new pseudo-terminal: its master end (to read what is written) and the terminal itself.
+fn pseudo_terminal() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: the standard pseudo-terminal calls, on descriptors we own and check.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0, "posix_openpt");
+        let master = std::fs::File::from_raw_fd(master);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
+        assert_eq!(libc::grantpt(fd), 0);
+        assert_eq!(libc::unlockpt(fd), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let terminal = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        assert!(terminal >= 0, "open the terminal");
+        (master, OwnedFd::from_raw_fd(terminal))
+    }
 }

@@ -493,7 +493,7 @@ async fn mail_still_queued_at_a_restart_is_delivered_after_it() {
         |n| n == 1,
     )
     .await;
-    let sink = SmtpSink::start_on(free_port()).await;
+    let sink = SmtpSink::start().await;
     let url = sink.url();
     let app = app.restart(&[("SMTP_URL", url.as_str())]).await;
     sink.wait_for(&email, RESET, 1, Duration::from_secs(20))
@@ -513,7 +513,8 @@ async fn mail_still_queued_at_a_restart_is_delivered_after_it() {
 #[tokio::test]
 async fn without_smtp_mail_is_written_to_the_log() {
     let server =
-        ChildServer::start(&[("ARGON2_MEMORY_KIB", "256"), ("ARGON2_ITERATIONS", "1")]).await;
+        ChildServer::on_test_database(&[("ARGON2_MEMORY_KIB", "256"), ("ARGON2_ITERATIONS", "1")])
+            .await;
     let email = unique_email();
     let response = reqwest::Client::new()
         .post(server.url("/register"))
@@ -522,18 +523,7 @@ async fn without_smtp_mail_is_written_to_the_log() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let deadline = std::time::Instant::now() + WAIT;
-    let line = loop {
-        let output = server.output();
-        if let Some(line) = output.lines().find(|l| l.contains("verify-email?token=")) {
-            break line.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the verification mail was not logged: {output}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let line = server.wait_for_line("verify-email?token=").await;
     let logged: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(logged["to"], email);
     assert!(

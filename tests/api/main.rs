@@ -2,6 +2,7 @@
 
 mod fuzz;
 mod hardening;
+mod harness;
 mod helpers;
 mod smtp;
 

@@ -1,7 +1,11 @@
 //! Health, the OpenAPI document, Swagger UI, request ids, CORS, configuration errors.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
 
@@ -183,18 +187,17 @@ fn a_bad_configuration_value_stops_the_server_with_one_line() {
         ("DATABASE_URL", "mysql://x"),
         ("ARGON2_MEMORY_KIB", "1"),
     ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
-            .env(var, value)
-            .env(
-                "DATABASE_URL",
-                if var == "DATABASE_URL" {
-                    value
-                } else {
-                    "sqlite::memory:"
-                },
-            )
-            .output()
-            .unwrap();
+        let mut command = server_command();
+        command.env(var, value).env(
+            "DATABASE_URL",
+            if var == "DATABASE_URL" {
+                value
+            } else {
+                "sqlite::memory:"
+            },
+        );
+        // A value taken for good would leave a server running: it is stopped after 30 s.
+        let output = run_to_end(command, Duration::from_secs(30));
         assert!(!output.status.success(), "{var}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -203,30 +206,59 @@ fn a_bad_configuration_value_stops_the_server_with_one_line() {
     }
 }
 
+/// Reads from `stream` up to the end of a response head (or an interim response); returns it.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(LOG_WAIT, stream.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_string()
+}
+
 #[tokio::test]
 async fn sigterm_and_sigint_stop_the_server_gracefully() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
-        let mut server =
-            ChildServer::start(&[("ARGON2_MEMORY_KIB", "256"), ("ARGON2_ITERATIONS", "1")]).await;
-        // A request in flight when the signal comes is answered.
-        let client = reqwest::Client::new();
-        let in_flight = client
-            .post(server.url("/register"))
-            .json(
-                &serde_json::json!({"email": unique_email(), "password": PASSWORD, "name": "Last"}),
+        let server = ChildServer::on_test_database(&[
+            ("ARGON2_MEMORY_KIB", "256"),
+            ("ARGON2_ITERATIONS", "1"),
+        ])
+        .await;
+        // A request in flight when the signal comes: its head is in, and the handler is reading
+        // its body, which the server says by asking for it (`100 Continue`).
+        let body = serde_json::to_vec(
+            &serde_json::json!({"email": unique_email(), "password": PASSWORD, "name": "Last"}),
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /register HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
             )
-            .send();
-        let (response, status) = tokio::join!(in_flight, async {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            server.stop_with(signal)
-        });
-        let status = status.expect("the server did not stop within 10 s");
+            .await
+            .unwrap();
+        let interim = read_head(&mut stream).await;
+        assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+        server.signal(signal);
+        server.wait_for_line("shutdown signal received").await;
+        // Only now the body: the request is answered, and then the server exits.
+        stream.write_all(&body).await.unwrap();
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+        let status = server
+            .exited()
+            .await
+            .expect("the server did not stop within 10 s");
         assert!(status.success(), "exit status {status:?}");
-        assert_eq!(response.unwrap().status(), StatusCode::CREATED);
-        assert!(
-            server.output().contains("shutdown signal received"),
-            "{}",
-            server.output()
-        );
     }
 }
