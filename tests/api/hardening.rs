@@ -62,7 +62,8 @@ async fn repeated_failures_lock_the_address_and_the_right_password_gets_no_token
     )
     .await;
 
-    // Once the lock has passed, the right password works and the count starts again.
+    // Once the lock has passed, the right password works and the count starts again. (The wait
+    // is the behaviour itself: a lock of `Retry-After` seconds of wall-clock time.)
     tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(300)).await;
     assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
     assert_problem(
@@ -88,18 +89,27 @@ async fn the_lockout_says_nothing_about_which_accounts_exist() {
 async fn a_password_reset_works_for_a_locked_account_and_lifts_the_lock() {
     let sink = SmtpSink::start().await;
     let url = sink.url();
+    // A lock of an hour, far longer than the test: only the reset can lift it in time.
     let app = spawn_app_with(&[
         ("SMTP_URL", url.as_str()),
         ("MAIL_FROM", "no-reply@example.com"),
-        ("LOGIN_LOCKOUT_MAX_SECONDS", "900"),
+        ("LOGIN_FREE_ATTEMPTS", "5"),
+        ("LOGIN_LOCKOUT_FIRST_SECONDS", "3600"),
+        ("LOGIN_LOCKOUT_MAX_SECONDS", "3600"),
     ])
     .await;
     let email = unique_email();
     app.register(&email, PASSWORD, "Locked").await;
-    for _ in 0..8 {
-        app.login(&email, "wrong password guess").await;
+    // The fifth failure locks the address (README: LOGIN_FREE_ATTEMPTS checks, the last of which
+    // sets the first lock).
+    for _ in 0..5 {
+        assert_problem(
+            app.login(&email, "wrong password guess").await,
+            401,
+            "INVALID_CREDENTIALS",
+        )
+        .await;
     }
-    assert_problem(app.login(&email, PASSWORD).await, 429, "TOO_MANY_REQUESTS").await;
     app.post_json("/password-reset/request", &json!({"email": email}))
         .await;
     let token = sink
@@ -107,13 +117,22 @@ async fn a_password_reset_works_for_a_locked_account_and_lifts_the_lock() {
         .await[0]
         .link_token("/reset-password")
         .unwrap();
-    let response = app
-        .post_json(
-            "/password-reset/confirm",
-            &json!({"token": token, "new_password": "a fresh start at last"}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // Right before the reset, the lock is in force, for about the hour.
+    let locked = app.login(&email, PASSWORD).await;
+    let retry_after: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3000..=3600).contains(&retry_after), "{retry_after}");
+    assert_problem(locked, 429, "TOO_MANY_REQUESTS").await;
+    assert_eq!(
+        app.confirm_reset(&token, "a fresh start at last")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    // Right after it, the new password logs in: the lock is gone.
     assert_eq!(
         app.login(&email, "a fresh start at last").await.status(),
         StatusCode::OK
@@ -204,20 +223,29 @@ async fn per_address_limits_hold_and_forwarded_for_does_not_escape_them() {
 
 #[tokio::test]
 async fn a_login_flood_is_turned_away_while_health_answers_and_memory_stays_bounded() {
-    // The real argon2 parameters (19 MiB a hash), in a process of its own so its memory is its own.
+    // The real argon2 memory cost (19 MiB a hash) and one hashing thread a core (the default),
+    // given explicitly so that the bounds below come from what the server was told; in a process
+    // of its own so that its memory is its own.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (memory_kib, concurrency, queue_limit) = (19_456u64, cores, 32usize);
+    // More logins than can be hashing or queued at once, whatever the core count: 4 x (queue +
+    // threads), at least 500.
+    let clients = (4 * (queue_limit + concurrency)).max(500);
     let server = ChildServer::on_test_database(&[
-        ("HASH_QUEUE_LIMIT", "32"),
+        ("ARGON2_MEMORY_KIB", &memory_kib.to_string()),
+        ("HASH_CONCURRENCY", &concurrency.to_string()),
+        ("HASH_QUEUE_LIMIT", &queue_limit.to_string()),
         ("RATE_LIMIT_LOGIN_PER_MINUTE", "0"),
-        // 500 clients at once, all from 127.0.0.1.
-        ("MAX_CONNECTIONS_PER_CLIENT", "1000"),
+        // All the clients at once, all from 127.0.0.1.
+        ("MAX_CONNECTIONS_PER_CLIENT", &(clients + 100).to_string()),
     ])
     .await;
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(600)
+        .pool_max_idle_per_host(clients + 100)
         .build()
         .unwrap();
     let baseline = server.peak_rss_kib();
-    let flood: Vec<_> = (0..500)
+    let flood: Vec<_> = (0..clients)
         .map(|i| {
             let client = client.clone();
             let url = server.url("/login");
@@ -244,6 +272,7 @@ async fn a_login_flood_is_turned_away_while_health_answers_and_memory_stays_boun
                     .status();
                 assert_eq!(status, StatusCode::OK);
                 slowest = slowest.max(started.elapsed());
+                // A probe every 50 ms (pacing, not waiting for anything).
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             slowest
@@ -262,10 +291,11 @@ async fn a_login_flood_is_turned_away_while_health_answers_and_memory_stays_boun
         "/health took {slowest_health:?}"
     );
     let peak = server.peak_rss_kib();
-    // 64 MiB for the server plus the hashing pool's argon2 memory (2 x 19 MiB on 2 cores).
-    let bound = 64 * 1024 + 2 * 19 * 1024;
+    // The bound: 64 MiB for the server itself (runtime, pools, the clients' connections), plus
+    // the argon2 buffer each hashing thread keeps: HASH_CONCURRENCY x ARGON2_MEMORY_KIB.
+    let bound = 64 * 1024 + concurrency as u64 * memory_kib;
     eprintln!(
-        "login flood: peak RSS {peak} KiB (at start {baseline} KiB), bound {bound} KiB, {turned_away} of 500 turned away, slowest /health {slowest_health:?}"
+        "login flood: peak RSS {peak} KiB (at start {baseline} KiB), bound {bound} KiB ({concurrency} hashing threads), {turned_away} of {clients} turned away, slowest /health {slowest_health:?}"
     );
     assert!(
         peak < bound,
@@ -433,11 +463,11 @@ async fn the_importer_brings_over_the_original_services_users_once() {
     );
     let from = format!("sqlite://{}", old.display());
     let run = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+        let mut command = server_command();
+        command
             .args(["import-users", "--from", &from])
-            .env("DATABASE_URL", app.var("DATABASE_URL"))
-            .output()
-            .unwrap()
+            .env("DATABASE_URL", app.var("DATABASE_URL"));
+        run_to_end(command, Duration::from_secs(60))
     };
     let first = run();
     let report = String::from_utf8_lossy(&first.stdout).to_string();
@@ -552,39 +582,187 @@ async fn security_headers_are_on_every_response() {
     );
 }
 
-#[tokio::test]
-async fn keys_named_in_token_headers_are_never_used() {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    let app = spawn_app().await;
-    let (_, tokens) = app.signed_up(&unique_email()).await;
+/// A tiny HTTP server in the test process: answers every request with `body` (JSON) and counts
+/// the connections made to it, so a test can tell whether anything fetched from it at all.
+struct CountingServer {
+    base: String,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingServer {
+    async fn serving(body: String) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            base,
+            connections,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The claims part of a token, decoded.
+fn claims_of(token: &str) -> Value {
     use base64::Engine as _;
-    let claims: Value = serde_json::from_slice(
+    serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(tokens.access.split('.').nth(1).unwrap())
+            .decode(token.split('.').nth(1).unwrap())
             .unwrap(),
     )
+    .unwrap()
+}
+
+/// A token may name where its key is (`jku`, a JWKS; `x5u`, a certificate): the server never
+/// fetches either. Here the URLs are real: the attacker's JWKS, with the public half of the key
+/// that signed the token, served by the test and counting every connection.
+#[tokio::test]
+async fn keys_named_in_token_headers_are_never_fetched_nor_used() {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+
+    // The attacker's Ed25519 key pair, and its public half as a JWK.
+    let attacker_pem = auth_server::auth::keys::generate(Algorithm::EdDSA).unwrap();
+    let attacker = EncodingKey::from_ed_pem(attacker_pem.as_bytes()).unwrap();
+    let public = ed25519_dalek::SigningKey::from_pkcs8_pem(&attacker_pem)
+        .unwrap()
+        .verifying_key();
+    let jwk: Jwk = serde_json::from_value(json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public.as_bytes()),
+        "kid": "the-attackers-key",
+        "alg": "EdDSA",
+        "use": "sig",
+    }))
     .unwrap();
-    // Signed with the attacker's key, which the header points at.
-    let mut header = Header::new(Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
-    header.jku = Some("http://127.0.0.1:9/jwks.json".into());
-    header.x5u = Some("http://127.0.0.1:9/cert.pem".into());
-    header.kid = Some("../../../../dev/null".into());
-    let forged = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(b"the attacker's own signing key!!"),
+    let jwks = JwkSet {
+        keys: vec![jwk.clone()],
+    };
+    let published = CountingServer::serving(serde_json::to_string(&jwks).unwrap()).await;
+
+    // The server's own EdDSA key, so that the attacker's token has the algorithm it expects;
+    // and the suite's HS256.
+    let key_dir =
+        std::env::temp_dir().join(format!("auth-server-jku-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let own_key = key_dir.join("own.pem");
+    std::fs::write(
+        &own_key,
+        auth_server::auth::keys::generate(Algorithm::EdDSA).unwrap(),
     )
     .unwrap();
-    assert_problem(app.me(&forged).await, 401, "UNAUTHORIZED").await;
-    // The same header on a token signed with the real key changes nothing: the names are ignored.
-    let honest = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
-    assert_eq!(app.me(&honest).await.status(), StatusCode::OK);
+    let own_key = own_key.to_str().unwrap().to_string();
+    let eddsa = [
+        ("ALGORITHM", "EdDSA"),
+        ("PRIVATE_KEY_FILE", own_key.as_str()),
+    ];
+    for (extra, real_key) in [
+        (
+            &eddsa[..],
+            EncodingKey::from_ed_pem(&std::fs::read(&own_key).unwrap()).unwrap(),
+        ),
+        (&[][..], EncodingKey::from_secret(SECRET.as_bytes())),
+    ] {
+        let app = spawn_app_with(extra).await;
+        let (_, tokens) = app.signed_up(&unique_email()).await;
+        let real_alg = if extra.is_empty() {
+            Algorithm::HS256
+        } else {
+            Algorithm::EdDSA
+        };
+        let named = |alg: Algorithm, typ: &str, kid: &str| {
+            let mut header = Header::new(alg);
+            header.typ = Some(typ.into());
+            header.kid = Some(kid.into());
+            header.jku = Some(published.url("/.well-known/jwks.json"));
+            header.x5u = Some(published.url("/cert.pem"));
+            header
+        };
+
+        // The attacker's access token, signed with the key the header points at.
+        let forged = jsonwebtoken::encode(
+            &named(Algorithm::EdDSA, "at+jwt", "the-attackers-key"),
+            &claims_of(&tokens.access),
+            &attacker,
+        )
+        .unwrap();
+        // (It is a good token for whoever follows `jku`: the JWKS served there verifies it.)
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        jsonwebtoken::decode::<Value>(&forged, &DecodingKey::from_jwk(&jwk).unwrap(), &validation)
+            .expect("the published JWKS verifies the forged token");
+        assert_problem(app.me(&forged).await, 401, "UNAUTHORIZED").await;
+
+        // The attacker's refresh token likewise.
+        let forged_refresh = jsonwebtoken::encode(
+            &named(Algorithm::EdDSA, "refresh+jwt", "the-attackers-key"),
+            &claims_of(&tokens.refresh),
+            &attacker,
+        )
+        .unwrap();
+        assert_problem(app.refresh(&forged_refresh).await, 401, "INVALID_TOKEN").await;
+
+        // The same header on a token signed with the real key changes nothing: the names are
+        // ignored, and not even looked up.
+        let honest = jsonwebtoken::encode(
+            &named(real_alg, "at+jwt", "../../../../dev/null"),
+            &claims_of(&tokens.access),
+            &real_key,
+        )
+        .unwrap();
+        assert_eq!(app.me(&honest).await.status(), StatusCode::OK, "{extra:?}");
+
+        assert_eq!(
+            published.connections(),
+            0,
+            "the server fetched a URL named in a token header ({extra:?})"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&key_dir);
 }
 
 #[tokio::test]
@@ -685,13 +863,15 @@ async fn no_password_token_or_hash_reaches_the_log_at_any_level() {
     .json()
     .await
     .unwrap();
-    post(
-        "/logout",
-        json!({"refresh_token": last["refresh_token"]}),
-        None,
-    )
-    .await
-    .unwrap();
+    // The last request, marked so that its line in the log can be waited for.
+    let last_request = format!("the-last-request-{}", uuid::Uuid::new_v4().simple());
+    client
+        .post(server.url("/logout"))
+        .header("x-request-id", &last_request)
+        .json(&json!({"refresh_token": last["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
     for t in [&access, &refresh, &verify, &reset] {
         secrets.push(t.to_string());
     }
@@ -710,7 +890,12 @@ async fn no_password_token_or_hash_reaches_the_log_at_any_level() {
         .await;
     secrets.push(hash.clone());
     secrets.push(hash.rsplit('$').next().unwrap().to_string());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its response is logged once it has gone: every request's lines are in by then.
+    server
+        .wait_for_line_where("the last request's response", |line| {
+            line.contains("finished processing request") && line.contains(&last_request)
+        })
+        .await;
 
     let log = server.output();
     assert!(
