@@ -254,7 +254,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod properties {
+pub(crate) mod properties {
     use proptest::prelude::*;
 
     use super::*;
@@ -283,6 +283,80 @@ mod properties {
         }
     }
 
+    /// Local parts as people type them: ASCII with dots, plus and hyphens, Latin letters with
+    /// diacritics (composed), upper case, anything printable.
+    fn local_part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-zA-Z0-9]([a-zA-Z0-9._+-]{0,20}[a-zA-Z0-9])?",
+            2 => "[a-zA-ZàéîõüÀÉÎÕÜñçøåß]{1,10}(\\.[a-z0-9]{1,8}){0,2}",
+            1 => "\\PC{1,12}",
+        ]
+    }
+
+    /// Domains: ASCII, internationalised (Unicode or already in IDNA ASCII), address literals.
+    fn domain() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-zA-Z0-9]{1,12}(\\.[a-z0-9-]{1,10}){0,2}\\.(com|org|example|de|CO\\.UK)",
+            2 => "(bücher|BÜCHER|ñandú|παράδειγμα|пример|例え|straße)\\.example",
+            1 => Just("xn--bcher-kva.example".to_string()),
+            1 => "\\[192\\.0\\.2\\.[0-9]{1,3}\\]",
+        ]
+    }
+
+    /// A well-formed address.
+    fn address() -> impl Strategy<Value = String> {
+        (local_part(), domain()).prop_map(|(local, domain)| format!("{local}@{domain}"))
+    }
+
+    /// An address one slip away from valid: no `@`, two, a space or a control character
+    /// inside, a trailing dot, an empty side, far too long.
+    fn near_valid() -> impl Strategy<Value = String> {
+        (address(), 0..8usize, any::<prop::sample::Index>()).prop_map(|(a, slip, at)| {
+            let cut = a
+                .char_indices()
+                .map(|(i, _)| i)
+                .nth(at.index(a.chars().count()))
+                .unwrap_or(0);
+            let (left, right) = a.split_at(cut);
+            match slip {
+                0 => a.replacen('@', "", 1),
+                1 => format!("{left}@{right}"),
+                2 => format!("{left} {right}"),
+                3 => format!("{left}\u{0}{right}"),
+                4 => format!("{a}."),
+                5 => a.split('@').next().unwrap_or_default().to_string() + "@",
+                6 => format!("@{}", a.rsplit('@').next().unwrap_or_default()),
+                _ => format!("{}{a}", "x".repeat(250)),
+            }
+        })
+    }
+
+    /// Email addresses, valid and near-valid, with the surrounding spaces and the case people
+    /// type, and noise.
+    pub(crate) fn emails() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => address(),
+            1 => address().prop_map(|a| a.to_ascii_uppercase()),
+            1 => ("[ \t\r\n]{0,3}", address(), "[ \t\r\n]{0,3}")
+                .prop_map(|(before, a, after)| format!("{before}{a}{after}")),
+            3 => near_valid(),
+            1 => ".{0,300}",
+        ]
+    }
+
+    /// Passwords as people choose them: passphrases with spaces, Unicode (accents, other
+    /// scripts, emoji), spaces at either end, printable ASCII of any length, very long ones.
+    pub(crate) fn passwords() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "([a-zäöüéèñ]{2,9} ){1,6}[a-z]{2,9}",
+            2 => "[ -~]{0,140}",
+            2 => "\\PC{0,140}",
+            1 => "[😀-🙏🚀-🛿]{1,40}",
+            1 => " {1,3}[a-zA-Z0-9 ]{4,20} {1,3}",
+            1 => "\\PC{120,200}",
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -295,14 +369,56 @@ mod properties {
             prop_assert_eq!(Name::parse("name", &raw).is_ok(), documented_name(&raw), "{:?}", raw);
         }
 
+        /// Rule: an address has one stored form, so the account lookup, the unique index and the
+        /// lockout key all see one account: parsing the stored form again changes nothing, and it
+        /// is trimmed, lower-cased, printable and at most 254 characters.
         #[test]
-        fn emails_normalise_idempotently(raw in ".{0,300}") {
+        fn an_address_has_one_stored_form(raw in emails()) {
             if let Ok(email) = Email::parse("email", &raw) {
                 let again = Email::parse("email", email.as_str()).unwrap();
                 prop_assert_eq!(again.as_str(), email.as_str());
                 prop_assert_eq!(email.as_str(), email.as_str().trim().to_lowercase());
-                prop_assert!(email.as_str().chars().count() <= 254);
+                prop_assert!(!email.as_str().chars().any(char::is_control));
+                prop_assert!(email.as_str().chars().count() <= Email::MAX_LENGTH);
             }
+        }
+
+        /// Rule: spellings that look the same are never two accounts, so nobody can register a
+        /// second account that looks like someone else's: an address with decomposed accents,
+        /// in ASCII upper case or with spaces around is, when taken, the same address (it may be
+        /// refused instead: the length counts as sent).
+        #[test]
+        fn spellings_that_look_the_same_are_one_address(raw in address()) {
+            let decomposed = icu_normalizer::DecomposingNormalizerBorrowed::new_nfd()
+                .normalize(&raw)
+                .into_owned();
+            let original = Email::parse("email", &raw).ok();
+            for variant in [decomposed, raw.to_ascii_uppercase(), format!("  {raw} ")] {
+                if let (Some(original), Ok(respelt)) = (&original, Email::parse("email", &variant)) {
+                    prop_assert_eq!(&respelt, original, "{:?} and {:?}", raw, variant);
+                }
+            }
+        }
+
+        /// Rule: a new password is judged by its length in characters, never bytes (a Unicode
+        /// passphrase is not cut short nor passed for being long in bytes), is kept exactly as
+        /// typed (nothing trimmed or normalised away), and never shows in `Debug`, so never in a
+        /// log.
+        #[test]
+        fn a_password_is_counted_in_characters_kept_as_typed_and_never_shown(
+            raw in passwords(),
+            min_length in 8usize..=20,
+        ) {
+            let length = raw.chars().count();
+            match Password::new_password("password", raw.clone(), min_length) {
+                Ok(password) => {
+                    prop_assert!((min_length..=PASSWORD_MAX_LENGTH).contains(&length));
+                    prop_assert_eq!(password.expose(), raw.as_str());
+                    prop_assert_eq!(format!("{password:?}"), "Password([redacted])");
+                }
+                Err(_) => prop_assert!(!(min_length..=PASSWORD_MAX_LENGTH).contains(&length)),
+            }
+            prop_assert_eq!(format!("{:?}", Password::given(raw)), "Password([redacted])");
         }
     }
 }

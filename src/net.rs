@@ -258,29 +258,177 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use proptest::prelude::*;
 
     use super::*;
 
+    /// Our proxies' networks in these properties.
+    fn ours() -> Vec<IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]
+    }
+
+    fn is_ours(ip: IpAddr) -> bool {
+        ours().iter().any(|net| net.contains(ip))
+    }
+
+    /// Any address: IPv4, IPv6, and IPv4-mapped IPv6.
+    fn any_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            3 => any::<u32>().prop_map(|n| IpAddr::V4(Ipv4Addr::from(n))),
+            2 => any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(n))),
+            1 => any::<u32>().prop_map(|n| IpAddr::V6(Ipv4Addr::from(n).to_ipv6_mapped())),
+        ]
+    }
+
+    /// An address of one of our proxies (10.0.0.0/8 or fd00::/8).
+    fn proxy_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|n| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n & 0x00ff_ffff)))),
+            any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from((0xfd << 120) | (n >> 8)))),
+        ]
+    }
+
+    /// How an entry is written: with a port or not (`192.0.2.1:4711`, `[2001:db8::1]:4711`),
+    /// an IPv6 address in brackets or not, spaces around.
+    #[derive(Clone, Debug)]
+    struct Style {
+        port: Option<u16>,
+        bracketed: bool,
+        before: usize,
+        after: usize,
+    }
+
+    fn style() -> impl Strategy<Value = Style> {
+        (
+            proptest::option::of(any::<u16>()),
+            any::<bool>(),
+            0..3usize,
+            0..3usize,
+        )
+            .prop_map(|(port, bracketed, before, after)| Style {
+                port,
+                bracketed,
+                before,
+                after,
+            })
+    }
+
+    fn written(ip: IpAddr, style: &Style) -> String {
+        let entry = match (ip, style.port) {
+            (IpAddr::V4(v4), Some(port)) => format!("{v4}:{port}"),
+            (IpAddr::V6(v6), Some(port)) => format!("[{v6}]:{port}"),
+            (IpAddr::V6(v6), None) if style.bracketed => format!("[{v6}]"),
+            (ip, None) => ip.to_string(),
+        };
+        format!(
+            "{}{entry}{}",
+            " ".repeat(style.before),
+            " ".repeat(style.after)
+        )
+    }
+
+    /// What a client may send as `X-Forwarded-For`: entries that look like anyone's address
+    /// (ours among them) or like nothing, on any number of lines.
+    fn forged_lines() -> impl Strategy<Value = Vec<String>> {
+        let entry = prop_oneof![
+            3 => (any_ip(), style()).prop_map(|(ip, s)| written(ip, &s)),
+            2 => (proxy_ip(), style()).prop_map(|(ip, s)| written(ip, &s)),
+            1 => "[0-9a-f.:\\[\\] ]{0,20}",
+            1 => Just("unknown".to_string()),
+        ];
+        proptest::collection::vec(
+            proptest::collection::vec(entry, 0..4).prop_map(|entries| entries.join(",")),
+            0..3,
+        )
+    }
+
+    /// A request through 1 to 3 of our proxies from a client outside them: the client's address,
+    /// the peer (the last proxy) and the `X-Forwarded-For` lines as they arrive. The client sent
+    /// `forged` lines; each proxy appended the address it saw, to the last line (as nginx's
+    /// `$proxy_add_x_forwarded_for` does) or as a line of its own.
+    fn proxied_request() -> impl Strategy<Value = (IpAddr, IpAddr, Vec<String>)> {
+        (
+            any_ip().prop_filter("outside our proxies", |ip| !is_ours(*ip)),
+            style(),
+            forged_lines(),
+            proptest::collection::vec((proxy_ip(), style(), any::<bool>()), 1..4),
+        )
+            .prop_map(|(client, client_style, forged, proxies)| {
+                let mut lines = forged;
+                let mut seen = written(client, &client_style);
+                let mut peer = client;
+                for (proxy, style, own_line) in proxies {
+                    match lines.last_mut() {
+                        Some(last) if !own_line => *last = format!("{last}, {seen}"),
+                        _ => lines.push(seen),
+                    }
+                    seen = written(proxy, &style);
+                    peer = proxy;
+                }
+                (client, peer, lines)
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
+        /// Rule: behind our proxies a client cannot choose its address. Whatever it writes in
+        /// `X-Forwarded-For` (its own lines, or the start of the line the first proxy appends
+        /// to: a left-most entry, our proxies' addresses, garbage), the client address is the one
+        /// the first of our proxies saw and appended.
         #[test]
-        fn forwarded_for_never_yields_an_address_from_nowhere(
-            lines in proptest::collection::vec("[0-9a-f.:, \\[\\]]{0,60}", 0..4),
-            trusted in any::<bool>(),
+        fn behind_trusted_proxies_the_client_is_the_address_the_first_proxy_saw(
+            (client, peer, lines) in proxied_request(),
         ) {
-            let peer: std::net::IpAddr = "10.0.0.1".parse().unwrap();
-            let proxies = if trusted { vec!["10.0.0.0/8".parse().unwrap()] } else { vec![] };
-            let ip = client_ip(peer, lines.iter().map(|l| Some(l.as_str())), &proxies);
-            if trusted {
+            let ip = client_ip(peer, lines.iter().map(|l| Some(l.as_str())), &ours());
+            prop_assert_eq!(ip, canonical(client), "lines {:?} from peer {}", lines, peer);
+        }
+
+        /// Rule: the header is believed only from our proxies, and never yields an address from
+        /// nowhere. From a peer that is not ours the client is the peer, whatever the header
+        /// says; from one of ours, it is the peer or an address an entry of the header names.
+        #[test]
+        fn forwarded_for_is_read_only_from_trusted_peers_and_never_yields_an_address_from_nowhere(
+            lines in prop_oneof![
+                forged_lines(),
+                proptest::collection::vec("[0-9a-f.:, \\[\\]]{0,60}", 0..4),
+            ],
+            peer in prop_oneof![proxy_ip(), any_ip()],
+        ) {
+            let ip = client_ip(peer, lines.iter().map(|l| Some(l.as_str())), &ours());
+            if is_ours(peer) {
                 let named = lines.iter().flat_map(|l| l.split(',')).any(|hop| {
                     parse_hop(hop).map(canonical) == Some(ip)
                 });
-                prop_assert!(ip == peer || named, "{ip} from {lines:?}");
+                prop_assert!(ip == canonical(peer) || named, "{} from {:?}", ip, lines);
             } else {
-                prop_assert_eq!(ip, peer);
+                prop_assert_eq!(ip, canonical(peer));
             }
+        }
+
+        /// Rule: an IPv6 client cannot leave its per-client allowance by changing the bits of its
+        /// address after the prefix (every address of a prefix is one client, in that prefix),
+        /// and IPv4 addresses, plain or mapped, are never grouped with others.
+        #[test]
+        fn every_address_of_an_ipv6_prefix_is_one_client_and_ipv4_ones_are_their_own(
+            address in any::<u128>(),
+            other_bits in any::<u128>(),
+            prefix in 0u8..=128,
+            v4 in any::<u32>(),
+        ) {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            let neighbour = (address & mask) | (other_bits & !mask);
+            let (a, b) = (Ipv6Addr::from(address), Ipv6Addr::from(neighbour));
+            prop_assume!(a.to_ipv4_mapped().is_none() && b.to_ipv4_mapped().is_none());
+            let network = client_network(IpAddr::V6(a), prefix);
+            prop_assert_eq!(network, client_network(IpAddr::V6(b), prefix));
+            let net: IpNet = format!("{network}/{prefix}").parse().unwrap();
+            prop_assert!(net.contains(IpAddr::V6(a)) && net.contains(IpAddr::V6(b)));
+            let v4 = Ipv4Addr::from(v4);
+            prop_assert_eq!(client_network(IpAddr::V4(v4), prefix), IpAddr::V4(v4));
+            prop_assert_eq!(client_network(IpAddr::V6(v4.to_ipv6_mapped()), prefix), IpAddr::V4(v4));
         }
     }
 }
