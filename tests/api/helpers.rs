@@ -897,7 +897,8 @@ fn listening(output: &str) -> Option<(std::net::SocketAddr, String)> {
         Err(_) => line
             .split_whitespace()
             .find_map(|word| word.strip_prefix(&format!("{name}=")))
-            .map(str::to_string),
+            // Text logs quote a string field.
+            .map(|value| value.trim_matches('"').to_string()),
     };
     let mut address: std::net::SocketAddr = field("address")?.parse().ok()?;
     if address.ip().is_unspecified() {
