@@ -685,10 +685,18 @@ async fn keys_named_in_token_headers_are_never_fetched_nor_used() {
 
     // The server's own EdDSA key, so that the attacker's token has the algorithm it expects;
     // and the suite's HS256.
-    let key_dir =
-        std::env::temp_dir().join(format!("auth-server-jku-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&key_dir).unwrap();
-    let own_key = key_dir.join("own.pem");
+    /// A directory removed when the test ends, however it ends.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let key_dir = TempDir(
+        std::env::temp_dir().join(format!("auth-server-jku-{}", uuid::Uuid::new_v4().simple())),
+    );
+    std::fs::create_dir_all(&key_dir.0).unwrap();
+    let own_key = key_dir.0.join("own.pem");
     std::fs::write(
         &own_key,
         auth_server::auth::keys::generate(Algorithm::EdDSA).unwrap(),
@@ -762,7 +770,6 @@ async fn keys_named_in_token_headers_are_never_fetched_nor_used() {
             "the server fetched a URL named in a token header ({extra:?})"
         );
     }
-    let _ = std::fs::remove_dir_all(&key_dir);
 }
 
 #[tokio::test]
