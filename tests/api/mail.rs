@@ -467,8 +467,11 @@ async fn mail_queued_while_smtp_is_down_is_delivered_when_it_is_back() {
     );
     sink.wait_for(&email, VERIFY, 1, Duration::from_secs(20))
         .await;
-    // Sent mail keeps no body: it held a token.
-    assert_eq!(app.count("SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND sent_at IS NOT NULL AND body_text = ''", &email).await, 2);
+    // Sent mail keeps no body: it held a token. (The two with links, and the notice of the new
+    // password if it has gone already: it is sent at once, while the verification mail may still
+    // be waiting for its next attempt.)
+    assert!(app.count("SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND sent_at IS NOT NULL AND body_text = ''", &email).await >= 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND sent_at IS NOT NULL AND body_text <> ''", &email).await, 0);
 }
 
 #[tokio::test]
