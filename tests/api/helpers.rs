@@ -515,7 +515,9 @@ pub fn error_fields(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A port on which nothing listens (bound, read, released).
+/// A port on which nothing listens (bound, read, released): for a test that needs a dead
+/// address. Never for a server to listen on: another process may take the port before it does
+/// (a child server is started with `PORT=0` and says where it listens instead).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
