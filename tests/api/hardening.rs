@@ -641,17 +641,6 @@ impl Drop for CountingServer {
     }
 }
 
-/// The claims part of a token, decoded.
-fn claims_of(token: &str) -> Value {
-    use base64::Engine as _;
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 /// A token may name where its key is (`jku`, a JWKS; `x5u`, a certificate): the server never
 /// fetches either. Here the URLs are real: the attacker's JWKS, with the public half of the key
 /// that signed the token, served by the test and counting every connection.

@@ -528,15 +528,15 @@ async fn the_import_refuses_hashes_beyond_the_limits() {
             (slow_argon2.clone(), planted_argon2(19_456, 1000, 1)),
         ],
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+    let mut command = server_command();
+    command
         .args([
             "import-users",
             "--from",
             &format!("sqlite://{}", old.display()),
         ])
-        .env("DATABASE_URL", app.var("DATABASE_URL"))
-        .output()
-        .unwrap();
+        .env("DATABASE_URL", app.var("DATABASE_URL"));
+    let output = run_to_end(command, Duration::from_secs(60));
     let report = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
