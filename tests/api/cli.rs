@@ -1,7 +1,6 @@
 //! The command line, run as a real process against the test's database.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -9,27 +8,23 @@ use serde_json::Value;
 use crate::helpers::*;
 
 fn auth_server(app: &TestApp, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_auth-server"));
+    let mut command = server_command();
     command
         .args(args)
         .env("DATABASE_URL", app.var("DATABASE_URL"))
         .env("SECRET_KEY", SECRET)
         .env("ARGON2_MEMORY_KIB", "256")
         .env("ARGON2_ITERATIONS", "1")
-        .env_remove("AUTH_SERVER_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("AUTH_SERVER_PASSWORD");
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut child = command.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    // An empty input rather than none: the commands that read a password see its end.
+    run_with_input(
+        command,
+        Some(stdin.unwrap_or("")),
+        std::time::Duration::from_secs(60),
+    )
 }
 
 #[tokio::test]

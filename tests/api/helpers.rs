@@ -721,20 +721,41 @@ impl Drop for KillOnPanic {
 /// Runs `command` to its end (at most `within`, or it is killed and the test fails), owned like
 /// every process a test starts; its output, as [`std::process::Command::output`] gives it.
 pub fn run_to_end(
-    mut command: std::process::Command,
+    command: std::process::Command,
     within: std::time::Duration,
 ) -> std::process::Output {
-    use std::io::Read;
+    run_with_input(command, None, within)
+}
+
+/// [`run_to_end`], with `input` written to the process's standard input (then closed).
+pub fn run_with_input(
+    mut command: std::process::Command,
+    input: Option<&str>,
+    within: std::time::Duration,
+) -> std::process::Output {
+    use std::io::{Read, Write};
     use std::process::Stdio;
     command
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let process = Arc::new(OwnedChild::spawn(command));
-    let (stdout, stderr) = {
+    let (stdin, stdout, stderr) = {
         let mut child = process.child();
-        (child.stdout.take().unwrap(), child.stderr.take().unwrap())
+        (
+            child.stdin.take(),
+            child.stdout.take().unwrap(),
+            child.stderr.take().unwrap(),
+        )
     };
+    if let (Some(mut stdin), Some(text)) = (stdin, input) {
+        // A process that exits without reading is not a failure of the write.
+        let _ = stdin.write_all(text.as_bytes());
+    }
     let read_all = |mut stream: Box<dyn Read + Send>| {
         let guard = KillOnPanic(Arc::downgrade(&process));
         std::thread::spawn(move || {

@@ -117,12 +117,12 @@ async fn concurrent_registrations_across_instances_make_one_account() {
 #[test]
 fn an_unreachable_database_at_start_is_a_one_line_error() {
     let started = std::time::Instant::now();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+    let mut command = server_command();
+    command
         .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")
         .env("DATABASE_CONNECT_TIMEOUT_SECONDS", "1")
-        .env("PORT", "0")
-        .output()
-        .unwrap();
+        .env("PORT", "0");
+    let output = run_to_end(command, std::time::Duration::from_secs(30));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

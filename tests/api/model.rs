@@ -6,7 +6,7 @@
 //! The operations name sessions and tokens by [`Index`], resolved against the model's state when
 //! the operation runs, so every subsequence of a sequence is a valid sequence: proptest shrinks a
 //! failure by dropping and simplifying operations, and the report is the shortest sequence found,
-//! as the steps actually run. Failing seeds are kept in `tests/proptest-regressions/model.txt`
+//! as the steps actually run. Failing seeds are kept in `proptest-regressions/tests/api/model.txt`
 //! and replayed first on every run.
 //!
 //! The security rules the model holds the servers to (each checked after every step):
@@ -1067,9 +1067,10 @@ fn rotation_follows_the_model() {
         cases: CASES,
         // A failure is shrunk this far at most (the default, 4 per case, stops short).
         max_shrink_iters: 2048,
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/tests/api/model.txt"
+        )))),
         ..ProptestConfig::default()
     };
     proptest!(config, |(ops in proptest::collection::vec(op(), 1..=MAX_OPS))| {

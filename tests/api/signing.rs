@@ -2,6 +2,7 @@
 //! rotation without logging anyone out.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,11 +34,11 @@ impl KeyDir {
         let path = self
             .0
             .join(format!("{algorithm}-{}.pem", uuid::Uuid::new_v4().simple()));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+        let mut command = server_command();
+        command
             .args(["generate-key", "--algorithm", algorithm, "--out"])
-            .arg(&path)
-            .output()
-            .unwrap();
+            .arg(&path);
+        let output = run_to_end(command, Duration::from_secs(60));
         assert!(
             output.status.success(),
             "{}",
@@ -182,16 +183,18 @@ async fn each_algorithm_signs_tokens_that_the_jwks_alone_verifies() {
 async fn the_readme_example_verifies_a_token_through_discovery() {
     let keys = KeyDir::new();
     let key = keys.generate("EdDSA");
-    // Discovery names this server's own address.
-    let port = free_port().to_string();
-    let api_url = format!("http://127.0.0.1:{port}");
+    // Discovery names this server's own address: the port the server took (port 0) is read
+    // back, and the server started again on it with API_URL naming it.
     let app = spawn_app_with(&[
         ("ALGORITHM", "EdDSA"),
         ("PRIVATE_KEY_FILE", key.to_str().unwrap()),
-        ("PORT", port.as_str()),
-        ("API_URL", api_url.as_str()),
     ])
     .await;
+    let port = app.address.rsplit(':').next().unwrap().to_string();
+    let api_url = app.address.clone();
+    let app = app
+        .restart(&[("PORT", port.as_str()), ("API_URL", api_url.as_str())])
+        .await;
     let (user, tokens) = app.signed_up(&unique_email()).await;
     let discovery: Value = app
         .client
@@ -332,7 +335,7 @@ fn missing_unreadable_or_mismatched_keys_stop_the_server() {
         ("EdDSA", Some(garbage.to_str().unwrap()), "PRIVATE_KEY_FILE"),
         ("HS256", Some(rsa.to_str().unwrap()), "PRIVATE_KEY_FILE"),
     ] {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"));
+        let mut command = server_command();
         command
             .env("ALGORITHM", algorithm)
             .env("DATABASE_URL", "sqlite::memory:")
@@ -340,17 +343,17 @@ fn missing_unreadable_or_mismatched_keys_stop_the_server() {
         if let Some(f) = file {
             command.env("PRIVATE_KEY_FILE", f);
         }
-        let output = command.output().unwrap();
+        let output = run_to_end(command, Duration::from_secs(30));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{algorithm} {file:?}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains(var), "{stderr}");
     }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
+    let mut command = server_command();
+    command
         .env("PREVIOUS_PUBLIC_KEY_FILES", garbage.to_str().unwrap())
-        .env("DATABASE_URL", "sqlite::memory:")
-        .output()
-        .unwrap();
+        .env("DATABASE_URL", "sqlite::memory:");
+    let output = run_to_end(command, Duration::from_secs(30));
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("PREVIOUS_PUBLIC_KEY_FILES"));
 }
