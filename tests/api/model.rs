@@ -1064,7 +1064,10 @@ fn rotation_follows_the_model() {
     let world = rt.block_on(World::start());
     let start_ms = started.elapsed().as_millis();
     let config = ProptestConfig {
-        cases: CASES,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(CASES),
         // A failure is shrunk this far at most (the default, 4 per case, stops short).
         max_shrink_iters: 2048,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
