@@ -81,27 +81,11 @@ async fn wait_row(app: &TestApp, to: &str, what: &str, done: impl Fn(&Row) -> bo
 
 /// Queues a mail to `to`, due at `due`, as a request (on any instance) would have.
 async fn enqueue(app: &TestApp, to: &str, due: i64) {
-    const SQL: &str = "INSERT INTO mail_outbox \
-                       (id, recipient, subject, body_text, created_at, attempts, next_attempt_at) \
-                       VALUES ($1, $2, 'A test mail', 'A body', $3, 0, $3)";
+    let sql = "INSERT INTO mail_outbox \
+               (id, recipient, subject, body_text, created_at, attempts, next_attempt_at) \
+               VALUES ($1, $2, 'A test mail', 'A body', CAST($3 AS BIGINT), 0, CAST($3 AS BIGINT))";
     let id = uuid::Uuid::new_v4().to_string();
-    match &app.sql {
-        TestPool::Sqlite(pool) => sqlx::query(SQL)
-            .bind(&id)
-            .bind(to)
-            .bind(due)
-            .execute(pool)
-            .await
-            .map(|_| ()),
-        TestPool::Postgres(pool) => sqlx::query(SQL)
-            .bind(&id)
-            .bind(to)
-            .bind(due)
-            .execute(pool)
-            .await
-            .map(|_| ()),
-    }
-    .unwrap();
+    app.sql.execute3(sql, &id, to, &due.to_string()).await;
 }
 
 /// Registers `email` (which queues its verification mail, with a token in it).
