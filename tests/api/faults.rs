@@ -65,18 +65,13 @@ async fn outbox_row(app: &TestApp, to: &str) -> Row {
 
 /// Waits until the mail to `to` is `what` (`done`); panics after [`WAIT`].
 async fn wait_row(app: &TestApp, to: &str, what: &str, done: impl Fn(&Row) -> bool) -> Row {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let row = outbox_row(app, to).await;
-        if done(&row) {
-            return row;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the mail to {to} never became {what}: {row:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        &format!("the mail to {to} becoming {what}"),
+        WAIT,
+        || outbox_row(app, to),
+        done,
+    )
+    .await
 }
 
 /// Queues a mail to `to`, due at `due`, as a request (on any instance) would have.

@@ -130,18 +130,13 @@ async fn a_flood_is_shed_when_the_expected_wait_passes_the_budget_with_that_wait
 
 /// Waits until the pool has nothing queued or running.
 async fn pool_idle(app: &TestApp) -> auth_server::auth::password::PoolStats {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = app.state.hasher.stats();
-        if stats.queued == 0 && stats.running == 0 {
-            return stats;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pool did not drain: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the pool draining",
+        Duration::from_secs(60),
+        || async { app.state.hasher.stats() },
+        |stats| stats.queued == 0 && stats.running == 0,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -392,9 +392,51 @@ impl TestApp {
         self.sql.execute2(sql, a, b).await
     }
 
+    /// Waits (up to 10 s) until the count `sql` (with `bind`) satisfies `done`; returns it.
+    pub async fn wait_count(
+        &self,
+        sql: &'static str,
+        bind: &str,
+        done: impl Fn(i64) -> bool,
+    ) -> i64 {
+        eventually(
+            &format!("`{sql}` ({bind}) reaching its count"),
+            std::time::Duration::from_secs(10),
+            || self.count(sql, bind),
+            |n| done(*n),
+        )
+        .await
+    }
+
     /// Runs a statement with one text parameter.
     pub async fn execute(&self, sql: &'static str, bind: &str) {
         self.sql.execute(sql, bind).await
+    }
+}
+
+/// Samples `sample` until `done` holds of what it returns, and returns that; panics after
+/// `within`, naming `what` and the last sample. The one way a test waits for a condition.
+pub async fn eventually<T, F>(
+    what: &str,
+    within: std::time::Duration,
+    mut sample: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: std::fmt::Debug,
+    F: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let value = sample().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {within:?}; last seen: {value:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 

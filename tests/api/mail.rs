@@ -28,22 +28,6 @@ async fn reset_work_done(logs: &Logs, requests: usize) {
     logs.wait_for(RESET_WORK_DONE, requests).await;
 }
 
-/// Waits until the count `sql` (with `bind`) satisfies `done`; panics after [`WAIT`].
-async fn wait_count(app: &TestApp, sql: &'static str, bind: &str, done: impl Fn(i64) -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let count = app.count(sql, bind).await;
-        if done(count) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "`{sql}` ({bind}) is still {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The reset mails queued to `$1`, sent or not.
 const RESET_MAILS: &str =
     "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = 'Reset your password'";
@@ -446,8 +430,7 @@ async fn mail_queued_while_smtp_is_down_is_delivered_when_it_is_back() {
         "the request waited for SMTP"
     );
     // The worker has tried, and failed: the reset mail waits in the outbox.
-    wait_count(
-        &app,
+    app.wait_count(
         "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = 'Reset your password' \
          AND sent_at IS NULL AND failed_at IS NULL AND attempts > 0",
         &email,
@@ -488,8 +471,7 @@ async fn mail_still_queued_at_a_restart_is_delivered_after_it() {
     app.register(&email, PASSWORD, "Restarted").await;
     request_reset(&app, &email).await;
     // The reset mail is queued, and still unsent after an attempt on the dead server.
-    wait_count(
-        &app,
+    app.wait_count(
         "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = 'Reset your password' \
          AND sent_at IS NULL AND failed_at IS NULL AND attempts > 0",
         &email,

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn_app_with};
 
 /// How long a test waits for a mail.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -95,15 +95,19 @@ impl Logs {
 
     /// Waits until `count` events have had one of `messages`; panics after [`WAIT`].
     pub async fn wait_for(&self, messages: &[&str], count: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.count(messages) < count {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{count} of {messages:?} were not logged; got {:?}",
-                self.messages.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            &format!("{count} log events of {messages:?}"),
+            WAIT,
+            || async { self.messages.lock().unwrap().clone() },
+            |logged| {
+                logged
+                    .iter()
+                    .filter(|m| messages.contains(&m.as_str()))
+                    .count()
+                    >= count
+            },
+        )
+        .await;
     }
 }
 
@@ -132,6 +136,12 @@ pub struct Received {
 }
 
 impl Received {
+    /// Sent to `to`, with `subject` in its subject.
+    fn is_to(&self, to: &str, subject: &str) -> bool {
+        self.to.iter().any(|t| t == to)
+            && self.header("Subject").is_some_and(|s| s.contains(subject))
+    }
+
     pub fn header(&self, name: &str) -> Option<String> {
         let head = self.data.split("\r\n\r\n").next()?;
         head.lines()
@@ -341,18 +351,13 @@ impl SmtpSink {
         timeout: Duration,
         done: impl Fn(&[Attempt]) -> bool,
     ) -> Vec<Attempt> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let attempts = self.attempts();
-            if done(&attempts) {
-                return attempts;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the SMTP server never saw {what}; it saw {attempts:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            &format!("the SMTP server seeing {what}"),
+            timeout,
+            || async { self.attempts() },
+            |attempts| done(attempts),
+        )
+        .await
     }
 
     /// The mails taken (answered 250), in order.
@@ -364,8 +369,7 @@ impl SmtpSink {
     pub fn mails_to(&self, to: &str, subject: &str) -> Vec<Received> {
         self.received()
             .into_iter()
-            .filter(|m| m.to.iter().any(|t| t == to))
-            .filter(|m| m.header("Subject").is_some_and(|s| s.contains(subject)))
+            .filter(|m| m.is_to(to, subject))
             .collect()
     }
 
@@ -377,20 +381,14 @@ impl SmtpSink {
         count: usize,
         timeout: Duration,
     ) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mails = self.mails_to(to, subject);
-            if mails.len() >= count {
-                return mails;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "{count} mail(s) `{subject}` to {to} did not arrive; got {:?}",
-                    self.received()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let all = eventually(
+            &format!("{count} mail(s) `{subject}` to {to} arriving"),
+            timeout,
+            || async { self.received() },
+            |all| all.iter().filter(|m| m.is_to(to, subject)).count() >= count,
+        )
+        .await;
+        all.into_iter().filter(|m| m.is_to(to, subject)).collect()
     }
 }
 

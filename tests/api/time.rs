@@ -311,11 +311,10 @@ async fn the_purge_keeps_each_table_to_the_millisecond_of_its_retention() {
         app.login(email, "no such account here").await;
     }
     for email in &users {
-        wait_until(
-            &app,
+        app.wait_count(
             "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND sent_at IS NOT NULL",
             email,
-            2,
+            |n| n >= 2,
         )
         .await;
     }
@@ -472,23 +471,22 @@ async fn the_purge_keeps_each_table_to_the_millisecond_of_its_retention() {
 
     // The purge runs every second; move the clock, and wait for it to have taken what it must.
     app.clock.set_ms(now);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut left = Vec::new();
-        for row in rows.iter().filter(|r| !r.kept) {
-            if app.sql.count(row.count, &row.key).await > 0 {
-                left.push(row.what);
+    let (app, rows) = (&app, &rows);
+    eventually(
+        "the purge of every row past its edge",
+        WAIT,
+        || async move {
+            let mut left = Vec::new();
+            for row in rows.iter().filter(|r| !r.kept) {
+                if app.sql.count(row.count, &row.key).await > 0 {
+                    left.push(row.what);
+                }
             }
-        }
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not purged: {left:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            left
+        },
+        Vec::is_empty,
+    )
+    .await;
     for row in rows.iter().filter(|r| r.kept) {
         assert_eq!(
             app.sql.count(row.count, &row.key).await,
@@ -499,16 +497,4 @@ async fn the_purge_keeps_each_table_to_the_millisecond_of_its_retention() {
     }
     // The session nobody touched is live: it refreshes (its access token is long expired).
     assert_eq!(app.refresh(&live.refresh).await.status(), StatusCode::OK);
-}
-
-/// Waits (up to [`WAIT`]) until a count reaches `n`.
-async fn wait_until(app: &TestApp, sql: &'static str, bind: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while app.sql.count(sql, bind).await < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sql} did not reach {n}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

@@ -6,8 +6,6 @@
 //! mailed to. Password checks are counted before they are made. Mail an account can cause is
 //! limited per account as well as per address.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -430,31 +428,12 @@ async fn a_login_in_flight_across_an_admin_change_opens_nothing() {
 /// Waits until a password check at `email` has been counted (the lockout counts each attempt
 /// before the account is read and the hash starts).
 async fn until_attempt_counted(app: &TestApp, email: &str) {
-    wait_until(|| async {
-        app.count(
-            "SELECT COUNT(*) FROM login_attempts WHERE email = $1",
-            email,
-        )
-        .await
-            == 1
-    })
+    app.wait_count(
+        "SELECT COUNT(*) FROM login_attempts WHERE email = $1",
+        email,
+        |n| n == 1,
+    )
     .await;
-}
-
-/// Polls `condition` every 5 ms for up to 10 s.
-async fn wait_until<F, Fut>(condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// 40 wrong passwords sent at once to one address: at most LOGIN_FREE_ATTEMPTS are checked
@@ -657,14 +636,11 @@ async fn email_changes_beyond_the_account_mail_limit_are_refused() {
     // Once the outbox has drained: nothing went to the victim, and the current address got its
     // change's link and the reset, no second verification.
     sink.wait_for(&current, RESET, 1, WAIT).await;
-    wait_until(|| async {
-        app.count(
-            "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND recipient <> $1",
-            "",
-        )
-        .await
-            == 0
-    })
+    app.wait_count(
+        "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND recipient <> $1",
+        "",
+        |n| n == 0,
+    )
     .await;
     assert!(sink.mails_to(&victim, "").is_empty());
     assert_eq!(sink.mails_to(&current, VERIFY).len(), 1);
