@@ -92,11 +92,6 @@ impl Clock {
     pub fn advance_ms(&self, ms: i64) {
         self.control().offset_ms.fetch_add(ms, Ordering::SeqCst);
     }
-
-    /// True for a clock made by [`Clock::controlled`].
-    pub fn is_controlled(&self) -> bool {
-        self.controlled.is_some()
-    }
 }
 
 #[cfg(test)]
