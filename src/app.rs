@@ -146,8 +146,7 @@ impl Application {
             .run(stop),
         );
         let purger = tokio::spawn(crate::service::maintenance::run_purger(
-            self.state.db.clone(),
-            self.state.clock.clone(),
+            self.state.clone(),
             self.state.config.database.purge_interval,
             stop_worker.subscribe(),
         ));

@@ -46,6 +46,35 @@ pub enum Error {
     /// A password-reset or verification token that is invalid, expired or used (400).
     #[error("{0}")]
     InvalidOneTimeToken(&'static str),
+    /// The password was right and the account has a second factor: finish with POST /login/mfa.
+    #[error(
+        "this account needs a second factor: send a code to POST /login/mfa with the mfa_token"
+    )]
+    MfaRequired {
+        mfa_token: String,
+        methods: Vec<&'static str>,
+        expires_in: i64,
+    },
+    /// An `mfa_token` that is unknown, used, expired, out of tries, or whose account changed (401).
+    #[error("{0}")]
+    InvalidMfaToken(&'static str),
+    /// A wrong, old or replayed TOTP code, or an unknown or used recovery code, at POST
+    /// /login/mfa (401).
+    #[error("the code is not valid")]
+    InvalidMfaCode,
+    /// The same, where an authenticated call asks for a code (403).
+    #[error("the code is not valid")]
+    WrongMfaCode,
+    /// A sensitive change by an account with a second factor, with no code and no recent pass.
+    #[error("this change needs your second factor: send `code` or `recovery_code` as well")]
+    StepUpRequired { methods: Vec<&'static str> },
+    /// MFA_REQUIRED_FOR covers the account and its session has not passed a second factor.
+    #[error("this account must set up a second factor first: POST /me/mfa/totp")]
+    MfaEnrolmentRequired,
+    #[error("a TOTP authenticator is already enabled")]
+    MfaAlreadyEnabled,
+    #[error("this account has no second factor")]
+    MfaNotEnabled,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]

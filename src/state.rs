@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::password::{PasswordHasher, PoolConfig};
+use crate::auth::seal::SealKey;
 use crate::auth::tokens::TokenKeys;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -14,6 +15,9 @@ pub struct AppState {
     pub db: Db,
     pub hasher: Arc<PasswordHasher>,
     pub tokens: Arc<TokenKeys>,
+    /// Seals TOTP secrets and keys recovery-code hashes (MFA_ENCRYPTION_KEY, or derived from
+    /// SECRET_KEY).
+    pub seal: Arc<SealKey>,
     /// Per-client-address request limits.
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Wakes the mail worker when a request has queued mail.
@@ -38,8 +42,13 @@ impl AppState {
             config.rate_limits,
             clock.clone(),
         ));
+        let seal = match &config.mfa.encryption_key {
+            Some(key) => SealKey::new(*key.expose()),
+            None => SealKey::derive(config.tokens.secret_key()),
+        };
         Ok(Self {
             limiter,
+            seal: Arc::new(seal),
             config: Arc::new(config),
             db,
             hasher: Arc::new(hasher),

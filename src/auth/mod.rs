@@ -2,4 +2,6 @@
 
 pub mod keys;
 pub mod password;
+pub mod seal;
 pub mod tokens;
+pub mod totp;

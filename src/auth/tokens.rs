@@ -37,6 +37,22 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: String,
+    /// Access tokens: how the session was authenticated (RFC 8176 values: `pwd`, `otp`, `mfa`).
+    /// Refresh tokens carry none. Optional on reading, for tokens issued before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// Access tokens: when the user authenticated (Unix seconds), kept across refreshes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+/// How a session was authenticated, as its access tokens state it.
+#[derive(Clone, Copy, Debug)]
+pub struct Authentication<'a> {
+    /// RFC 8176 `amr` values, space-separated.
+    pub amr: &'a str,
+    /// Unix seconds.
+    pub auth_time: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -176,14 +192,29 @@ impl TokenKeys {
     }
 
     /// Signs an access token for a session. Times are Unix seconds.
-    pub fn issue_access(&self, user_id: &str, session_id: &str, iat: i64, exp: i64) -> String {
-        let claims = self.claims(
+    pub fn issue_access(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        iat: i64,
+        exp: i64,
+        authentication: Authentication<'_>,
+    ) -> String {
+        let mut claims = self.claims(
             user_id,
             session_id,
             iat,
             exp,
             uuid::Uuid::new_v4().to_string(),
         );
+        claims.amr = Some(
+            authentication
+                .amr
+                .split_ascii_whitespace()
+                .map(str::to_string)
+                .collect(),
+        );
+        claims.auth_time = Some(authentication.auth_time);
         jsonwebtoken::encode(&self.access_header, &claims, &self.access_encoding)
             .expect("signing with a key checked at start cannot fail")
     }
@@ -263,6 +294,8 @@ impl TokenKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti,
+            amr: None,
+            auth_time: None,
         }
     }
 }
@@ -329,14 +362,23 @@ mod tests {
         chrono::Utc::now().timestamp()
     }
 
+    const AUTH: Authentication<'static> = Authentication {
+        amr: "pwd otp mfa",
+        auth_time: 7,
+    };
+
     #[test]
     fn access_and_refresh_tokens_round_trip_and_do_not_cross() {
         let k = keys();
-        let access = k.issue_access("u", "s", now(), now() + 60);
+        let access = k.issue_access("u", "s", now(), now() + 60, AUTH);
         let refresh = k.issue_refresh("u", "s", 3, now(), now() + 60);
-        assert_eq!(k.verify_access(&access, now()).unwrap().sid, "s");
+        let claims = k.verify_access(&access, now()).unwrap();
+        assert_eq!(claims.sid, "s");
+        assert_eq!(claims.amr.unwrap(), ["pwd", "otp", "mfa"]);
+        assert_eq!(claims.auth_time, Some(7));
         let claims = k.verify_refresh(&refresh, now()).unwrap();
         assert_eq!(claims.jti, k.refresh_jti("s", 3));
+        assert_eq!((claims.amr, claims.auth_time), (None, None));
         assert_eq!(k.verify_access(&refresh, now()), Err(TokenError::WrongType));
         assert_eq!(k.verify_refresh(&access, now()), Err(TokenError::WrongType));
     }
@@ -355,7 +397,7 @@ mod tests {
     #[test]
     fn expired_tokens_are_refused() {
         let k = keys();
-        let old = k.issue_access("u", "s", now() - 3600, now() - 120);
+        let old = k.issue_access("u", "s", now() - 3600, now() - 120, AUTH);
         assert_eq!(k.verify_access(&old, now()), Err(TokenError::Expired));
         assert_eq!(
             k.verify_access("not.a.token", now()),
@@ -367,7 +409,7 @@ mod tests {
     fn exp_is_read_against_the_given_time_with_the_leeway() {
         let k = keys();
         let (exp, lw) = (1_000_000, LEEWAY_SECONDS);
-        let access = k.issue_access("u", "s", exp - 60, exp);
+        let access = k.issue_access("u", "s", exp - 60, exp, AUTH);
         let refresh = k.issue_refresh("u", "s", 1, exp - 60, exp);
         assert!(k.verify_access(&access, exp + lw).is_ok());
         assert_eq!(

@@ -27,6 +27,7 @@ mod hashing;
 mod limits;
 mod logging;
 mod mail;
+mod mfa;
 mod server;
 mod tokens;
 mod values;
@@ -44,6 +45,7 @@ pub use hashing::{Argon2Config, HashingConfig};
 pub use limits::{LoginLockout, RateLimits};
 pub use logging::{LogFormat, LoggingConfig};
 pub use mail::{MailConfig, SMTP_TIMEOUT_MAX_SECONDS};
+pub use mfa::{MfaConfig, MfaRequiredFor};
 pub use server::ServerConfig;
 pub use tokens::{SigningAlgorithm, TokenConfig};
 
@@ -66,6 +68,8 @@ pub struct Config {
     pub mail: MailConfig,
     #[command(flatten)]
     pub accounts: AccountPolicy,
+    #[command(flatten)]
+    pub mfa: MfaConfig,
     #[command(flatten)]
     pub lockout: LoginLockout,
     #[command(flatten)]

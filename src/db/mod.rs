@@ -7,6 +7,7 @@
 
 pub mod login_attempts;
 pub mod mail_quota;
+pub mod mfa;
 pub mod one_time_tokens;
 pub mod original;
 pub mod outbox;

@@ -21,6 +21,14 @@ pub struct Session {
     /// The account's security stamp when the session was opened (or last carried forward): the
     /// session is live only while it is still the account's.
     pub user_stamp: i64,
+    /// How the session was authenticated: RFC 8176 `amr` values, space-separated (`pwd`,
+    /// `pwd otp mfa`, `pwd mfa`).
+    pub amr: String,
+    /// When the user authenticated (the password check); `None` for sessions older than this
+    /// column: then `created_at`.
+    pub auth_time: Option<i64>,
+    /// When the session last passed the second factor (login, enrolment, step-up).
+    pub mfa_at: Option<i64>,
 }
 
 /// A session, and whether its account's credentials are still those it was opened under (and
@@ -45,7 +53,7 @@ macro_rules! columns {
     () => {
         "id, user_id, refresh_generation, refresh_jti_hash, previous_jti_hash, \
     refreshed_at, refresh_expires_at, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, \
-    user_stamp"
+    user_stamp, amr, auth_time, mfa_at"
     };
 }
 
@@ -60,7 +68,7 @@ pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
             concat!(
                 "INSERT INTO sessions (",
                 columns!(),
-                ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+                ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
                  FROM users WHERE id = $2 AND security_stamp = $14 AND is_active",
                 $lock
             )
@@ -86,6 +94,9 @@ pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
         .bind(&s.user_agent)
         .bind(&s.ip)
         .bind(s.user_stamp)
+        .bind(&s.amr)
+        .bind(s.auth_time)
+        .bind(s.mfa_at)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
@@ -117,6 +128,9 @@ pub struct LiveUser {
     pub created_at: i64,
     pub updated_at: i64,
     pub security_stamp: i64,
+    /// The session's `amr` and `mfa_at` (see [`Session`]): what the policy and step-up read.
+    pub amr: String,
+    pub mfa_at: Option<i64>,
 }
 
 impl std::fmt::Debug for LiveUser {
@@ -131,7 +145,7 @@ impl std::fmt::Debug for LiveUser {
 /// The user of a session that is live at `now` (not revoked, not expired, opened under the
 /// account's current credentials), in one round trip.
 pub(super) const FIND_LIVE_USER: &str = "SELECT u.id, u.email, u.name, u.is_active, \
-    u.is_verified, u.is_superuser, u.created_at, u.updated_at, u.security_stamp \
+    u.is_verified, u.is_superuser, u.created_at, u.updated_at, u.security_stamp, s.amr, s.mfa_at \
     FROM sessions s JOIN users u ON u.id = s.user_id \
     WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2 \
     AND s.user_stamp = u.security_stamp";
@@ -150,6 +164,8 @@ macro_rules! live_user_from_row {
             created_at: $row.$get(6)?,
             updated_at: $row.$get(7)?,
             security_stamp: $row.$get(8)?,
+            amr: $row.$get(9)?,
+            mfa_at: $row.$get(10)?,
         }
     };
 }
@@ -339,6 +355,44 @@ pub async fn list_live_of_user(
         " ORDER BY created_at DESC, id DESC"
     );
     with_pool!(db, pool => sqlx::query_as(sql).bind(user_id).bind(now).fetch_all(pool).await)
+}
+
+/// Marks a live session as having passed the second factor.
+const PASSED_SECOND_FACTOR: &str =
+    "UPDATE sessions SET amr = $2, mfa_at = $3 WHERE id = $1 AND revoked_at IS NULL";
+
+/// Records that a live session passed the second factor at `now`, with the `amr` it now has.
+pub async fn passed_second_factor(
+    db: &Db,
+    session_id: &str,
+    amr: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = with_pool!(db, pool => sqlx::query(PASSED_SECOND_FACTOR)
+        .bind(session_id)
+        .bind(amr)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// The same, inside a transaction.
+pub async fn passed_second_factor_in(
+    tx: &mut Tx,
+    session_id: &str,
+    amr: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = with_tx!(tx, conn => sqlx::query(PASSED_SECOND_FACTOR)
+        .bind(session_id)
+        .bind(amr)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// Deletes sessions that ended (revoked or expired) before `before`. Returns how many.

@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users))
         .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(reset_mfa))
 }
 
 /// The longest search string `q`.
@@ -196,4 +197,43 @@ async fn delete_user(
 ) -> Result<StatusCode> {
     admin::delete(&state, &admin_caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove a user's second factors (for a user who lost them).
+///
+/// Removes the TOTP authenticator and the recovery codes, ends all the user's sessions, mails
+/// the user, and is logged. With MFA_RESET_DELAY_HOURS (0 by default) the removal waits that
+/// long (202): the user is mailed at once and can cancel it with DELETE /me/mfa/reset, so that
+/// a superuser talked into it by an impostor is found out in time. A superuser removes their
+/// own factor with DELETE /me/mfa/totp.
+#[utoipa::path(
+    delete, path = "/users/{id}/mfa", tag = "administration",
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 202, description = "Scheduled: it takes effect at `effective_at` unless the user cancels it", body = MfaResetResponse),
+        (status = 403, description = "FORBIDDEN: not a superuser, or oneself", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "MFA_NOT_ENABLED: the user has no second factor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn reset_mfa(
+    State(state): State<AppState>,
+    Superuser(admin_caller): Superuser,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    Ok(
+        match crate::service::mfa::admin_reset(&state, &admin_caller, &id).await? {
+            None => StatusCode::NO_CONTENT.into_response(),
+            Some(due) => (
+                StatusCode::ACCEPTED,
+                Json(MfaResetResponse {
+                    effective_at: rfc3339(due),
+                }),
+            )
+                .into_response(),
+        },
+    )
 }

@@ -17,6 +17,7 @@ use super::types::*;
 use crate::domain::{Email, FieldErrors, Name};
 use crate::error::{Error, Result};
 use crate::service::accounts::{self, Registration};
+use crate::service::mfa::{self, SecondFactor};
 use crate::service::policy;
 use crate::service::sessions::{self, LogoutScope};
 use crate::service::{login, refresh};
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(login))
+        .routes(routes!(login_mfa))
         .routes(routes!(refresh))
         .routes(routes!(logout))
 }
@@ -92,7 +94,10 @@ async fn register(
     responses(
         (status = 200, description = "Logged in", body = TokenPairResponse),
         (status = 401, description = "INVALID_CREDENTIALS: wrong email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "ACCOUNT_DISABLED or EMAIL_NOT_VERIFIED", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, or MFA_REQUIRED: the password was right and the account has a second factor; the document carries `mfa_token` (single use, MFA_TOKEN_EXPIRE_SECONDS), `methods` and `expires_in`: finish with POST /login/mfa", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "about:blank", "title": "Forbidden", "status": 403, "code": "MFA_REQUIRED",
+                "detail": "this account needs a second factor: send a code to POST /login/mfa with the mfa_token",
+                "mfa_token": "q3Jx0cQ2c1mS9l5oYqk3bM7c8n0Zr1w4T6u2v9y8x7A", "methods": ["totp", "recovery_code"], "expires_in": 300})),
     )
 )]
 async fn login(
@@ -102,6 +107,37 @@ async fn login(
     credentials: Credentials,
 ) -> Result<Json<TokenPairResponse>> {
     let pair = login::login(&state, &credentials.email, &credentials.password, client).await?;
+    Ok(Json(pair.into()))
+}
+
+/// Finish a login with the second factor.
+///
+/// Send the `mfa_token` of the 403 MFA_REQUIRED answer with the authenticator's `code`, or with
+/// a `recovery_code` (it is spent, and the account is mailed). The token works once, for
+/// MFA_TOKEN_EXPIRE_SECONDS, and for at most 5 codes. Wrong codes count toward a lockout of
+/// the account's second factor (the LOGIN_* lockout rules), which a right password does not lift.
+#[utoipa::path(
+    post, path = "/login/mfa", tag = "authentication",
+    request_body = LoginMfaRequest,
+    responses(
+        (status = 200, description = "Logged in; the access token's `amr` says how", body = TokenPairResponse),
+        (status = 401, description = "INVALID_TOKEN: the mfa_token is unknown, used, expired or out of tries (log in again); INVALID_MFA_CODE: the code is wrong, old or already used", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn login_mfa(
+    _: Limited<LoginLimit>,
+    State(state): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<LoginMfaRequest>,
+) -> Result<Json<TokenPairResponse>> {
+    let mut errors = FieldErrors::default();
+    let token = errors.check(required_token("mfa_token", body.mfa_token));
+    let factor = errors.check(SecondFactor::required(body.code, body.recovery_code));
+    errors.finish()?;
+    let (Some(token), Some(factor)) = (token, factor) else {
+        unreachable!("finish() returns the errors of any missing field")
+    };
+    let pair = mfa::complete_login(&state, &token, &factor, client).await?;
     Ok(Json(pair.into()))
 }
 
@@ -154,7 +190,7 @@ struct LogoutParams {
 )]
 async fn logout(
     State(state): State<AppState>,
-    caller: Option<super::extract::Authenticated>,
+    caller: Option<super::extract::Enrolling>,
     query: std::result::Result<Query<LogoutParams>, axum::extract::rejection::QueryRejection>,
     body: OptionalJsonBody<LogoutRequest>,
 ) -> Result<StatusCode> {
@@ -168,7 +204,7 @@ async fn logout(
         return Err(Error::validation("refresh_token", "is required"));
     }
     match (caller, sent) {
-        (Some(super::extract::Authenticated(caller)), _) => {
+        (Some(super::extract::Enrolling(caller)), _) => {
             sessions::logout(&state, &caller, scope).await?;
         }
         (None, Some(Some(token))) => {

@@ -13,8 +13,9 @@ use super::extract::{Authenticated, JsonBody, required};
 use super::problem::Problem;
 use super::types::*;
 use crate::domain::{Email, FieldErrors, Name, Password};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::service::accounts::{self, ProfileUpdate};
+use crate::service::mfa::SecondFactor;
 use crate::service::{policy, sessions};
 use crate::state::AppState;
 
@@ -46,7 +47,7 @@ async fn get_me(Authenticated(caller): Authenticated) -> Json<UserResponse> {
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "The updated account", body = UserResponse),
-        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong; STEP_UP_REQUIRED or INVALID_MFA_CODE: the account has a second factor (see `code`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "EMAIL_TAKEN: another account has this email", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -64,6 +65,9 @@ async fn update_me(
             .email
             .and_then(|e| errors.check(Email::parse("email", &e))),
         current_password: body.current_password.map(Password::given),
+        factor: errors
+            .check(SecondFactor::from_fields(body.code, body.recovery_code))
+            .flatten(),
     };
     errors.finish()?;
     let user = accounts::update_profile(&state, &caller, update).await?;
@@ -80,7 +84,7 @@ async fn update_me(
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "The updated account", body = UserResponse),
-        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong; STEP_UP_REQUIRED or INVALID_MFA_CODE: the account has a second factor (see `code`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "EMAIL_TAKEN: another account has this email", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -99,7 +103,7 @@ async fn patch_me(
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "The account is deleted"),
-        (status = 403, description = "INVALID_CREDENTIALS: the password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "INVALID_CREDENTIALS: the password is wrong; STEP_UP_REQUIRED or INVALID_MFA_CODE: the account has a second factor (see `code`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn delete_me(
@@ -107,8 +111,14 @@ async fn delete_me(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody<DeleteMeRequest>,
 ) -> Result<StatusCode> {
-    let password = required("password", body.password).map_err(|e| Error::Validation(vec![e]))?;
-    accounts::delete_account(&state, &caller, &Password::given(password)).await?;
+    let mut errors = FieldErrors::default();
+    let password = errors.check(required("password", body.password));
+    let factor = errors.check(SecondFactor::from_fields(body.code, body.recovery_code));
+    errors.finish()?;
+    let (Some(password), Some(factor)) = (password, factor) else {
+        unreachable!("finish() returns the errors of any missing field")
+    };
+    accounts::delete_account(&state, &caller, &Password::given(password), factor.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -121,7 +131,7 @@ async fn delete_me(
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "The password is changed"),
-        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "INVALID_CREDENTIALS: current_password is wrong; STEP_UP_REQUIRED or INVALID_MFA_CODE: the account has a second factor (see `code`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn change_password(
@@ -142,11 +152,19 @@ async fn change_password(
                 &context,
             ))
         });
+    let factor = errors.check(SecondFactor::from_fields(body.code, body.recovery_code));
     errors.finish()?;
-    let (Some(current), Some(new)) = (current, new) else {
+    let (Some(current), Some(new), Some(factor)) = (current, new, factor) else {
         unreachable!("finish() returns the errors of any missing field")
     };
-    accounts::change_password(&state, &caller, &Password::given(current), &new).await?;
+    accounts::change_password(
+        &state,
+        &caller,
+        &Password::given(current),
+        &new,
+        factor.as_ref(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,6 +5,7 @@ mod auth_routes;
 mod discovery_routes;
 pub mod extract;
 mod me_routes;
+mod mfa_routes;
 pub mod openapi;
 mod ops_routes;
 pub mod problem;
@@ -45,6 +46,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(auth_routes::router())
         .merge(me_routes::router())
+        .merge(mfa_routes::router())
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
         .merge(ops_routes::router())

@@ -31,6 +31,7 @@ use crate::domain::Name;
     tags(
         (name = "authentication", description = "Register, log in, refresh, log out"),
         (name = "current user", description = "The account of the access token's owner"),
+        (name = "second factor", description = "TOTP, recovery codes and step-up (see POST /login/mfa)"),
         (name = "password reset and verification", description = "Links sent by mail"),
         (name = "administration", description = "Accounts, for superusers"),
         (name = "operations", description = "Health"),

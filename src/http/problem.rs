@@ -26,13 +26,24 @@ pub struct Problem {
     /// What went wrong, for people.
     pub detail: String,
     /// What went wrong, for programs: VALIDATION_FAILED, EMAIL_TAKEN, INVALID_CREDENTIALS,
-    /// ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, UNAUTHORIZED, INVALID_TOKEN, FORBIDDEN, NOT_FOUND,
-    /// TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, METHOD_NOT_ALLOWED,
-    /// SERVICE_UNAVAILABLE or INTERNAL.
+    /// ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, UNAUTHORIZED, INVALID_TOKEN, MFA_REQUIRED,
+    /// INVALID_MFA_CODE, STEP_UP_REQUIRED, MFA_ENROLMENT_REQUIRED, MFA_ALREADY_ENABLED,
+    /// MFA_NOT_ENABLED, FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE,
+    /// UNSUPPORTED_MEDIA_TYPE, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE or INTERNAL.
     pub code: &'static str,
     /// With VALIDATION_FAILED: one entry per bad field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// With MFA_REQUIRED: the single-use token to send to POST /login/mfa with a code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
+    /// With MFA_REQUIRED and STEP_UP_REQUIRED: what the account can answer with (`totp`,
+    /// `recovery_code`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<&'static str>>,
+    /// With MFA_REQUIRED: seconds until `mfa_token` expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
 }
 
 pub fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
@@ -43,6 +54,9 @@ pub fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>
         detail: detail.into(),
         code,
         errors: None,
+        mfa_token: None,
+        methods: None,
+        expires_in: None,
     }
 }
 
@@ -84,6 +98,14 @@ impl IntoResponse for Error {
             Error::Unauthorized(_) => (S::UNAUTHORIZED, "UNAUTHORIZED"),
             Error::InvalidRefreshToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
             Error::InvalidOneTimeToken(_) => (S::BAD_REQUEST, "INVALID_TOKEN"),
+            Error::MfaRequired { .. } => (S::FORBIDDEN, "MFA_REQUIRED"),
+            Error::InvalidMfaToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
+            Error::InvalidMfaCode => (S::UNAUTHORIZED, "INVALID_MFA_CODE"),
+            Error::WrongMfaCode => (S::FORBIDDEN, "INVALID_MFA_CODE"),
+            Error::StepUpRequired { .. } => (S::FORBIDDEN, "STEP_UP_REQUIRED"),
+            Error::MfaEnrolmentRequired => (S::FORBIDDEN, "MFA_ENROLMENT_REQUIRED"),
+            Error::MfaAlreadyEnabled => (S::CONFLICT, "MFA_ALREADY_ENABLED"),
+            Error::MfaNotEnabled => (S::CONFLICT, "MFA_NOT_ENABLED"),
             Error::Forbidden(_) => (S::FORBIDDEN, "FORBIDDEN"),
             Error::NotFound(_) => (S::NOT_FOUND, "NOT_FOUND"),
             Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
@@ -112,8 +134,19 @@ impl IntoResponse for Error {
             _ => None,
         };
         let mut body = problem(status, code, detail);
-        if let Error::Validation(errors) = self {
-            body.errors = Some(errors);
+        match self {
+            Error::Validation(errors) => body.errors = Some(errors),
+            Error::MfaRequired {
+                mfa_token,
+                methods,
+                expires_in,
+            } => {
+                body.mfa_token = Some(mfa_token);
+                body.methods = Some(methods);
+                body.expires_in = Some(expires_in);
+            }
+            Error::StepUpRequired { methods } => body.methods = Some(methods),
+            _ => {}
         }
         let mut response = body.into_response();
         let headers = response.headers_mut();

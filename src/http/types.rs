@@ -115,6 +115,15 @@ pub struct UpdateMeRequest {
     /// Required when `email` changes; a wrong one is 403 INVALID_CREDENTIALS.
     #[schema(format = Password)]
     pub current_password: Option<String>,
+    /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
+    /// for step-up; not needed while this session passed the second factor within
+    /// MFA_STEP_UP_SECONDS. A wrong, old or replayed one is 403 INVALID_MFA_CODE.
+    #[schema(example = "123456", pattern = "^ *([0-9] *){6}$")]
+    pub code: Option<String>,
+    /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
+    /// matter); it is spent.
+    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    pub recovery_code: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,6 +132,15 @@ pub struct DeleteMeRequest {
     /// The account's password, to confirm; a wrong one is 403 INVALID_CREDENTIALS.
     #[schema(required = true, nullable = false, format = Password)]
     pub password: Option<String>,
+    /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
+    /// for step-up; not needed while this session passed the second factor within
+    /// MFA_STEP_UP_SECONDS. A wrong, old or replayed one is 403 INVALID_MFA_CODE.
+    #[schema(example = "123456", pattern = "^ *([0-9] *){6}$")]
+    pub code: Option<String>,
+    /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
+    /// matter); it is spent.
+    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    pub recovery_code: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -171,6 +189,158 @@ pub struct ChangePasswordRequest {
     /// `RegisterRequest.password`).
     #[schema(required = true, nullable = false, min_length = 8, max_length = 128, format = Password)]
     pub new_password: Option<String>,
+    /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
+    /// for step-up; not needed while this session passed the second factor within
+    /// MFA_STEP_UP_SECONDS. A wrong, old or replayed one is 403 INVALID_MFA_CODE.
+    #[schema(example = "123456", pattern = "^ *([0-9] *){6}$")]
+    pub code: Option<String>,
+    /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
+    /// matter); it is spent.
+    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    pub recovery_code: Option<String>,
+}
+
+/// The second factors of the caller's account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaStatusResponse {
+    /// Whether a TOTP authenticator is enabled (confirmed).
+    pub totp: bool,
+    #[schema(format = DateTime, example = "2026-11-24T09:30:00.000Z")]
+    pub totp_enabled_at: Option<String>,
+    /// Unused recovery codes.
+    pub recovery_codes_remaining: i64,
+    /// What a login can be completed with: `totp`, and `recovery_code` while unused codes
+    /// remain; empty without a second factor.
+    #[schema(example = json!(["totp", "recovery_code"]))]
+    pub methods: Vec<&'static str>,
+    /// Whether MFA_REQUIRED_FOR covers this account (it cannot remove its factor, and must
+    /// enrol before anything else).
+    pub required: bool,
+    /// When a superuser's delayed removal of the factor takes effect (cancel it with DELETE
+    /// /me/mfa/reset), or null.
+    #[schema(format = DateTime)]
+    pub reset_pending_until: Option<String>,
+}
+
+impl From<crate::service::mfa::Status> for MfaStatusResponse {
+    fn from(s: crate::service::mfa::Status) -> Self {
+        Self {
+            totp: s.totp_enabled_at.is_some(),
+            totp_enabled_at: s.totp_enabled_at.map(rfc3339),
+            recovery_codes_remaining: s.recovery_codes_remaining,
+            methods: s.methods,
+            required: s.required,
+            reset_pending_until: s.reset_pending_until.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordConfirmRequest {
+    /// The account's password; a wrong one is 403 INVALID_CREDENTIALS.
+    #[schema(required = true, nullable = false, format = Password)]
+    pub password: Option<String>,
+}
+
+/// A TOTP enrolment under way: put the secret in an authenticator app (scan `qr_svg` or open
+/// `otpauth_uri`), then confirm with its first code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpEnrolmentResponse {
+    /// The shared secret, base32 (RFC 4648, no padding), for typing in by hand.
+    #[schema(example = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")]
+    pub secret: String,
+    /// The Key URI Format authenticator apps read.
+    #[schema(
+        example = "otpauth://totp/auth-server:alice%40example.com?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=auth-server&algorithm=SHA1&digits=6&period=30"
+    )]
+    pub otpauth_uri: String,
+    /// `otpauth_uri` as a QR code: a standalone SVG document.
+    pub qr_svg: String,
+    #[schema(example = "SHA1")]
+    pub algorithm: &'static str,
+    #[schema(example = 6)]
+    pub digits: u32,
+    /// Seconds per code.
+    #[schema(example = 30)]
+    pub period: i64,
+}
+
+impl From<crate::service::mfa::Enrolment> for TotpEnrolmentResponse {
+    fn from(e: crate::service::mfa::Enrolment) -> Self {
+        Self {
+            secret: e.secret,
+            otpauth_uri: e.otpauth_uri,
+            qr_svg: e.qr_svg,
+            algorithm: "SHA1",
+            digits: crate::auth::totp::DIGITS,
+            period: crate::auth::totp::PERIOD_SECONDS,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotpRequest {
+    /// The authenticator's current code (6 digits; spaces are ignored). A wrong one is 403
+    /// INVALID_MFA_CODE.
+    #[schema(
+        required = true,
+        nullable = false,
+        example = "123456",
+        pattern = "^ *([0-9] *){6}$"
+    )]
+    pub code: Option<String>,
+}
+
+/// Recovery codes: each works once, instead of a TOTP code. Shown only now: keep them safe.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryCodesResponse {
+    #[schema(example = json!(["k7m2p-x9q4r", "a3b4c-d5e6f"]))]
+    pub recovery_codes: Vec<String>,
+}
+
+/// The password and a second factor (`code` or `recovery_code`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorRequest {
+    /// The account's password; a wrong one is 403 INVALID_CREDENTIALS.
+    #[schema(required = true, nullable = false, format = Password)]
+    pub password: Option<String>,
+    /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
+    /// for step-up; not needed while this session passed the second factor within
+    /// MFA_STEP_UP_SECONDS. A wrong, old or replayed one is 403 INVALID_MFA_CODE.
+    #[schema(example = "123456", pattern = "^ *([0-9] *){6}$")]
+    pub code: Option<String>,
+    /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
+    /// matter); it is spent.
+    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    pub recovery_code: Option<String>,
+}
+
+/// The second step of a login.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginMfaRequest {
+    /// The `mfa_token` of the 403 MFA_REQUIRED answer to /login. One that is unknown, used,
+    /// expired or out of tries is 401 INVALID_TOKEN.
+    #[schema(required = true, nullable = false, min_length = 1)]
+    pub mfa_token: Option<String>,
+    /// The authenticator's current code (6 digits; spaces are ignored); or send
+    /// `recovery_code`. A wrong, old or replayed one is 401 INVALID_MFA_CODE.
+    #[schema(example = "123456", pattern = "^ *([0-9] *){6}$")]
+    pub code: Option<String>,
+    /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
+    /// matter); it is spent.
+    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    pub recovery_code: Option<String>,
+}
+
+/// A superuser's removal of a second factor that waits for MFA_RESET_DELAY_HOURS.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaResetResponse {
+    #[schema(format = DateTime)]
+    pub effective_at: String,
 }
 
 /// What a superuser may change; fields left out (or null) stay as they are.
@@ -253,11 +423,7 @@ pub struct UserResponse {
     pub updated_at: String,
 }
 
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::clock::rfc3339;
 
 impl From<Account> for UserResponse {
     fn from(u: Account) -> Self {

@@ -47,3 +47,57 @@ pub fn password_changed() -> Composed {
             .into(),
     }
 }
+
+pub fn mfa_enabled() -> Composed {
+    Composed {
+        subject: "A second factor was added to your account".into(),
+        body: "An authenticator app (TOTP) was set up as the second factor of the account with \
+               this email address, and the account was signed out of its other sessions.\n\n\
+               If you did not do this, reset your password at once and contact support.\n"
+            .into(),
+    }
+}
+
+/// The factor was removed: by the user (`by_admin` false) or by a superuser's reset.
+pub fn mfa_removed(by_admin: bool) -> Composed {
+    let who = if by_admin {
+        "An administrator removed the second factor (the authenticator app and the recovery \
+         codes) of the account with this email address, and the account was signed out \
+         everywhere. Signing in now needs the password only: set up a second factor again."
+    } else {
+        "The second factor (the authenticator app and the recovery codes) of the account with \
+         this email address was turned off. Signing in now needs the password only."
+    };
+    Composed {
+        subject: "The second factor was removed from your account".into(),
+        body: format!(
+            "{who}\n\nIf you did not ask for this, reset your password at once and contact support.\n"
+        ),
+    }
+}
+
+/// A superuser asked to remove the factor; it happens at `due` unless the user cancels.
+pub fn mfa_reset_requested(due: &str) -> Composed {
+    Composed {
+        subject: "An administrator asked to remove your second factor".into(),
+        body: format!(
+            "An administrator asked to remove the second factor of the account with this email \
+             address. It will be removed at {due} (UTC).\n\n\
+             If you did not ask for this, sign in and cancel it (DELETE /me/mfa/reset), then \
+             contact support: someone may be trying to take over your account.\n"
+        ),
+    }
+}
+
+/// A recovery code was used to sign in or confirm a change; `left` remain.
+pub fn recovery_code_used(left: i64) -> Composed {
+    Composed {
+        subject: "A recovery code was used".into(),
+        body: format!(
+            "One of the recovery codes of the account with this email address was just used. \
+             {left} unused recovery codes remain.\n\n\
+             If this was not you, your password and a recovery code are known to someone else: \
+             reset your password and make new recovery codes at once.\n"
+        ),
+    }
+}

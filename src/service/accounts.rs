@@ -5,6 +5,7 @@ use crate::domain::{Account, Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
 use crate::service::lockout;
+use crate::service::mfa::{self, SecondFactor, StepUp};
 use crate::service::recovery::{self, Allowance, TokenOwner};
 use crate::service::sessions::Caller;
 use crate::state::AppState;
@@ -69,7 +70,8 @@ pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
     Ok(user.into())
 }
 
-/// Checks the caller's password again before a sensitive change (403 when wrong), against the
+/// Checks the caller's password again before a sensitive change (403 when wrong; for an
+/// account with a second factor, `mfa::step_up` calls this), against the
 /// credentials its session was found live under: the hash is read here, and if the account's
 /// stamp has moved since (or the account is gone), no password is checked and the answer is the
 /// 401 that the conditional write after it would have given. Each check is an attempt counted
@@ -121,6 +123,8 @@ pub struct ProfileUpdate {
     pub name: Option<Name>,
     pub email: Option<Email>,
     pub current_password: Option<Password>,
+    /// The second factor, for an account that has one (see `mfa::step_up`).
+    pub factor: Option<SecondFactor>,
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
@@ -140,7 +144,14 @@ pub async fn update_profile(
             "is required to change the email address",
         )]));
     };
-    confirm_password(state, caller, password).await?;
+    mfa::step_up(
+        state,
+        caller,
+        Some(password),
+        update.factor.as_ref(),
+        StepUp::CodeOrRecentPass,
+    )
+    .await?;
     let changes = users::ProfileChanges {
         name: update.name.as_ref().map(Name::as_str),
         email: Some(new_email.as_str()),
@@ -253,8 +264,20 @@ async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Resul
 /// while its credentials are those the password was checked against and the caller's session is
 /// still live.
 #[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
-pub async fn delete_account(state: &AppState, caller: &Caller, password: &Password) -> Result<()> {
-    confirm_password(state, caller, password).await?;
+pub async fn delete_account(
+    state: &AppState,
+    caller: &Caller,
+    password: &Password,
+    factor: Option<&SecondFactor>,
+) -> Result<()> {
+    mfa::step_up(
+        state,
+        caller,
+        Some(password),
+        factor,
+        StepUp::CodeOrRecentPass,
+    )
+    .await?;
     let id = &caller.account.id;
     if !users::delete_own(&state.db, id, caller.security_stamp, &caller.session_id).await? {
         return Err(CREDENTIALS_CHANGED);
@@ -270,8 +293,16 @@ pub async fn change_password(
     caller: &Caller,
     current: &Password,
     new: &Password,
+    factor: Option<&SecondFactor>,
 ) -> Result<()> {
-    confirm_password(state, caller, current).await?;
+    mfa::step_up(
+        state,
+        caller,
+        Some(current),
+        factor,
+        StepUp::CodeOrRecentPass,
+    )
+    .await?;
     let new_hash = state.hasher.hash(new).await?;
     let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;

@@ -2,7 +2,7 @@
 //! the session that a login opens.
 
 use crate::auth::tokens::hash_token_id;
-use crate::db::{sessions, users};
+use crate::db::{mfa, sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
 use crate::service::sessions::{ClientInfo, TokenPair, token_pair};
@@ -60,7 +60,32 @@ pub async fn login(
     if verification.needs_rehash {
         upgrade_hash_in_background(state, &user, password);
     }
-    open_session(state, &user, client).await
+    if mfa::has_totp(&state.db, &user.id).await? {
+        return Err(crate::service::mfa::challenge(state, &user, client).await?);
+    }
+    let now = state.clock.now_ms();
+    open_session(
+        state,
+        &user,
+        client,
+        Authentication {
+            amr: crate::service::mfa::AMR_PASSWORD,
+            auth_time: now,
+            mfa_at: None,
+        },
+    )
+    .await
+}
+
+/// How a session's user authenticated, recorded on the session and stated by its tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct Authentication {
+    /// RFC 8176 `amr` values, space-separated.
+    pub amr: &'static str,
+    /// When the user authenticated (the password check), epoch milliseconds.
+    pub auth_time: i64,
+    /// When the second factor was passed, if it was.
+    pub mfa_at: Option<i64>,
 }
 
 /// Replaces a hash made with old parameters, without delaying the login that found it.
@@ -103,6 +128,7 @@ pub async fn open_session(
     state: &AppState,
     user: &users::User,
     client: ClientInfo,
+    authentication: Authentication,
 ) -> Result<TokenPair> {
     let config = &state.config;
     let now = state.clock.now_ms();
@@ -124,6 +150,9 @@ pub async fn open_session(
         user_agent: client.user_agent,
         ip: client.ip,
         user_stamp: user.security_stamp,
+        amr: authentication.amr.to_string(),
+        auth_time: Some(authentication.auth_time),
+        mfa_at: authentication.mfa_at,
         id,
     };
     if !sessions::insert(&state.db, &session).await? {

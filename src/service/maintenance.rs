@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::clock::Clock;
-use crate::db::{Db, login_attempts, mail_quota, one_time_tokens, outbox, sessions, throttle};
+use crate::db::{Db, login_attempts, mail_quota, mfa, one_time_tokens, outbox, sessions, throttle};
+use crate::state::AppState;
 
 /// How long ended rows are kept before they are deleted (for a look at recent history).
 const RETENTION_MS: i64 = 24 * 3_600_000;
@@ -17,6 +17,7 @@ const MAIL_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 pub struct Purged {
     pub sessions: u64,
     pub tokens: u64,
+    pub mfa_challenges: u64,
     pub mails: u64,
     pub throttles: u64,
     pub login_attempts: u64,
@@ -27,6 +28,7 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
     Ok(Purged {
         sessions: sessions::purge_ended(db, now - RETENTION_MS).await?,
         tokens: one_time_tokens::purge_spent(db, now - RETENTION_MS).await?,
+        mfa_challenges: mfa::purge_challenges(db, now - RETENTION_MS).await?,
         mails: outbox::purge_done(db, now - MAIL_RETENTION_MS).await?,
         throttles: throttle::purge_before(db, now - RETENTION_MS).await?
             + mail_quota::purge_before(db, now - RETENTION_MS).await?,
@@ -34,15 +36,24 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
     })
 }
 
-/// Purges every `interval` until `stop` turns true. Every instance runs one; the deletes are
-/// idempotent, so they do not get in each other's way.
-pub async fn run_purger(db: Db, clock: Clock, interval: Duration, mut stop: watch::Receiver<bool>) {
+/// Purges, and applies the superusers' delayed second-factor resets that are due
+/// (`service::mfa::apply_due_resets`), every `interval` until `stop` turns true. Every instance
+/// runs one; the deletes are idempotent and each reset is taken by one instance, so they do not
+/// get in each other's way.
+pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        match purge(&db, clock.now_ms()).await {
+        match crate::service::mfa::apply_due_resets(&state).await {
+            Ok(0) => {}
+            Ok(applied) => tracing::info!(applied, "applied due second-factor resets"),
+            Err(e) => {
+                tracing::warn!(error = %e, "applying second-factor resets failed; will try again")
+            }
+        }
+        match purge(&state.db, state.clock.now_ms()).await {
             Ok(p) if p == Purged::default() => {}
             Ok(p) => tracing::info!(
                 sessions = p.sessions,

@@ -6,6 +6,7 @@ pub mod import;
 pub mod lockout;
 pub mod login;
 pub mod maintenance;
+pub mod mfa;
 pub mod policy;
 pub mod recovery;
 pub mod refresh;

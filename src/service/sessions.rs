@@ -48,6 +48,17 @@ pub struct Caller {
     /// The account's security stamp that the session was found live under: the credentials
     /// this request acts on. A change it makes is conditional on the stamp still being this.
     pub security_stamp: i64,
+    /// How the session authenticated (RFC 8176 values, space-separated) and when it last
+    /// passed the second factor.
+    pub amr: String,
+    pub mfa_at: Option<i64>,
+}
+
+impl Caller {
+    /// Whether the session passed a second factor (at login, enrolment or a step-up).
+    pub fn passed_second_factor(&self) -> bool {
+        self.amr.split_ascii_whitespace().any(|m| m == "mfa")
+    }
 }
 
 fn ms_to_s(ms: i64) -> i64 {
@@ -62,9 +73,16 @@ pub(crate) fn token_pair(state: &AppState, session: &sessions::Session, now: i64
     );
     let iat = ms_to_s(now);
     TokenPair {
-        access_token: state
-            .tokens
-            .issue_access(&session.user_id, &session.id, iat, access_exp),
+        access_token: state.tokens.issue_access(
+            &session.user_id,
+            &session.id,
+            iat,
+            access_exp,
+            crate::auth::tokens::Authentication {
+                amr: &session.amr,
+                auth_time: ms_to_s(session.auth_time.unwrap_or(session.created_at)),
+            },
+        ),
         refresh_token: state.tokens.issue_refresh(
             &session.user_id,
             &session.id,
@@ -94,6 +112,8 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller> {
         .ok_or(Error::Unauthorized("the session has ended"))?;
     Ok(Caller {
         security_stamp: user.security_stamp,
+        amr: user.amr.clone(),
+        mfa_at: user.mfa_at,
         account: user.into(),
         session_id: claims.sid,
     })

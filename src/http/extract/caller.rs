@@ -6,6 +6,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::error::Error;
+use crate::service::mfa;
 use crate::service::sessions::{self, Caller};
 use crate::state::AppState;
 
@@ -28,13 +29,36 @@ fn bearer_token(parts: &Parts) -> Result<Option<&str>, Error> {
     Ok(Some(token))
 }
 
-/// The authenticated caller. Rejects a missing or bad token with 401.
-///
-/// `Option<Authenticated>` is `None` only when there is no Authorization header at all: a bad
-/// token is still refused, never silently treated as anonymous.
+/// The authenticated caller. Rejects a missing or bad token with 401, and, while
+/// MFA_REQUIRED_FOR keeps the caller to enrolment (`service::mfa::must_enrol`), with 403
+/// MFA_ENROLMENT_REQUIRED.
 pub struct Authenticated(pub Caller);
 
 impl<S> FromRequestParts<S> for Authenticated
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Enrolling(caller) =
+            <Enrolling as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        if mfa::must_enrol(&AppState::from_ref(state), &caller) {
+            return Err(Error::MfaEnrolmentRequired);
+        }
+        Ok(Self(caller))
+    }
+}
+
+/// An authenticated caller that the second-factor policy may still keep to enrolment: for the
+/// endpoints such a caller can use (enrolment, GET /me/mfa, logout).
+///
+/// `Option<Enrolling>` is `None` only when there is no Authorization header at all: a bad token
+/// is still refused, never silently treated as anonymous.
+pub struct Enrolling(pub Caller);
+
+impl<S> FromRequestParts<S> for Enrolling
 where
     AppState: FromRef<S>,
     S: Send + Sync,
@@ -49,7 +73,7 @@ where
     }
 }
 
-impl<S> OptionalFromRequestParts<S> for Authenticated
+impl<S> OptionalFromRequestParts<S> for Enrolling
 where
     AppState: FromRef<S>,
     S: Send + Sync,

@@ -8,5 +8,5 @@ mod caller;
 mod client;
 
 pub use body::{Credentials, JsonBody, OptionalJsonBody, required, required_token};
-pub use caller::{Authenticated, Superuser};
+pub use caller::{Authenticated, Enrolling, Superuser};
 pub use client::{Client, Limited, LoginLimit, MailLimit, RefreshLimit, RegisterLimit};

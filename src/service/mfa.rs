@@ -1,0 +1,689 @@
+//! The second factor: TOTP enrolment, recovery codes, the second step of a login, step-up for
+//! sensitive changes, disabling, the superuser's reset, and the policy that can require it.
+//!
+//! Rules kept here:
+//! - A TOTP secret is stored only sealed (`auth::seal`, the user id as associated data), and a
+//!   recovery code only as a keyed hash.
+//! - A code is accepted once: only for a time step later than the last accepted one
+//!   (`db::mfa::accept_step`, one conditional statement); a recovery code is spent by a
+//!   conditional update of its own row.
+//! - Every code check is an attempt against the account's second-factor lockout (key
+//!   [`lockout_key`]), counted before the code is looked at, as passwords are; a right password
+//!   does not clear it, a right code does. An `mfa_token` takes at most [`MAX_TRIES`] codes.
+//! - A login's `mfa_token` is spent in the transaction that spends its code, so one token opens
+//!   at most one session.
+
+use crate::auth::tokens::{hash_token_id, random_token};
+use crate::auth::totp;
+use crate::db::{Tx, mfa, sessions, users};
+use crate::domain::Password;
+use crate::error::{Error, FieldError, Result};
+use crate::mail::templates;
+use crate::service::accounts::confirm_password;
+use crate::service::login::{Authentication, open_session};
+use crate::service::sessions::{Caller, ClientInfo, TokenPair};
+use crate::service::{lockout, ms, recovery};
+use crate::state::AppState;
+
+/// How many codes one `mfa_token` takes.
+pub const MAX_TRIES: i64 = 5;
+
+/// The `methods` values.
+pub const TOTP: &str = "totp";
+pub const RECOVERY_CODE: &str = "recovery_code";
+
+/// RFC 8176 `amr` of a session, space-separated.
+pub const AMR_PASSWORD: &str = "pwd";
+pub const AMR_PASSWORD_TOTP: &str = "pwd otp mfa";
+pub const AMR_PASSWORD_RECOVERY_CODE: &str = "pwd mfa";
+
+const NOTICE_MFA: &str = "notice_mfa";
+const NOTICE_RECOVERY_CODE: &str = "notice_recovery_code";
+
+/// A second factor as sent: a TOTP code or a recovery code, each normalised.
+#[derive(Clone, Debug)]
+pub enum SecondFactor {
+    Totp(String),
+    RecoveryCode(String),
+}
+
+impl SecondFactor {
+    /// The factor of a body's `code` and `recovery_code` fields: at most one of them; `None`
+    /// when neither is there.
+    pub fn from_fields(
+        code: Option<String>,
+        recovery_code: Option<String>,
+    ) -> Result<Option<Self>, FieldError> {
+        match (code, recovery_code) {
+            (Some(_), Some(_)) => Err(FieldError::new(
+                "recovery_code",
+                "send either code or recovery_code, not both",
+            )),
+            (Some(code), None) => totp::parse_code(&code)
+                .map(|c| Some(Self::Totp(c)))
+                .ok_or_else(|| {
+                    FieldError::new("code", "must be the 6 digits of the authenticator app")
+                }),
+            (None, Some(code)) => totp::normalise_recovery_code(&code)
+                .map(|c| Some(Self::RecoveryCode(c)))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        "recovery_code",
+                        "must be one of your recovery codes (xxxxx-xxxxx)",
+                    )
+                }),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The same, where one of the two is required.
+    pub fn required(
+        code: Option<String>,
+        recovery_code: Option<String>,
+    ) -> Result<Self, FieldError> {
+        Self::from_fields(code, recovery_code)?
+            .ok_or_else(|| FieldError::new("code", "is required (or send recovery_code instead)"))
+    }
+}
+
+/// The lockout key of an account's second factor. Upper case: no email address, normalised as
+/// the login's keys are (lower case), can name it.
+fn lockout_key(user_id: &str) -> String {
+    format!("MFA:{user_id}")
+}
+
+fn recovery_code_hash(state: &AppState, user_id: &str, code: &str) -> String {
+    state
+        .seal
+        .keyed_hash("recovery code", &[user_id.as_bytes(), code.as_bytes()])
+}
+
+fn open_secret(state: &AppState, row: &mfa::Totp) -> Result<Vec<u8>> {
+    state
+        .seal
+        .open(&row.secret_sealed, row.user_id.as_bytes())
+        .map_err(|e| {
+            tracing::error!(user_id = %row.user_id, error = %e, "a TOTP secret cannot be opened: was MFA_ENCRYPTION_KEY (or SECRET_KEY) changed?");
+            Error::internal(e)
+        })
+}
+
+/// What an account can complete a login with.
+pub async fn methods(state: &AppState, user_id: &str) -> Result<Vec<&'static str>> {
+    if !mfa::has_totp(&state.db, user_id).await? {
+        return Ok(Vec::new());
+    }
+    let mut methods = vec![TOTP];
+    if mfa::recovery_codes_left(&state.db, user_id).await? > 0 {
+        methods.push(RECOVERY_CODE);
+    }
+    Ok(methods)
+}
+
+/// Whether the policy (MFA_REQUIRED_FOR) keeps this caller to enrolment: it covers the account
+/// and the session has not passed a second factor.
+pub fn must_enrol(state: &AppState, caller: &Caller) -> bool {
+    state
+        .config
+        .mfa
+        .required_for
+        .covers(caller.account.is_superuser)
+        && !caller.passed_second_factor()
+}
+
+/// The account's second factors, as GET /me/mfa shows them.
+#[derive(Debug)]
+pub struct Status {
+    pub totp_enabled_at: Option<i64>,
+    pub recovery_codes_remaining: i64,
+    pub methods: Vec<&'static str>,
+    pub required: bool,
+    pub reset_pending_until: Option<i64>,
+}
+
+pub async fn status(state: &AppState, caller: &Caller) -> Result<Status> {
+    let id = &caller.account.id;
+    let totp = mfa::totp_of(&state.db, id)
+        .await?
+        .filter(|t| t.confirmed_at.is_some());
+    Ok(Status {
+        totp_enabled_at: totp.as_ref().and_then(|t| t.confirmed_at),
+        recovery_codes_remaining: if totp.is_some() {
+            mfa::recovery_codes_left(&state.db, id).await?
+        } else {
+            0
+        },
+        methods: methods(state, id).await?,
+        required: state
+            .config
+            .mfa
+            .required_for
+            .covers(caller.account.is_superuser),
+        reset_pending_until: totp.and_then(|t| t.reset_due_at),
+    })
+}
+
+/// A started enrolment: what the authenticator app needs.
+#[derive(Debug)]
+pub struct Enrolment {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+}
+
+/// Starts (or restarts) TOTP enrolment after checking the password. Nothing is enabled until
+/// [`confirm_enrolment`].
+#[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
+pub async fn begin_enrolment(
+    state: &AppState,
+    caller: &Caller,
+    password: &Password,
+) -> Result<Enrolment> {
+    let id = &caller.account.id;
+    if mfa::has_totp(&state.db, id).await? {
+        return Err(Error::MfaAlreadyEnabled);
+    }
+    confirm_password(state, caller, password).await?;
+    let secret = totp::new_secret();
+    let sealed = state.seal.seal(&secret, id.as_bytes());
+    if !mfa::begin_enrolment(&state.db, id, &sealed, state.clock.now_ms()).await? {
+        return Err(Error::MfaAlreadyEnabled);
+    }
+    let otpauth_uri = totp::otpauth_uri(&state.config.mfa.issuer, &caller.account.email, &secret);
+    let qr_svg = totp::qr_svg(&otpauth_uri).map_err(|e| Error::internal(e.to_string()))?;
+    tracing::info!("TOTP enrolment started");
+    Ok(Enrolment {
+        secret: totp::base32(&secret),
+        otpauth_uri,
+        qr_svg,
+    })
+}
+
+/// A new set of recovery codes, and their hashes for the account.
+fn new_recovery_codes(state: &AppState, user_id: &str) -> (Vec<String>, Vec<String>) {
+    let codes = totp::new_recovery_codes(totp::RECOVERY_CODES);
+    let hashes = codes
+        .iter()
+        .map(|c| {
+            let normal = totp::normalise_recovery_code(c).expect("a new code is well formed");
+            recovery_code_hash(state, user_id, &normal)
+        })
+        .collect();
+    (codes, hashes)
+}
+
+/// Confirms enrolment with a first code: enables TOTP, returns the recovery codes (shown this
+/// once), ends the account's other sessions, and marks this one as having passed the factor.
+#[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
+pub async fn confirm_enrolment(
+    state: &AppState,
+    caller: &Caller,
+    code: &str,
+) -> Result<Vec<String>> {
+    let id = &caller.account.id;
+    let row = match mfa::totp_of(&state.db, id).await? {
+        None => {
+            return Err(Error::NotFound(
+                "no enrolment is under way: start one with POST /me/mfa/totp",
+            ));
+        }
+        Some(row) if row.confirmed_at.is_some() => return Err(Error::MfaAlreadyEnabled),
+        Some(row) => row,
+    };
+    let attempt = lockout::begin(state, &lockout_key(id)).await?;
+    let secret = match open_secret(state, &row) {
+        Ok(secret) => secret,
+        Err(e) => {
+            attempt.abandoned(state).await?;
+            return Err(e);
+        }
+    };
+    let now = state.clock.now_ms();
+    let Some(step) = totp::matching_step(&secret, code, now) else {
+        attempt.failed();
+        return Err(Error::WrongMfaCode);
+    };
+    let (codes, hashes) = new_recovery_codes(state, id);
+    let mut tx = state.db.begin().await?;
+    if !mfa::confirm(&mut tx, id, &row.secret_sealed, step, now).await? {
+        drop(tx);
+        attempt.abandoned(state).await?;
+        return Err(Error::NotFound(
+            "the enrolment was replaced or confirmed meanwhile: start again",
+        ));
+    }
+    mfa::replace_recovery_codes(&mut tx, id, &hashes, now).await?;
+    let ended = sessions::revoke_all_of_user_in(&mut tx, id, Some(&caller.session_id), now).await?;
+    sessions::passed_second_factor_in(&mut tx, &caller.session_id, AMR_PASSWORD_TOTP, now).await?;
+    recovery::queue_notice(
+        state,
+        &mut tx,
+        NOTICE_MFA,
+        &caller.account.email,
+        templates::mfa_enabled(),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    attempt.succeeded(state).await?;
+    state.mail_wakeup.notify_one();
+    tracing::info!(other_sessions_ended = ended, "TOTP enabled");
+    Ok(codes)
+}
+
+/// Checks `factor` for the account and spends it inside `tx`: returns the `amr` it earns, or
+/// `None` when it is wrong, old, replayed or used. A spent recovery code queues a notice.
+async fn spend_factor(
+    state: &AppState,
+    tx: &mut Tx,
+    user_id: &str,
+    email: &str,
+    factor: &SecondFactor,
+    now: i64,
+) -> Result<Option<&'static str>> {
+    match factor {
+        SecondFactor::Totp(code) => {
+            let Some(row) = mfa::totp_of(&state.db, user_id)
+                .await?
+                .filter(|t| t.confirmed_at.is_some())
+            else {
+                return Ok(None);
+            };
+            let secret = open_secret(state, &row)?;
+            let Some(step) = totp::matching_step(&secret, code, now) else {
+                return Ok(None);
+            };
+            Ok(mfa::accept_step(tx, user_id, step)
+                .await?
+                .then_some(AMR_PASSWORD_TOTP))
+        }
+        SecondFactor::RecoveryCode(code) => {
+            let hash = recovery_code_hash(state, user_id, code);
+            if !mfa::use_recovery_code(tx, user_id, &hash, now).await? {
+                return Ok(None);
+            }
+            let left = mfa::recovery_codes_left_in(tx, user_id).await?;
+            recovery::queue_notice(
+                state,
+                tx,
+                NOTICE_RECOVERY_CODE,
+                email,
+                templates::recovery_code_used(left),
+                now,
+            )
+            .await?;
+            tracing::info!(
+                user_id,
+                recovery_codes_left = left,
+                "a recovery code was used"
+            );
+            Ok(Some(AMR_PASSWORD_RECOVERY_CODE))
+        }
+    }
+}
+
+/// Checks and spends `factor` under the account's second-factor lockout, then runs `also`
+/// in the same transaction (only when the factor was right) and commits. `wrong` is the error
+/// for a wrong factor. Returns the `amr` the factor earns and what `also` returned.
+async fn with_factor<T>(
+    state: &AppState,
+    user_id: &str,
+    email: &str,
+    factor: &SecondFactor,
+    wrong: Error,
+    also: impl AsyncFnOnce(&mut Tx, i64) -> Result<Option<T>>,
+) -> Result<(&'static str, T)> {
+    let attempt = lockout::begin(state, &lockout_key(user_id)).await?;
+    let now = state.clock.now_ms();
+    let outcome = async {
+        let mut tx = state.db.begin().await?;
+        let Some(amr) = spend_factor(state, &mut tx, user_id, email, factor, now).await? else {
+            return Ok(Err(wrong));
+        };
+        let Some(value) = also(&mut tx, now).await? else {
+            return Ok(Ok(None));
+        };
+        tx.commit().await?;
+        Ok::<_, Error>(Ok(Some((amr, value))))
+    }
+    .await;
+    match outcome {
+        Ok(Ok(Some(done))) => {
+            attempt.succeeded(state).await?;
+            state.mail_wakeup.notify_one();
+            Ok(done)
+        }
+        Ok(Err(wrong)) => {
+            attempt.failed();
+            Err(wrong)
+        }
+        // `also` declined (the token was spent meanwhile): no code was judged.
+        Ok(Ok(None)) => {
+            attempt.abandoned(state).await?;
+            Err(Error::InvalidMfaToken(INVALID_MFA_TOKEN))
+        }
+        Err(e) => {
+            attempt.abandoned(state).await?;
+            Err(e)
+        }
+    }
+}
+
+const INVALID_MFA_TOKEN: &str =
+    "the mfa_token is not valid (unknown, used, expired or out of tries): log in again";
+
+/// The first step of a login for an account with a second factor, after its password was
+/// right: a single-use `mfa_token` for [`complete_login`], as the 403 MFA_REQUIRED error.
+pub async fn challenge(state: &AppState, user: &users::User, client: ClientInfo) -> Result<Error> {
+    let token = random_token();
+    let now = state.clock.now_ms();
+    let ttl = ms(state.config.mfa.token_ttl);
+    mfa::insert_challenge(
+        &state.db,
+        &mfa::Challenge {
+            token_hash: hash_token_id(&token),
+            user_id: user.id.clone(),
+            user_stamp: user.security_stamp,
+            created_at: now,
+            expires_at: now.saturating_add(ttl),
+            attempts: 0,
+            user_agent: client.user_agent,
+            ip: client.ip,
+        },
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, "password right; waiting for the second factor");
+    Ok(Error::MfaRequired {
+        mfa_token: token,
+        methods: methods(state, &user.id).await?,
+        expires_in: ttl / 1000,
+    })
+}
+
+/// The second step of a login: spends the `mfa_token` and the code together and opens the
+/// session, whose `auth_time` is the password's check.
+#[tracing::instrument(skip_all)]
+pub async fn complete_login(
+    state: &AppState,
+    mfa_token: &str,
+    factor: &SecondFactor,
+    client: ClientInfo,
+) -> Result<TokenPair> {
+    let token_hash = hash_token_id(mfa_token);
+    let challenge = mfa::try_challenge(&state.db, &token_hash, state.clock.now_ms(), MAX_TRIES)
+        .await?
+        .ok_or(Error::InvalidMfaToken(INVALID_MFA_TOKEN))?;
+    let user = users::find_by_id(&state.db, &challenge.user_id)
+        .await?
+        .filter(|u| u.security_stamp == challenge.user_stamp && u.is_active)
+        .ok_or(Error::InvalidMfaToken(INVALID_MFA_TOKEN))?;
+    let (amr, ()) = with_factor(
+        state,
+        &user.id,
+        &user.email,
+        factor,
+        Error::InvalidMfaCode,
+        async |tx, now| {
+            Ok(mfa::spend_challenge(tx, &token_hash, now)
+                .await?
+                .then_some(()))
+        },
+    )
+    .await?;
+    let now = state.clock.now_ms();
+    open_session(
+        state,
+        &user,
+        ClientInfo {
+            ip: client.ip.or(challenge.ip),
+            user_agent: client.user_agent.or(challenge.user_agent),
+        },
+        Authentication {
+            amr,
+            auth_time: challenge.created_at,
+            mfa_at: Some(now),
+        },
+    )
+    .await
+}
+
+/// Whether the caller's session passed the second factor within MFA_STEP_UP_SECONDS.
+fn recently_passed(state: &AppState, caller: &Caller) -> bool {
+    let window = ms(state.config.mfa.step_up);
+    caller
+        .mfa_at
+        .is_some_and(|at| state.clock.now_ms() < at.saturating_add(window))
+}
+
+/// How a sensitive change is allowed for an account with a second factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepUp {
+    /// A code, or a session that passed the factor within MFA_STEP_UP_SECONDS.
+    CodeOrRecentPass,
+    /// A code, always (disabling the factor).
+    Code,
+}
+
+/// Checks what a sensitive change needs: the password (when given), and, for an account with
+/// a second factor, a code or a recent pass ([`StepUp`]). Without either the answer is 403
+/// STEP_UP_REQUIRED before any hash is computed; the password is checked before the code, so a
+/// wrong password spends no code. A code that passes renews the session's window.
+pub async fn step_up(
+    state: &AppState,
+    caller: &Caller,
+    password: Option<&Password>,
+    factor: Option<&SecondFactor>,
+    rule: StepUp,
+) -> Result<()> {
+    let id = &caller.account.id;
+    let has_factor = mfa::has_totp(&state.db, id).await?;
+    if has_factor && factor.is_none() && (rule == StepUp::Code || !recently_passed(state, caller)) {
+        return Err(Error::StepUpRequired {
+            methods: methods(state, id).await?,
+        });
+    }
+    if let Some(password) = password {
+        confirm_password(state, caller, password).await?;
+    }
+    let (true, Some(factor)) = (has_factor, factor) else {
+        return Ok(());
+    };
+    let session = caller.session_id.clone();
+    let amr = caller.amr.clone();
+    with_factor(
+        state,
+        id,
+        &caller.account.email,
+        factor,
+        Error::WrongMfaCode,
+        async |tx, now| {
+            sessions::passed_second_factor_in(tx, &session, &amr, now).await?;
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    tracing::info!(user_id = %id, "step-up passed");
+    Ok(())
+}
+
+/// Disables TOTP (and drops the recovery codes): needs the password and a code, always.
+#[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
+pub async fn disable(
+    state: &AppState,
+    caller: &Caller,
+    password: &Password,
+    factor: Option<&SecondFactor>,
+) -> Result<()> {
+    let id = &caller.account.id;
+    if !mfa::has_totp(&state.db, id).await? {
+        return Err(Error::MfaNotEnabled);
+    }
+    if state
+        .config
+        .mfa
+        .required_for
+        .covers(caller.account.is_superuser)
+    {
+        return Err(Error::Forbidden(
+            "MFA_REQUIRED_FOR requires a second factor for this account: it cannot be removed",
+        ));
+    }
+    step_up(state, caller, Some(password), factor, StepUp::Code).await?;
+    let now = state.clock.now_ms();
+    let mut tx = state.db.begin().await?;
+    if !mfa::remove_all(&mut tx, id).await? {
+        return Err(Error::MfaNotEnabled);
+    }
+    recovery::queue_notice(
+        state,
+        &mut tx,
+        NOTICE_MFA,
+        &caller.account.email,
+        templates::mfa_removed(false),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wakeup.notify_one();
+    tracing::info!("TOTP disabled by its user");
+    Ok(())
+}
+
+/// A new set of recovery codes, voiding the old one: needs the password and step-up.
+#[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
+pub async fn regenerate_recovery_codes(
+    state: &AppState,
+    caller: &Caller,
+    password: &Password,
+    factor: Option<&SecondFactor>,
+) -> Result<Vec<String>> {
+    let id = &caller.account.id;
+    if !mfa::has_totp(&state.db, id).await? {
+        return Err(Error::MfaNotEnabled);
+    }
+    step_up(
+        state,
+        caller,
+        Some(password),
+        factor,
+        StepUp::CodeOrRecentPass,
+    )
+    .await?;
+    let (codes, hashes) = new_recovery_codes(state, id);
+    let mut tx = state.db.begin().await?;
+    mfa::replace_recovery_codes(&mut tx, id, &hashes, state.clock.now_ms()).await?;
+    tx.commit().await?;
+    tracing::info!("recovery codes replaced");
+    Ok(codes)
+}
+
+/// A superuser removes a user's second factors: at once (204), or, with MFA_RESET_DELAY_HOURS,
+/// when due (the time is returned), the user being told now and able to cancel.
+#[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %user_id))]
+pub async fn admin_reset(state: &AppState, admin: &Caller, user_id: &str) -> Result<Option<i64>> {
+    if admin.account.id == user_id {
+        return Err(Error::Forbidden(
+            "a superuser removes their own second factor with DELETE /me/mfa/totp",
+        ));
+    }
+    let user = users::find_by_id(&state.db, user_id)
+        .await?
+        .ok_or(Error::NotFound("there is no user with this id"))?;
+    if !mfa::has_totp(&state.db, user_id).await? {
+        return Err(Error::MfaNotEnabled);
+    }
+    let now = state.clock.now_ms();
+    let delay = ms(state.config.mfa.reset_delay);
+    if delay == 0 {
+        let mut tx = state.db.begin().await?;
+        remove_for_reset(state, &mut tx, &user, &admin.account.id, now).await?;
+        tx.commit().await?;
+        state.mail_wakeup.notify_one();
+        return Ok(None);
+    }
+    let mut tx = state.db.begin().await?;
+    let due = mfa::schedule_reset(
+        &mut tx,
+        user_id,
+        now.saturating_add(delay),
+        &admin.account.id,
+    )
+    .await?
+    .ok_or(Error::MfaNotEnabled)?;
+    recovery::queue_notice(
+        state,
+        &mut tx,
+        NOTICE_MFA,
+        &user.email,
+        templates::mfa_reset_requested(&crate::clock::rfc3339(due)),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wakeup.notify_one();
+    tracing::warn!(
+        due_at = due,
+        "a superuser asked to remove a user's second factor"
+    );
+    Ok(Some(due))
+}
+
+/// Removes the user's factors, ends every session, and tells the user, inside `tx`.
+async fn remove_for_reset(
+    state: &AppState,
+    tx: &mut Tx,
+    user: &users::User,
+    admin_id: &str,
+    now: i64,
+) -> Result<()> {
+    mfa::remove_all(tx, &user.id).await?;
+    let ended = sessions::revoke_all_of_user_in(tx, &user.id, None, now).await?;
+    recovery::queue_notice(
+        state,
+        tx,
+        NOTICE_MFA,
+        &user.email,
+        templates::mfa_removed(true),
+        now,
+    )
+    .await?;
+    tracing::warn!(
+        admin_id,
+        user_id = %user.id,
+        sessions_ended = ended,
+        "a superuser removed a user's second factor"
+    );
+    Ok(())
+}
+
+/// Applies the delayed resets that are due (the maintenance job calls this).
+pub async fn apply_due_resets(state: &AppState) -> Result<u64> {
+    let now = state.clock.now_ms();
+    let mut applied = 0;
+    for (user_id, admin_id) in mfa::due_resets(&state.db, now).await? {
+        let Some(user) = users::find_by_id(&state.db, &user_id).await? else {
+            continue;
+        };
+        let mut tx = state.db.begin().await?;
+        if mfa::take_due_reset(&mut tx, &user_id, now).await? {
+            remove_for_reset(state, &mut tx, &user, &admin_id, now).await?;
+            tx.commit().await?;
+            applied += 1;
+        }
+    }
+    if applied > 0 {
+        state.mail_wakeup.notify_one();
+    }
+    Ok(applied)
+}
+
+/// The user cancels a pending reset.
+pub async fn cancel_reset(state: &AppState, caller: &Caller) -> Result<()> {
+    if !mfa::cancel_reset(&state.db, &caller.account.id).await? {
+        return Err(Error::NotFound(
+            "no removal of your second factor is pending",
+        ));
+    }
+    tracing::warn!(user_id = %caller.account.id, "a pending reset of the second factor was cancelled by its user");
+    Ok(())
+}
