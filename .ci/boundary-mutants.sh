@@ -37,7 +37,8 @@ src/db/throttle.rs @@ WHERE last_sent_at < $1"; @@ WHERE last_sent_at <= $1"; @@
 src/db/mail_quota.rs @@ WHERE window_start < $1"; @@ WHERE window_start <= $1"; @@ time::the_purge
 src/db/login_attempts.rs @@ WHERE updated_at < $1 AND @@ WHERE updated_at <= $1 AND @@ time::the_purge
 src/db/login_attempts.rs @@ OR locked_until <= $2) @@ OR locked_until < $2) @@ time::the_purge
-src/service/maintenance.rs @@ purge(&db, clock.now_ms()) @@ purge(&db, chrono::Utc::now().timestamp_millis()) @@ time::the_purge
+src/service/maintenance.rs @@ purge(&state.db, state.clock.now_ms()) @@ purge(&state.db, chrono::Utc::now().timestamp_millis()) @@ time::the_purge
+src/db/mfa.rs @@ DELETE FROM mfa_challenges WHERE expires_at < $1 @@ DELETE FROM mfa_challenges WHERE expires_at <= $1 @@ time::the_purge
 EOF
 )
 

@@ -440,6 +440,26 @@ async fn the_purge_keeps_each_table_to_the_millisecond_of_its_retention() {
             kept,
         });
     }
+    // Logins waiting for their second factor: by their expiry (the rows are written here: the
+    // purge reads only `expires_at`).
+    for (i, kept) in [(0, true), (1, false)] {
+        let token_hash = format!("purge-challenge-{i}-{}", unique_email());
+        app.execute2(
+            "INSERT INTO mfa_challenges (token_hash, user_id, user_stamp, created_at, expires_at) \
+             VALUES ($1, $2, 0, 0, 0)",
+            &token_hash,
+            &u0,
+        )
+        .await;
+        rows.push(Aged {
+            what: "mfa_challenges.expires_at",
+            set: "UPDATE mfa_challenges SET expires_at = CAST($1 AS BIGINT) WHERE token_hash = $2",
+            count: "SELECT COUNT(*) FROM mfa_challenges WHERE token_hash = $1",
+            key: token_hash,
+            at: edge(kept, cut),
+            kept,
+        });
+    }
     // The rows' other end-times are set far ahead, so that each row is judged by one column.
     for (i, sid) in sessions.iter().enumerate() {
         let keep = match i / 2 {
