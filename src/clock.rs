@@ -94,6 +94,14 @@ impl Clock {
     }
 }
 
+/// Epoch milliseconds as an RFC 3339 UTC time with milliseconds, as responses and mails show
+/// times.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,12 +135,4 @@ mod tests {
     fn the_system_clock_cannot_be_moved() {
         Clock::system().advance_ms(1);
     }
-}
-
-/// Epoch milliseconds as an RFC 3339 UTC time with milliseconds, as responses and mails show
-/// times.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

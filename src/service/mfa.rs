@@ -213,7 +213,8 @@ fn new_recovery_codes(state: &AppState, user_id: &str) -> (Vec<String>, Vec<Stri
 }
 
 /// Confirms enrolment with a first code: enables TOTP, returns the recovery codes (shown this
-/// once), ends the account's other sessions, and marks this one as having passed the factor.
+/// once), moves the security stamp (a credential change), ends the account's other sessions,
+/// and marks this one as having passed the factor.
 #[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn confirm_enrolment(
     state: &AppState,
@@ -252,8 +253,27 @@ pub async fn confirm_enrolment(
             "the enrolment was replaced or confirmed meanwhile: start again",
         ));
     }
+    // A credential change: logins whose password was checked before it (and links mailed
+    // before it) yield nothing after it; this session goes on under the new stamp.
+    let Some(stamp) =
+        users::move_stamp(&mut tx, id, caller.security_stamp, &caller.session_id, now).await?
+    else {
+        drop(tx);
+        attempt.abandoned(state).await?;
+        return Err(Error::Unauthorized(
+            "the account's credentials changed meanwhile; sign in again",
+        ));
+    };
     mfa::replace_recovery_codes(&mut tx, id, &hashes, now).await?;
     let ended = sessions::revoke_all_of_user_in(&mut tx, id, Some(&caller.session_id), now).await?;
+    sessions::carry_forward(
+        &mut tx,
+        id,
+        caller.security_stamp,
+        stamp,
+        Some(&caller.session_id),
+    )
+    .await?;
     sessions::passed_second_factor_in(&mut tx, &caller.session_id, AMR_PASSWORD_TOTP, now).await?;
     recovery::queue_notice(
         state,

@@ -265,6 +265,31 @@ pub async fn set_password_hash(
         .await)
 }
 
+/// Moves the account's security stamp for a credential change that touches no column of
+/// `users` (a second factor added), if it is still at `expected_stamp` and `session_id` is still
+/// one of its live sessions. Returns the new stamp.
+pub async fn move_stamp(
+    tx: &mut Tx,
+    id: &str,
+    expected_stamp: i64,
+    session_id: &str,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    let sql = concat!(
+        "UPDATE users SET security_stamp = security_stamp + 1, updated_at = $3 \
+         WHERE id = $1 AND security_stamp = $2 AND ",
+        caller_session_live!("$4"),
+        " RETURNING security_stamp"
+    );
+    with_tx!(tx, conn => sqlx::query_scalar(sql)
+        .bind(id)
+        .bind(expected_stamp)
+        .bind(now)
+        .bind(session_id)
+        .fetch_optional(conn)
+        .await)
+}
+
 /// `%` and `_` in a search are literal.
 fn like_pattern(folded: &str) -> String {
     let escaped = folded
