@@ -18,6 +18,8 @@ mod login;
 mod logout;
 mod mail;
 mod me;
+mod mfa;
+mod mfa_policy;
 mod migrations;
 mod model;
 mod openapi;
