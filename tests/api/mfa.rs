@@ -417,6 +417,7 @@ fn check_enrolment(body: &Value, email: &str) -> String {
     assert_eq!(url.scheme(), "otpauth", "{uri}");
     assert_eq!(url.host_str(), Some("totp"), "{uri}");
     // Issuer prefix and account name (the label's colon may be encoded, as Key Uri Format allows).
+    // spec-silent: the account name in the label is the account's email, as in the example.
     assert_eq!(
         percent_decoded(url.path().trim_start_matches('/')),
         format!("auth-server:{email}"),
@@ -509,6 +510,7 @@ async fn enrolment_takes_effect_only_once_confirmed() {
 
     let status = mfa_status(&app, &session.access).await;
     assert_eq!(status["totp"], true, "{status}");
+    // spec-silent: `totp_enabled_at` is the instant of the confirmation (the frozen clock's).
     assert_eq!(ms_of(&status["totp_enabled_at"]), t, "{status}");
     assert_eq!(status["recovery_codes_remaining"], 10, "{status}");
     assert_eq!(status["methods"], json!(BOTH_METHODS), "{status}");
@@ -831,7 +833,7 @@ async fn wrong_codes_lock_the_second_factor_across_mfa_tokens_until_the_lock_pas
     freeze_clock(&app);
     let user = enrolled(&app).await;
     app.clock.advance_ms(STEP_MS);
-    let key = format!("mfa:{}", user.id);
+    let key = format!("MFA:{}", user.id);
     let wrong = wrong_code(&app, &user.secret);
 
     let first = challenge(&app, &user.email).await;
@@ -845,7 +847,8 @@ async fn wrong_codes_lock_the_second_factor_across_mfa_tokens_until_the_lock_pas
     }
     // A correct password (a new mfa_token) does not clear the count.
     let second = challenge(&app, &user.email).await;
-    // The fifth failure locks as it is counted (as for passwords: it is still answered 401).
+    // spec-silent (read from "the same rules as passwords"): the fifth failure locks as it is
+    // counted and is still answered 401, as the fifth wrong password is.
     for _ in 0..2 {
         assert_problem(
             with_code(&app, &second, &wrong).await,

@@ -235,6 +235,8 @@ async fn mfa_required_for_superusers_confines_one_without_a_factor_until_it_enro
     .await;
 
     // Enrolling is allowed, and then the same session works fully.
+    // spec-silent: "the same session" includes the access token it already holds (issued before
+    // the confirmation, with amr ["pwd"]): the check is on the session, not on the token's amr.
     let (secret, _) = enrol(&app, &refreshed.access).await;
     assert_eq!(app.me(&refreshed.access).await.status(), StatusCode::OK);
     assert_eq!(
