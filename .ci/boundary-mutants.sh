@@ -38,6 +38,12 @@ src/db/mail_quota.rs @@ WHERE window_start < $1"; @@ WHERE window_start <= $1"; 
 src/db/login_attempts.rs @@ WHERE updated_at < $1 AND @@ WHERE updated_at <= $1 AND @@ time::the_purge
 src/db/login_attempts.rs @@ OR locked_until <= $2) @@ OR locked_until < $2) @@ time::the_purge
 src/service/maintenance.rs @@ purge(&state.db, state.clock.now_ms()) @@ purge(&state.db, chrono::Utc::now().timestamp_millis()) @@ time::the_purge
+src/service/mfa.rs @@ .is_some_and(|at| state.clock.now_ms() < at.saturating_add(window)) @@ .is_some_and(|at| state.clock.now_ms() <= at.saturating_add(window)) @@ mfa::the_step_up_window_ends
+src/db/mfa.rs @@ used_at IS NULL AND expires_at > $2 AND attempts < $3 @@ used_at IS NULL AND expires_at >= $2 AND attempts < $3 @@ mfa::an_mfa_token_lives_its_lifetime
+src/db/mfa.rs @@ used_at IS NULL AND expires_at > $2 AND attempts < $3 @@ used_at IS NULL AND expires_at > $2 AND attempts <= $3 @@ mfa::an_mfa_token_dies_after_five
+src/db/mfa.rs @@ (last_step IS NULL OR last_step < $2) @@ (last_step IS NULL OR last_step <= $2) @@ mfa::codes_have_one_step
+src/auth/totp.rs @@ pub const SKEW_STEPS: i64 = 1; @@ pub const SKEW_STEPS: i64 = 2; @@ mfa::codes_have_one_step
+src/auth/totp.rs @@ pub const SKEW_STEPS: i64 = 1; @@ pub const SKEW_STEPS: i64 = 0; @@ mfa::codes_have_one_step
 src/db/mfa.rs @@ DELETE FROM mfa_challenges WHERE expires_at < $1 @@ DELETE FROM mfa_challenges WHERE expires_at <= $1 @@ time::the_purge
 EOF
 )

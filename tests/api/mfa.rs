@@ -1697,3 +1697,21 @@ async fn bad_second_step_input_is_a_validation_failure_not_an_error() {
         assert_problem(response, 401, "UNAUTHORIZED").await;
     }
 }
+
+/// The step-up window (MFA_STEP_UP_SECONDS) after an MFA login holds through its last
+/// millisecond and is over at its end.
+#[tokio::test]
+async fn the_step_up_window_ends_to_the_millisecond() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let user = enrolled(&app).await;
+    let session = mfa_login_ok(&app, &user.email, &user.secret).await;
+    let body = json!({ "password": PASSWORD });
+    let path = "/me/mfa/recovery-codes";
+    app.clock.advance_ms(STEP_UP_MS - 1);
+    let response = call(&app, Method::POST, path, &session.access, &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.clock.advance_ms(1);
+    let response = call(&app, Method::POST, path, &session.access, &body).await;
+    assert_problem(response, 403, "STEP_UP_REQUIRED").await;
+}
