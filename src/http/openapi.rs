@@ -78,7 +78,44 @@ pub fn configure(mut api: OpenApi, config: &Config) -> OpenApi {
         }
     }
     email_change_needs_password(&mut api);
+    for schema in AT_MOST_ONE_FACTOR {
+        second_factor_rule(&mut api, schema, false);
+    }
+    second_factor_rule(&mut api, "LoginMfaRequest", true);
     api
+}
+
+/// The request bodies that take an optional second factor: `code` or `recovery_code`, not both.
+const AT_MOST_ONE_FACTOR: [&str; 4] = [
+    "UpdateMeRequest",
+    "DeleteMeRequest",
+    "ChangePasswordRequest",
+    "SecondFactorRequest",
+];
+
+/// `code` and `recovery_code` (`service::mfa::SecondFactor`): never both, and, where
+/// `required`, exactly one. Null counts as absent, as the server reads it.
+fn second_factor_rule(api: &mut OpenApi, schema: &str, required: bool) {
+    let only = |present: &str, absent: &str| {
+        let mut only = ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .property(absent, ObjectBuilder::new().schema_type(Type::Null));
+        if required {
+            only = only
+                .property(present, ObjectBuilder::new().schema_type(Type::String))
+                .required(present);
+        }
+        only
+    };
+    let rule = AnyOfBuilder::new()
+        .description(Some(if required {
+            "Exactly one of `code` and `recovery_code`."
+        } else {
+            "At most one of `code` and `recovery_code`."
+        }))
+        .item(only("code", "recovery_code"))
+        .item(only("recovery_code", "code"));
+    add_rule(api, schema, rule.into());
 }
 
 /// `UpdateMeRequest`: a new `email` needs `current_password` (`service::accounts`), which
@@ -105,10 +142,26 @@ fn email_change_needs_password(api: &mut OpenApi) {
         .description(Some("A new `email` needs `current_password`."))
         .item(no_new_email)
         .item(with_password);
-    schemas.insert(
-        "UpdateMeRequest".to_string(),
-        AllOfBuilder::new().item(fields).item(rule).into(),
-    );
+    schemas.insert("UpdateMeRequest".to_string(), fields);
+    add_rule(api, "UpdateMeRequest", rule.into());
+}
+
+/// Adds a rule to a component schema: it becomes (or stays) `allOf` its fields and its rules.
+fn add_rule(api: &mut OpenApi, schema: &str, rule: RefOr<Schema>) {
+    let Some(schemas) = api.components.as_mut().map(|c| &mut c.schemas) else {
+        return;
+    };
+    let Some(existing) = schemas.remove(schema) else {
+        return;
+    };
+    let combined = match existing {
+        RefOr::T(Schema::AllOf(mut all)) => {
+            all.items.push(rule);
+            RefOr::T(Schema::AllOf(all))
+        }
+        fields => AllOfBuilder::new().item(fields).item(rule).into(),
+    };
+    schemas.insert(schema.to_string(), combined);
 }
 
 /// A property of a component schema, where both are inline objects.

@@ -122,7 +122,10 @@ pub struct UpdateMeRequest {
     pub code: Option<String>,
     /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
     /// matter); it is spent.
-    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    #[schema(
+        example = "k7m2p-x9q4r",
+        pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
+    )]
     pub recovery_code: Option<String>,
 }
 
@@ -139,7 +142,10 @@ pub struct DeleteMeRequest {
     pub code: Option<String>,
     /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
     /// matter); it is spent.
-    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    #[schema(
+        example = "k7m2p-x9q4r",
+        pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
+    )]
     pub recovery_code: Option<String>,
 }
 
@@ -196,7 +202,10 @@ pub struct ChangePasswordRequest {
     pub code: Option<String>,
     /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
     /// matter); it is spent.
-    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    #[schema(
+        example = "k7m2p-x9q4r",
+        pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
+    )]
     pub recovery_code: Option<String>,
 }
 
@@ -314,7 +323,10 @@ pub struct SecondFactorRequest {
     pub code: Option<String>,
     /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
     /// matter); it is spent.
-    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    #[schema(
+        example = "k7m2p-x9q4r",
+        pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
+    )]
     pub recovery_code: Option<String>,
 }
 
@@ -332,7 +344,10 @@ pub struct LoginMfaRequest {
     pub code: Option<String>,
     /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
     /// matter); it is spent.
-    #[schema(example = "k7m2p-x9q4r", pattern = "^[ -]*([0-9A-Za-z][ -]*){10}$")]
+    #[schema(
+        example = "k7m2p-x9q4r",
+        pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
+    )]
     pub recovery_code: Option<String>,
 }
 

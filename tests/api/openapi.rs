@@ -21,15 +21,24 @@ fn schema<'a>(document: &'a Value, name: &str) -> &'a Value {
     schema
 }
 
+/// A schema's own fields: the schema, or, where rules were added to it, the first of its `allOf`.
+fn fields<'a>(document: &'a Value, name: &str) -> &'a Value {
+    let schema = schema(document, name);
+    match schema["allOf"].as_array() {
+        Some(all) => &all[0],
+        None => schema,
+    }
+}
+
 fn property<'a>(document: &'a Value, name: &str, field: &str) -> &'a Value {
-    let property = &schema(document, name)["properties"][field];
+    let property = &fields(document, name)["properties"][field];
     assert!(property.is_object(), "no property {name}.{field}");
     property
 }
 
 /// A required field: listed as required, and a string (null is "is required" too).
 fn assert_required_string(document: &Value, name: &str, field: &str) {
-    let required = schema(document, name)["required"].as_array().unwrap();
+    let required = fields(document, name)["required"].as_array().unwrap();
     assert!(
         required.contains(&json!(field)),
         "{name}.{field} is not required"
@@ -170,12 +179,49 @@ async fn the_document_states_every_input_rule_the_server_checks() {
     let update_me = schema(&doc, "UpdateMeRequest")["allOf"]
         .as_array()
         .expect("UpdateMeRequest is the fields and the email rule");
-    let fields = &update_me[0]["properties"];
-    assert_email(&fields["email"], "UpdateMeRequest.email");
-    assert_name(&fields["name"], "UpdateMeRequest.name");
+    let own = &update_me[0]["properties"];
+    assert_email(&own["email"], "UpdateMeRequest.email");
+    assert_name(&own["name"], "UpdateMeRequest.name");
     let rule = &update_me[1]["anyOf"];
     assert_eq!(rule[0]["properties"]["email"]["type"], "null", "{rule}");
     assert_eq!(rule[1]["required"], json!(["current_password"]), "{rule}");
+
+    // A second factor: `code` or `recovery_code`, never both; exactly one at POST /login/mfa.
+    for name in [
+        "UpdateMeRequest",
+        "DeleteMeRequest",
+        "ChangePasswordRequest",
+        "SecondFactorRequest",
+        "LoginMfaRequest",
+    ] {
+        let all = schema(&doc, name)["allOf"].as_array().unwrap();
+        let rule = &all.last().unwrap()["anyOf"];
+        assert_eq!(
+            rule[0]["properties"]["recovery_code"]["type"], "null",
+            "{name}: {rule}"
+        );
+        assert_eq!(
+            rule[1]["properties"]["code"]["type"], "null",
+            "{name}: {rule}"
+        );
+        let exactly_one = name == "LoginMfaRequest";
+        assert_eq!(
+            rule[0]["required"] == json!(["code"]),
+            exactly_one,
+            "{name}: {rule}"
+        );
+        for field in ["code", "recovery_code"] {
+            assert!(
+                property(&doc, name, field)["pattern"].is_string(),
+                "{name}.{field} states its shape"
+            );
+        }
+    }
+    assert_eq!(
+        property(&doc, "ConfirmTotpRequest", "code")["pattern"],
+        property(&doc, "LoginMfaRequest", "code")["pattern"]
+    );
+    assert_required_string(&doc, "LoginMfaRequest", "mfa_token");
 
     // Every JSON body refuses unknown fields.
     for name in [
@@ -189,9 +235,13 @@ async fn the_document_states_every_input_rule_the_server_checks() {
         "PasswordResetConfirm",
         "VerifyConfirm",
         "AdminUpdateRequest",
+        "PasswordConfirmRequest",
+        "ConfirmTotpRequest",
+        "SecondFactorRequest",
+        "LoginMfaRequest",
     ] {
         assert_eq!(
-            schema(&doc, name)["additionalProperties"],
+            fields(&doc, name)["additionalProperties"],
             false,
             "{name} must refuse unknown fields"
         );
@@ -412,4 +462,56 @@ async fn the_server_answers_the_documented_bounds_as_documented() {
         "q",
     )
     .await;
+}
+
+/// The document's patterns for a TOTP code and a recovery code accept exactly what the server
+/// reads (`auth::totp::parse_code`, `normalise_recovery_code`): every character a user might
+/// type, in and around valid codes.
+#[tokio::test]
+async fn the_second_factor_patterns_are_the_servers_parsers() {
+    use auth_server::auth::totp::{normalise_recovery_code, parse_code};
+    let (_app, doc) = app_and_document().await;
+    let pattern = |field: &str| {
+        let text = property(&doc, "LoginMfaRequest", field)["pattern"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        regex::Regex::new(&text).unwrap()
+    };
+    let (code, recovery) = (pattern("code"), pattern("recovery_code"));
+    let mut chars: Vec<char> = (' '..='~').collect();
+    chars.extend(['\t', '\u{a0}', '٣', '３', 'K', 'ı', 'İ', 'ſ']);
+    let mut inputs: Vec<String> = vec![
+        String::new(),
+        "123456".into(),
+        " 123 456 ".into(),
+        "1234567".into(),
+        "k7m2p-x9q4r".into(),
+        "K7M2P X9Q4R".into(),
+        "--k7m2px9q4r--".into(),
+        "k7m2p-x9q4".into(),
+    ];
+    for base in ["123456", "k7m2p-x9q4r"] {
+        for (i, _) in base.char_indices() {
+            for c in &chars {
+                let mut replaced = base.to_string();
+                replaced.replace_range(i..=i, &c.to_string());
+                inputs.push(replaced.clone());
+                replaced.insert(i, *c);
+                inputs.push(replaced);
+            }
+        }
+    }
+    for input in &inputs {
+        assert_eq!(
+            code.is_match(input),
+            parse_code(input).is_some(),
+            "code {input:?}"
+        );
+        assert_eq!(
+            recovery.is_match(input),
+            normalise_recovery_code(input).is_some(),
+            "recovery_code {input:?}"
+        );
+    }
 }
