@@ -16,11 +16,18 @@ pub struct Totp {
     pub reset_due_at: Option<i64>,
 }
 
+const TOTP_OF: &str = "SELECT user_id, secret_sealed, created_at, confirmed_at, last_step, \
+    reset_due_at FROM mfa_totp WHERE user_id = $1";
+
 /// The account's TOTP row, if any.
 pub async fn totp_of(db: &Db, user_id: &str) -> Result<Option<Totp>, sqlx::Error> {
-    let sql = "SELECT user_id, secret_sealed, created_at, confirmed_at, last_step, reset_due_at \
-               FROM mfa_totp WHERE user_id = $1";
-    with_pool!(db, pool => sqlx::query_as(sql).bind(user_id).fetch_optional(pool).await)
+    with_pool!(db, pool => sqlx::query_as(TOTP_OF).bind(user_id).fetch_optional(pool).await)
+}
+
+/// The same, inside a transaction: a request that holds one never waits for a second pooled
+/// connection (concurrent code checks would otherwise hold the whole pool, waiting).
+pub async fn totp_of_in(tx: &mut Tx, user_id: &str) -> Result<Option<Totp>, sqlx::Error> {
+    with_tx!(tx, conn => sqlx::query_as(TOTP_OF).bind(user_id).fetch_optional(conn).await)
 }
 
 /// Whether the account has a confirmed TOTP authenticator.
@@ -75,15 +82,22 @@ pub async fn confirm(
     Ok(done == 1)
 }
 
-/// Accepts a code of `step` for a confirmed authenticator, only if `step` is later than every
-/// step accepted before (RFC 6238 §5.2): of concurrent uses of one code, one wins, and no code
-/// works twice. Returns whether it was accepted.
-pub async fn accept_step(tx: &mut Tx, user_id: &str, step: i64) -> Result<bool, sqlx::Error> {
-    let sql = "UPDATE mfa_totp SET last_step = $2 WHERE user_id = $1 \
+/// Accepts a code of `step` for the confirmed authenticator whose secret is `secret_sealed`
+/// (not one that replaced it meanwhile), only if `step` is later than every step accepted
+/// before (RFC 6238 §5.2): of concurrent uses of one code, one wins, and no code works twice.
+/// Returns whether it was accepted.
+pub async fn accept_step(
+    tx: &mut Tx,
+    user_id: &str,
+    secret_sealed: &str,
+    step: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE mfa_totp SET last_step = $2 WHERE user_id = $1 AND secret_sealed = $3 \
                AND confirmed_at IS NOT NULL AND (last_step IS NULL OR last_step < $2)";
     let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(user_id)
         .bind(step)
+        .bind(secret_sealed)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;

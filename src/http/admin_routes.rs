@@ -8,12 +8,13 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{JsonBody, Superuser};
+use super::extract::{JsonBody, OptionalJsonBody, Superuser};
 use super::problem::Problem;
 use super::types::*;
 use crate::domain::{Email, FieldErrors, Name};
 use crate::error::{Error, FieldError, Result};
 use crate::service::admin::{self, MAX_PAGE, UserUpdate};
+use crate::service::mfa::SecondFactor;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -206,14 +207,18 @@ async fn delete_user(
 /// long (202): the user is mailed at once and can cancel it with DELETE /me/mfa/reset, so that
 /// a superuser talked into it by an impostor is found out in time. A superuser removes their
 /// own factor with DELETE /me/mfa/totp.
+///
+/// A superuser who has a second factor steps up for this: `code` or `recovery_code` in the
+/// body, unless their session passed the second factor within MFA_STEP_UP_SECONDS.
 #[utoipa::path(
     delete, path = "/users/{id}/mfa", tag = "administration",
     params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
+    request_body(content = Option<StepUpRequest>, description = "The superuser's own second factor, for step-up; may be left out"),
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "Removed"),
         (status = 202, description = "Scheduled: it takes effect at `effective_at` unless the user cancels it", body = MfaResetResponse),
-        (status = 403, description = "FORBIDDEN: not a superuser, or oneself", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "FORBIDDEN: not a superuser, or oneself; STEP_UP_REQUIRED or INVALID_MFA_CODE: the superuser's own second factor", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "NOT_FOUND: no such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "MFA_NOT_ENABLED: the user has no second factor", body = Problem, content_type = "application/problem+json"),
     )
@@ -222,10 +227,16 @@ async fn reset_mfa(
     State(state): State<AppState>,
     Superuser(admin_caller): Superuser,
     Path(id): Path<String>,
+    body: OptionalJsonBody<StepUpRequest>,
 ) -> Result<axum::response::Response> {
     use axum::response::IntoResponse;
+    let factor = match body.0 {
+        Some(body) => SecondFactor::from_fields(body.code, body.recovery_code)
+            .map_err(|e| Error::Validation(vec![e]))?,
+        None => None,
+    };
     Ok(
-        match crate::service::mfa::admin_reset(&state, &admin_caller, &id).await? {
+        match crate::service::mfa::admin_reset(&state, &admin_caller, &id, factor.as_ref()).await? {
             None => StatusCode::NO_CONTENT.into_response(),
             Some(due) => (
                 StatusCode::ACCEPTED,

@@ -86,11 +86,12 @@ pub fn configure(mut api: OpenApi, config: &Config) -> OpenApi {
 }
 
 /// The request bodies that take an optional second factor: `code` or `recovery_code`, not both.
-const AT_MOST_ONE_FACTOR: [&str; 4] = [
+const AT_MOST_ONE_FACTOR: [&str; 5] = [
     "UpdateMeRequest",
     "DeleteMeRequest",
     "ChangePasswordRequest",
     "SecondFactorRequest",
+    "StepUpRequest",
 ];
 
 /// `code` and `recovery_code` (`service::mfa::SecondFactor`): never both, and, where

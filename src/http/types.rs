@@ -351,6 +351,23 @@ pub struct LoginMfaRequest {
     pub recovery_code: Option<String>,
 }
 
+/// The caller's own second factor, for step-up.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpRequest {
+    /// The caller's authenticator code (6 digits; spaces are ignored); not needed while the
+    /// caller's session passed the second factor within MFA_STEP_UP_SECONDS. A wrong, old or
+    /// replayed one is 403 INVALID_MFA_CODE.
+    #[schema(example = "123456", pattern = "^ *([0-9] *){6}$")]
+    pub code: Option<String>,
+    /// Instead of `code`: one of the caller's unused recovery codes; it is spent.
+    #[schema(
+        example = "k7m2p-x9q4r",
+        pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
+    )]
+    pub recovery_code: Option<String>,
+}
+
 /// A superuser's removal of a second factor that waits for MFA_RESET_DELAY_HOURS.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MfaResetResponse {

@@ -101,3 +101,14 @@ pub fn recovery_code_used(left: i64) -> Composed {
         ),
     }
 }
+
+/// A new set of recovery codes was made (the old set no longer works).
+pub fn recovery_codes_replaced() -> Composed {
+    Composed {
+        subject: "New recovery codes were made for your account".into(),
+        body: "A new set of recovery codes was made for the account with this email address; \
+               the previous codes no longer work.\n\n\
+               If you did not do this, reset your password at once and contact support.\n"
+            .into(),
+    }
+}

@@ -54,6 +54,18 @@ pub async fn update(
             "you cannot remove your own superuser flag or deactivate yourself; ask another superuser",
         ));
     }
+    // One's own address changes through PUT /me, with the password and step-up: an access
+    // token alone must not take over the account that holds it.
+    if id == admin.account.id
+        && update
+            .email
+            .as_ref()
+            .is_some_and(|e| e.as_str() != admin.account.email)
+    {
+        return Err(Error::Forbidden(
+            "change your own email address with PUT /me (it needs your password)",
+        ));
+    }
     // The change applies to the account as read; a concurrent change means a fresh read.
     for _ in 0..3 {
         let current = find(state, id).await?;

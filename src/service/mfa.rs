@@ -37,8 +37,12 @@ pub const AMR_PASSWORD: &str = "pwd";
 pub const AMR_PASSWORD_TOTP: &str = "pwd otp mfa";
 pub const AMR_PASSWORD_RECOVERY_CODE: &str = "pwd mfa";
 
-const NOTICE_MFA: &str = "notice_mfa";
+/// The notices, each limited per address on its own (MAIL_RATE_LIMIT_SECONDS); a superuser's
+/// reset is always mailed (`recovery::queue_security_notice`).
+const NOTICE_MFA_ADDED: &str = "notice_mfa_added";
+const NOTICE_MFA_REMOVED: &str = "notice_mfa_removed";
 const NOTICE_RECOVERY_CODE: &str = "notice_recovery_code";
+const NOTICE_RECOVERY_CODES_NEW: &str = "notice_recovery_codes_new";
 
 /// A second factor as sent: a TOTP code or a recovery code, each normalised.
 #[derive(Clone, Debug)]
@@ -120,15 +124,23 @@ pub async fn methods(state: &AppState, user_id: &str) -> Result<Vec<&'static str
     Ok(methods)
 }
 
-/// Whether the policy (MFA_REQUIRED_FOR) keeps this caller to enrolment: it covers the account
-/// and the session has not passed a second factor.
-pub fn must_enrol(state: &AppState, caller: &Caller) -> bool {
-    state
+/// Whether the policy (MFA_REQUIRED_FOR) keeps this caller to enrolment: it covers the account,
+/// and the session has not passed a second factor or the account no longer has one (it was
+/// removed, and the policy came to cover the account afterwards). Reads the database only for
+/// accounts the policy covers whose session passed a factor.
+pub async fn must_enrol(state: &AppState, caller: &Caller) -> Result<bool> {
+    if !state
         .config
         .mfa
         .required_for
         .covers(caller.account.is_superuser)
-        && !caller.passed_second_factor()
+    {
+        return Ok(false);
+    }
+    if !caller.passed_second_factor() {
+        return Ok(true);
+    }
+    Ok(!mfa::has_totp(&state.db, &caller.account.id).await?)
 }
 
 /// The account's second factors, as GET /me/mfa shows them.
@@ -278,17 +290,26 @@ pub async fn confirm_enrolment(
     recovery::queue_notice(
         state,
         &mut tx,
-        NOTICE_MFA,
+        NOTICE_MFA_ADDED,
         &caller.account.email,
         templates::mfa_enabled(),
         now,
     )
     .await?;
     tx.commit().await?;
-    attempt.succeeded(state).await?;
     state.mail_wakeup.notify_one();
+    settle_after_commit(state, attempt).await;
     tracing::info!(other_sessions_ended = ended, "TOTP enabled");
     Ok(codes)
+}
+
+/// A right code clears the second factor's lockout. What it did is committed by then: a failure
+/// to clear the count is logged, not answered (the user would lose the recovery codes or the
+/// session just made).
+async fn settle_after_commit(state: &AppState, attempt: lockout::Attempt) {
+    if let Err(e) = attempt.succeeded(state).await {
+        tracing::warn!(error = %e, "could not clear the second factor's failed attempts");
+    }
 }
 
 /// Checks `factor` for the account and spends it inside `tx`: returns the `amr` it earns, or
@@ -303,7 +324,7 @@ async fn spend_factor(
 ) -> Result<Option<&'static str>> {
     match factor {
         SecondFactor::Totp(code) => {
-            let Some(row) = mfa::totp_of(&state.db, user_id)
+            let Some(row) = mfa::totp_of_in(tx, user_id)
                 .await?
                 .filter(|t| t.confirmed_at.is_some())
             else {
@@ -313,7 +334,7 @@ async fn spend_factor(
             let Some(step) = totp::matching_step(&secret, code, now) else {
                 return Ok(None);
             };
-            Ok(mfa::accept_step(tx, user_id, step)
+            Ok(mfa::accept_step(tx, user_id, &row.secret_sealed, step)
                 .await?
                 .then_some(AMR_PASSWORD_TOTP))
         }
@@ -369,8 +390,8 @@ async fn with_factor<T>(
     .await;
     match outcome {
         Ok(Ok(Some(done))) => {
-            attempt.succeeded(state).await?;
             state.mail_wakeup.notify_one();
+            settle_after_commit(state, attempt).await;
             Ok(done)
         }
         Ok(Err(wrong)) => {
@@ -437,6 +458,9 @@ pub async fn complete_login(
         .await?
         .filter(|u| u.security_stamp == challenge.user_stamp && u.is_active)
         .ok_or(Error::InvalidMfaToken(INVALID_MFA_TOKEN))?;
+    if state.config.accounts.require_verified_email && !user.is_verified {
+        return Err(Error::EmailNotVerified);
+    }
     let (amr, ()) = with_factor(
         state,
         &user.id,
@@ -557,7 +581,7 @@ pub async fn disable(
     recovery::queue_notice(
         state,
         &mut tx,
-        NOTICE_MFA,
+        NOTICE_MFA_REMOVED,
         &caller.account.email,
         templates::mfa_removed(false),
         now,
@@ -590,17 +614,36 @@ pub async fn regenerate_recovery_codes(
     )
     .await?;
     let (codes, hashes) = new_recovery_codes(state, id);
+    let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
-    mfa::replace_recovery_codes(&mut tx, id, &hashes, state.clock.now_ms()).await?;
+    mfa::replace_recovery_codes(&mut tx, id, &hashes, now).await?;
+    recovery::queue_notice(
+        state,
+        &mut tx,
+        NOTICE_RECOVERY_CODES_NEW,
+        &caller.account.email,
+        templates::recovery_codes_replaced(),
+        now,
+    )
+    .await?;
     tx.commit().await?;
+    state.mail_wakeup.notify_one();
     tracing::info!("recovery codes replaced");
     Ok(codes)
 }
 
 /// A superuser removes a user's second factors: at once (204), or, with MFA_RESET_DELAY_HOURS,
 /// when due (the time is returned), the user being told now and able to cancel.
+///
+/// A superuser with a second factor steps up for it (a code, or a recent pass): an access token
+/// alone does not strip someone else's factor.
 #[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %user_id))]
-pub async fn admin_reset(state: &AppState, admin: &Caller, user_id: &str) -> Result<Option<i64>> {
+pub async fn admin_reset(
+    state: &AppState,
+    admin: &Caller,
+    user_id: &str,
+    factor: Option<&SecondFactor>,
+) -> Result<Option<i64>> {
     if admin.account.id == user_id {
         return Err(Error::Forbidden(
             "a superuser removes their own second factor with DELETE /me/mfa/totp",
@@ -612,11 +655,12 @@ pub async fn admin_reset(state: &AppState, admin: &Caller, user_id: &str) -> Res
     if !mfa::has_totp(&state.db, user_id).await? {
         return Err(Error::MfaNotEnabled);
     }
+    step_up(state, admin, None, factor, StepUp::CodeOrRecentPass).await?;
     let now = state.clock.now_ms();
     let delay = ms(state.config.mfa.reset_delay);
     if delay == 0 {
         let mut tx = state.db.begin().await?;
-        remove_for_reset(state, &mut tx, &user, &admin.account.id, now).await?;
+        remove_for_reset(&mut tx, &user, &admin.account.id, now).await?;
         tx.commit().await?;
         state.mail_wakeup.notify_one();
         return Ok(None);
@@ -630,10 +674,8 @@ pub async fn admin_reset(state: &AppState, admin: &Caller, user_id: &str) -> Res
     )
     .await?
     .ok_or(Error::MfaNotEnabled)?;
-    recovery::queue_notice(
-        state,
+    recovery::queue_security_notice(
         &mut tx,
-        NOTICE_MFA,
         &user.email,
         templates::mfa_reset_requested(&crate::clock::rfc3339(due)),
         now,
@@ -649,24 +691,10 @@ pub async fn admin_reset(state: &AppState, admin: &Caller, user_id: &str) -> Res
 }
 
 /// Removes the user's factors, ends every session, and tells the user, inside `tx`.
-async fn remove_for_reset(
-    state: &AppState,
-    tx: &mut Tx,
-    user: &users::User,
-    admin_id: &str,
-    now: i64,
-) -> Result<()> {
+async fn remove_for_reset(tx: &mut Tx, user: &users::User, admin_id: &str, now: i64) -> Result<()> {
     mfa::remove_all(tx, &user.id).await?;
     let ended = sessions::revoke_all_of_user_in(tx, &user.id, None, now).await?;
-    recovery::queue_notice(
-        state,
-        tx,
-        NOTICE_MFA,
-        &user.email,
-        templates::mfa_removed(true),
-        now,
-    )
-    .await?;
+    recovery::queue_security_notice(tx, &user.email, templates::mfa_removed(true), now).await?;
     tracing::warn!(
         admin_id,
         user_id = %user.id,
@@ -686,7 +714,7 @@ pub async fn apply_due_resets(state: &AppState) -> Result<u64> {
         };
         let mut tx = state.db.begin().await?;
         if mfa::take_due_reset(&mut tx, &user_id, now).await? {
-            remove_for_reset(state, &mut tx, &user, &admin_id, now).await?;
+            remove_for_reset(&mut tx, &user, &admin_id, now).await?;
             tx.commit().await?;
             applied += 1;
         }

@@ -99,6 +99,19 @@ pub(crate) async fn queue_notice(
     Ok(())
 }
 
+/// Queues a notice that no limit may hold back: a superuser acted on the account (the user must
+/// hear of it every time, however soon after the last one). Only for what a superuser, not
+/// anyone with an address, can cause.
+pub(crate) async fn queue_security_notice(
+    tx: &mut Tx,
+    address: &str,
+    mail: templates::Composed,
+    now: i64,
+) -> Result<()> {
+    outbox::enqueue(tx, address, &mail.subject, &mail.body, now).await?;
+    Ok(())
+}
+
 /// The account a token is for: its id and the security stamp it must still have.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TokenOwner<'a> {

@@ -19,6 +19,7 @@ mod logout;
 mod mail;
 mod me;
 mod mfa;
+mod mfa_attacks;
 mod mfa_policy;
 mod migrations;
 mod model;

@@ -44,7 +44,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Enrolling(caller) =
             <Enrolling as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        if mfa::must_enrol(&AppState::from_ref(state), &caller) {
+        if mfa::must_enrol(&AppState::from_ref(state), &caller).await? {
             return Err(Error::MfaEnrolmentRequired);
         }
         Ok(Self(caller))
