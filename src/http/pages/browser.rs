@@ -259,8 +259,8 @@ impl IntoResponse for Refused {
                 Message {
                     title: "This form has expired",
                     text: vec![
-                        "This form has expired or came from another site. Go back, reload the \
-                         page and try again."
+                        "Sorry: this form has expired or came from another site; go back and try \
+                         again."
                             .into(),
                     ],
                     link: None,

@@ -88,7 +88,6 @@ pub(super) fn second_factor(
 /// the query itself).
 pub(super) fn done(key: Option<&str>) -> Option<&'static str> {
     Some(match key? {
-        "signed-out" => "You have signed out.",
         "deleted" => "Your account has been deleted.",
         "profile" => "Your name has been saved.",
         "email" => {
@@ -322,7 +321,7 @@ pub(super) async fn sign_out(
         Err(refused) => return refused.into_response(),
     };
     match sessions::logout(&pages.app, &caller, LogoutScope::Local).await {
-        Ok(()) => render::redirect_setting("/sign-in?done=signed-out", cleared),
+        Ok(()) => render::redirect_setting("/sign-in", cleared),
         Err(e) => render::error_page(e),
     }
 }
@@ -412,11 +411,11 @@ pub(super) async fn register(
         Ok(Some(account)) => render::message(
             StatusCode::OK,
             Message {
-                title: "Check your email",
+                title: "Check your mail to confirm your address",
                 text: vec![
                     format!(
-                        "Your account is ready. We have sent a link to {} to confirm the \
-                         address: open it to finish.",
+                        "Your account is ready. We have sent a link to {}: open it to confirm \
+                         the address.",
                         account.email
                     ),
                     "No mail? Look in the spam folder, or wait a minute.".into(),
@@ -481,8 +480,8 @@ pub(super) async fn forgot_password(
                 Message {
                     title: "Check your email",
                     text: vec![
-                        "If an account has this address, a link to choose a new password is on \
-                         its way. It works once, for a short while."
+                        "If an account has this address, a link is on its way. It lets you \
+                         choose a new password, once, for a short while."
                             .into(),
                     ],
                     link: Some(("/sign-in", "Back to sign in")),

@@ -171,11 +171,11 @@ pub(super) fn words(error: &Error) -> String {
             "You have been signed out. Sign in again.".into()
         }
         Error::InvalidOneTimeToken(_) => {
-            "This link has expired or has already been used. Ask for a new link.".into()
+            "This link has expired or has already been used: ask for a new link.".into()
         }
         Error::MfaRequired { .. } => "This account needs a second step to sign in.".into(),
         Error::InvalidMfaToken(_) => {
-            "Signing in took too long or had too many wrong codes. Start again.".into()
+            "Signing in took too long or had too many wrong codes: start again.".into()
         }
         Error::InvalidMfaCode | Error::WrongMfaCode => {
             "The code is not right, or has already been used. Try the next one.".into()
