@@ -1,5 +1,6 @@
 //! Credentials: password hashing and tokens. Nothing here knows about HTTP or SQL.
 
+pub mod csrf;
 pub mod keys;
 pub mod password;
 pub mod seal;

@@ -98,7 +98,8 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
-fn derive_key(secret: &[u8], purpose: &str) -> Vec<u8> {
+/// A key for one purpose, derived from SECRET_KEY (HMAC-SHA256 of the purpose's name).
+pub(crate) fn derive_key(secret: &[u8], purpose: &str) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(purpose.as_bytes());
     mac.finalize().into_bytes().to_vec()

@@ -28,6 +28,7 @@ mod limits;
 mod logging;
 mod mail;
 mod mfa;
+mod pages;
 mod server;
 mod tokens;
 mod values;
@@ -46,6 +47,7 @@ pub use limits::{LoginLockout, RateLimits};
 pub use logging::{LogFormat, LoggingConfig};
 pub use mail::{MailConfig, SMTP_TIMEOUT_MAX_SECONDS};
 pub use mfa::{MfaConfig, MfaRequiredFor};
+pub use pages::PagesConfig;
 pub use server::ServerConfig;
 pub use tokens::{SigningAlgorithm, TokenConfig};
 
@@ -76,6 +78,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     #[command(flatten)]
     pub logging: LoggingConfig,
+    #[command(flatten)]
+    pub pages: PagesConfig,
 }
 
 /// A configuration error: names the variable and says what is wrong, on one line.

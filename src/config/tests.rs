@@ -33,6 +33,7 @@ fn defaults_are_the_contracts() {
     assert_eq!(c.mail.from(), "auth-server <no-reply@localhost>");
     assert_eq!(c.mail.smtp_timeout, Duration::from_secs(20));
     assert!(c.server.cors_origins.is_empty() && c.server.trusted_proxies.is_empty());
+    assert!(c.pages.enabled && c.pages.redirect_allowlist.is_empty());
     assert!(!c.server.hsts && !c.accounts.require_verified_email);
     let c = config(&[("RATE_LIMIT_IPV6_PREFIX", "48"), ("MAX_CONNECTIONS", "500")]).unwrap();
     assert_eq!(c.rate_limits.ipv6_prefix, 48);
@@ -172,7 +173,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 64, "{vars:?}");
+    assert_eq!(vars.len(), 66, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(
@@ -187,6 +188,29 @@ fn every_setting_is_a_flag_named_after_its_variable() {
     ] {
         assert!(help.contains(default), "{default}");
     }
+}
+
+#[test]
+fn pages_settings() {
+    let c = config(&[
+        ("PAGES", "false"),
+        (
+            "PAGES_REDIRECT_ALLOWLIST",
+            "https://App.example.com/, http://localhost:3000",
+        ),
+    ])
+    .unwrap();
+    assert!(!c.pages.enabled);
+    assert_eq!(
+        c.pages.redirect_allowlist,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    for bad in ["https://app.example.com/next", "app.example.com", "*"] {
+        let e = config(&[("PAGES_REDIRECT_ALLOWLIST", bad)]).unwrap_err();
+        assert_eq!(e.var, "PAGES_REDIRECT_ALLOWLIST", "{bad}");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    }
+    assert_eq!(config(&[("PAGES", "perhaps")]).unwrap_err().var, "PAGES");
 }
 
 #[test]

@@ -156,6 +156,35 @@ pub fn http_url(text: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// A web origin such as `https://app.example.com` or `http://localhost:3000`: `http://` or
+/// `https://`, a host, an optional port, and nothing after it (a trailing `/` is allowed);
+/// returned as browsers serialise it (lower case, no default port).
+pub fn web_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let refuse = || format!("`{text}` is not an origin such as https://app.example.com");
+    let url = url::Url::parse(text).map_err(|_| refuse())?;
+    let host_ok = match url.host() {
+        Some(url::Host::Domain(name)) => name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+        Some(_) => true,
+        None => false,
+    };
+    let bare = matches!(url.scheme(), "http" | "https")
+        && host_ok
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        // `Url` reads `https://a.example.com/.` and the like as `/`: only a slash may follow.
+        && text.trim_end_matches('/').matches('/').count() == 2;
+    if !bare {
+        return Err(refuse());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +223,33 @@ mod tests {
         assert_eq!(list(text)(" a, ,b ,"), Ok(vec!["a".into(), "b".into()]));
         assert_eq!(list(text)(""), Ok(vec![]));
         assert!(list(parsed::<u8>)("1, x").is_err());
+    }
+
+    #[test]
+    fn web_origins_are_scheme_host_and_port_only() {
+        for (given, origin) in [
+            ("https://app.example.com", "https://app.example.com"),
+            (" https://App.Example.com/ ", "https://app.example.com"),
+            ("http://localhost:3000", "http://localhost:3000"),
+            ("https://app.example.com:443", "https://app.example.com"),
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+        ] {
+            assert_eq!(web_origin(given).as_deref(), Ok(origin), "{given}");
+        }
+        for bad in [
+            "",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/path",
+            "https://app.example.com/?q=1",
+            "https://app.example.com/#top",
+            "https://user:pw@app.example.com",
+            "https://app.example.com//",
+            "https://*.example.com",
+            "null",
+            "*",
+        ] {
+            assert!(web_origin(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -8,6 +8,7 @@ mod me_routes;
 mod mfa_routes;
 pub mod openapi;
 mod ops_routes;
+mod pages;
 pub mod problem;
 mod recovery_routes;
 pub mod types;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::map_response;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::IntoResponse;
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
@@ -70,7 +71,7 @@ pub fn app(state: AppState) -> Router {
         ));
     // Public keys change only at a rotation: resource servers may cache them a while.
     let discovery = discovery
-        .with_state(state)
+        .with_state(state.clone())
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=300"),
@@ -84,11 +85,17 @@ pub fn app(state: AppState) -> Router {
         )
         .into();
 
-    let mut app = Router::new()
-        .merge(api)
-        .merge(discovery)
-        .merge(docs)
-        .fallback(|| async { Error::NotFound("there is nothing at this path") });
+    let mut app = Router::new().merge(api).merge(discovery).merge(docs);
+    if config.pages.enabled {
+        // The pages, with their own headers (`pages::routes`); a form posted to /register is
+        // the registration page's, JSON the API's.
+        let (page_routes, register_form) = pages::routes(state);
+        app = app.merge(page_routes).layer(from_fn_with_state(
+            register_form,
+            pages::register_form_first,
+        ));
+    }
+    let mut app = app.fallback(|| async { Error::NotFound("there is nothing at this path") });
     if !config.server.cors_origins.is_empty() {
         app = app.layer(cors(&config.server.cors_origins));
     }

@@ -84,55 +84,72 @@ fn log_chain(e: &(dyn std::error::Error + 'static), message: &str) {
     tracing::error!(error = %chain, "{message}");
 }
 
+/// The status and the stable `code` of an error.
+pub fn status_and_code(error: &Error) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match error {
+        Error::Validation(_) => (S::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        Error::EmailTaken => (S::CONFLICT, "EMAIL_TAKEN"),
+        Error::InvalidCredentials => (S::UNAUTHORIZED, "INVALID_CREDENTIALS"),
+        Error::WrongPassword => (S::FORBIDDEN, "INVALID_CREDENTIALS"),
+        Error::AccountDisabled => (S::FORBIDDEN, "ACCOUNT_DISABLED"),
+        Error::EmailNotVerified => (S::FORBIDDEN, "EMAIL_NOT_VERIFIED"),
+        Error::Unauthorized(_) => (S::UNAUTHORIZED, "UNAUTHORIZED"),
+        Error::InvalidRefreshToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
+        Error::InvalidOneTimeToken(_) => (S::BAD_REQUEST, "INVALID_TOKEN"),
+        Error::MfaRequired { .. } => (S::FORBIDDEN, "MFA_REQUIRED"),
+        Error::InvalidMfaToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
+        Error::InvalidMfaCode => (S::UNAUTHORIZED, "INVALID_MFA_CODE"),
+        Error::WrongMfaCode => (S::FORBIDDEN, "INVALID_MFA_CODE"),
+        Error::StepUpRequired { .. } => (S::FORBIDDEN, "STEP_UP_REQUIRED"),
+        Error::MfaEnrolmentRequired => (S::FORBIDDEN, "MFA_ENROLMENT_REQUIRED"),
+        Error::MfaAlreadyEnabled => (S::CONFLICT, "MFA_ALREADY_ENABLED"),
+        Error::MfaNotEnabled => (S::CONFLICT, "MFA_NOT_ENABLED"),
+        Error::Forbidden(_) => (S::FORBIDDEN, "FORBIDDEN"),
+        Error::NotFound(_) => (S::NOT_FOUND, "NOT_FOUND"),
+        Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+        Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        Error::UnsupportedMediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+        Error::Busy { .. } | Error::DatabaseUnavailable(_) => {
+            (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+        }
+        Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
+    }
+}
+
+/// Logs what an operator must see of an error: the cause chain of an unexpected error or an
+/// unavailable database, the hashing pool turning a request away.
+pub fn log_error(error: &Error) {
+    match error {
+        Error::Internal(e) => log_chain(e.as_ref(), "request failed"),
+        Error::DatabaseUnavailable(e) => log_chain(e, "database unavailable"),
+        Error::Busy { retry_after } => tracing::warn!(
+            retry_after_s = retry_after.as_secs(),
+            "password hashing saturated; request turned away"
+        ),
+        _ => {}
+    }
+}
+
+/// The `Retry-After` of an error, in whole seconds, if it has one.
+pub fn retry_after_seconds(error: &Error) -> Option<u64> {
+    match error {
+        // Whole seconds, rounded up: a client that waits as told is not turned away again.
+        Error::TooManyRequests { retry_after } | Error::Busy { retry_after } => {
+            Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
+        }
+        Error::DatabaseUnavailable(_) => Some(1),
+        _ => None,
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         use StatusCode as S;
         let detail = self.to_string();
-        let (status, code) = match &self {
-            Error::Validation(_) => (S::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
-            Error::EmailTaken => (S::CONFLICT, "EMAIL_TAKEN"),
-            Error::InvalidCredentials => (S::UNAUTHORIZED, "INVALID_CREDENTIALS"),
-            Error::WrongPassword => (S::FORBIDDEN, "INVALID_CREDENTIALS"),
-            Error::AccountDisabled => (S::FORBIDDEN, "ACCOUNT_DISABLED"),
-            Error::EmailNotVerified => (S::FORBIDDEN, "EMAIL_NOT_VERIFIED"),
-            Error::Unauthorized(_) => (S::UNAUTHORIZED, "UNAUTHORIZED"),
-            Error::InvalidRefreshToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
-            Error::InvalidOneTimeToken(_) => (S::BAD_REQUEST, "INVALID_TOKEN"),
-            Error::MfaRequired { .. } => (S::FORBIDDEN, "MFA_REQUIRED"),
-            Error::InvalidMfaToken(_) => (S::UNAUTHORIZED, "INVALID_TOKEN"),
-            Error::InvalidMfaCode => (S::UNAUTHORIZED, "INVALID_MFA_CODE"),
-            Error::WrongMfaCode => (S::FORBIDDEN, "INVALID_MFA_CODE"),
-            Error::StepUpRequired { .. } => (S::FORBIDDEN, "STEP_UP_REQUIRED"),
-            Error::MfaEnrolmentRequired => (S::FORBIDDEN, "MFA_ENROLMENT_REQUIRED"),
-            Error::MfaAlreadyEnabled => (S::CONFLICT, "MFA_ALREADY_ENABLED"),
-            Error::MfaNotEnabled => (S::CONFLICT, "MFA_NOT_ENABLED"),
-            Error::Forbidden(_) => (S::FORBIDDEN, "FORBIDDEN"),
-            Error::NotFound(_) => (S::NOT_FOUND, "NOT_FOUND"),
-            Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
-            Error::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            Error::UnsupportedMediaType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
-            Error::Busy { .. } | Error::DatabaseUnavailable(_) => {
-                (S::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
-            }
-            Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
-        };
-        match &self {
-            Error::Internal(e) => log_chain(e.as_ref(), "request failed"),
-            Error::DatabaseUnavailable(e) => log_chain(e, "database unavailable"),
-            Error::Busy { retry_after } => tracing::warn!(
-                retry_after_s = retry_after.as_secs(),
-                "password hashing saturated; request turned away"
-            ),
-            _ => {}
-        }
-        let retry_after = match &self {
-            // Whole seconds, rounded up: a client that waits as told is not turned away again.
-            Error::TooManyRequests { retry_after } | Error::Busy { retry_after } => {
-                Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
-            }
-            Error::DatabaseUnavailable(_) => Some(1),
-            _ => None,
-        };
+        let (status, code) = status_and_code(&self);
+        log_error(&self);
+        let retry_after = retry_after_seconds(&self);
         let mut body = problem(status, code, detail);
         match self {
             Error::Validation(errors) => body.errors = Some(errors),
@@ -163,6 +180,11 @@ impl IntoResponse for Error {
     }
 }
 
+/// Marks a response that is already in the form its client reads (a page's HTML, errors
+/// included): [`problemize`] leaves it as it is.
+#[derive(Clone, Copy, Debug)]
+pub struct NotAProblem;
+
 /// Turns the responses that the framework and middleware make themselves (unknown route, wrong
 /// method, body too large, timeout, extractor rejections) into problem documents, keeping their
 /// status and headers (such as `Allow`).
@@ -173,7 +195,9 @@ where
 {
     let response = response.map(Body::new);
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<NotAProblem>().is_some()
+    {
         return response;
     }
     let is_json = response

@@ -211,6 +211,25 @@ pub async fn begin_enrolment(
     })
 }
 
+/// The enrolment again, for the secret the caller was shown (`secret`: base32, as
+/// [`begin_enrolment`] returned it): what the account page shows once more beside a wrong
+/// confirmation code. Built only from what the caller sends back, never read from storage, so
+/// that a session without the password cannot learn a pending secret. `None` for anything that
+/// is not such a secret.
+pub fn enrolment_for(state: &AppState, caller: &Caller, secret: &str) -> Option<Enrolment> {
+    let bytes = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).ok()?;
+    if bytes.len() != totp::SECRET_BYTES {
+        return None;
+    }
+    let otpauth_uri = totp::otpauth_uri(&state.config.mfa.issuer, &caller.account.email, &bytes);
+    let qr_svg = totp::qr_svg(&otpauth_uri).ok()?;
+    Some(Enrolment {
+        secret: totp::base32(&bytes),
+        otpauth_uri,
+        qr_svg,
+    })
+}
+
 /// A new set of recovery codes, and their hashes for the account.
 fn new_recovery_codes(state: &AppState, user_id: &str) -> (Vec<String>, Vec<String>) {
     let codes = totp::new_recovery_codes(totp::RECOVERY_CODES);

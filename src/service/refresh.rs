@@ -7,7 +7,7 @@ use crate::auth::tokens::{Claims, TokenError, hash_token_id};
 use crate::db::sessions;
 use crate::error::{Error, Result};
 use crate::service::ms;
-use crate::service::sessions::{ClientInfo, TokenPair, token_pair};
+use crate::service::sessions::{Caller, ClientInfo, TokenPair, live_caller, token_pair};
 use crate::state::AppState;
 
 /// What a session's refresh chain looks like to a presented token.
@@ -176,6 +176,26 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
     Err(Error::InvalidRefreshToken(
         "the refresh token is no longer valid",
     ))
+}
+
+/// The caller of a browser's session, whose cookie holds the session's refresh token (the pages'
+/// sessions, `http::pages`): signed in while that token is the session's live one, checked as
+/// [`refresh`] checks it but without rotating, and while the session is live under the
+/// account's current credentials. A browser's session is never refreshed, so there is no reuse
+/// window: an older token of the session means its chain has leaked (the live token was spent
+/// at /refresh by someone holding a copy of the cookie), and the session is revoked, as
+/// /refresh would revoke it.
+pub async fn browser_session(state: &AppState, token: &str) -> Result<Caller> {
+    let claims = verify_refresh(state, token)?;
+    let found = session_of(state, &claims).await?;
+    let now = state.clock.now_ms();
+    match decide(&Chain::of(&found), &hash_token_id(&claims.jti), now, 0) {
+        Decision::Rotate => live_caller(state, claims.sid, &claims.sub).await,
+        Decision::Refuse(why) => Err(Error::InvalidRefreshToken(why)),
+        Decision::RevokeForReuse | Decision::HandBackCurrent => {
+            Err(revoke_for_reuse(state, &found.session, now).await?)
+        }
+    }
 }
 
 /// The live session a refresh token may log out: `None` when the session has already ended (the

@@ -106,16 +106,26 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller> {
                 TokenError::Malformed | TokenError::Invalid => "the access token is not valid",
             })
         })?;
-    let user = sessions::find_live_user(&state.db, &claims.sid, state.clock.now_ms())
+    live_caller(state, claims.sid, &claims.sub).await
+}
+
+/// The caller of a session that is live now (not revoked, not expired, opened under the
+/// account's current credentials, of an active account), whose user is `user_id`.
+pub(crate) async fn live_caller(
+    state: &AppState,
+    session_id: String,
+    user_id: &str,
+) -> Result<Caller> {
+    let user = sessions::find_live_user(&state.db, &session_id, state.clock.now_ms())
         .await?
-        .filter(|u| u.id == claims.sub && u.is_active)
+        .filter(|u| u.id == user_id && u.is_active)
         .ok_or(Error::Unauthorized("the session has ended"))?;
     Ok(Caller {
         security_stamp: user.security_stamp,
         amr: user.amr.clone(),
         mfa_at: user.mfa_at,
         account: user.into(),
-        session_id: claims.sid,
+        session_id,
     })
 }
 

@@ -17,8 +17,9 @@ async fn unknown_paths_are_404_problems() {
 #[tokio::test]
 async fn wrong_methods_are_405_problems_with_allow() {
     let app = spawn_app().await;
+    // (GET /register is the registration page: see pages.rs.)
     for (method, path) in [
-        ("GET", "/register"),
+        ("GET", "/login"),
         ("DELETE", "/login"),
         ("POST", "/me"),
         ("PUT", "/health"),
@@ -32,7 +33,7 @@ async fn wrong_methods_are_405_problems_with_allow() {
         assert!(response.headers().contains_key("allow"), "{method} {path}");
         assert_problem(response, 405, "METHOD_NOT_ALLOWED").await;
     }
-    let response = app.client.get(app.url("/register")).send().await.unwrap();
+    let response = app.client.get(app.url("/login")).send().await.unwrap();
     assert!(
         response.headers()["allow"]
             .to_str()

@@ -25,6 +25,7 @@ mod migrations;
 mod model;
 mod openapi;
 mod operations;
+mod pages;
 mod refresh;
 mod register;
 mod sessions;

@@ -45,6 +45,11 @@ fn body_kind(headers: &HeaderMap) -> BodyKind {
     }
 }
 
+/// Whether a request declares a form body (`application/x-www-form-urlencoded`).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    body_kind(headers) == BodyKind::Form
+}
+
 /// Reads the whole body, within the configured limit.
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
     Bytes::from_request(req, state).await.map_err(|rejection| {

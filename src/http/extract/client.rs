@@ -74,6 +74,35 @@ where
     }
 }
 
+/// The client's address, for the per-client limits a handler checks itself: the pages, which
+/// answer a limit with their form again and the wait, not with a problem document.
+pub struct ClientLimits(Option<IpAddr>);
+
+impl ClientLimits {
+    /// Takes one request's allowance of `G`'s limit; over it, 429 TooManyRequests.
+    pub fn check<G: LimitGroup>(&self, state: &AppState) -> Result<(), Error> {
+        match self.0 {
+            Some(ip) => state
+                .limiter
+                .check(G::GROUP, ip)
+                .map_err(|retry_after| Error::TooManyRequests { retry_after }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for ClientLimits
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_addr(parts, &AppState::from_ref(state))))
+    }
+}
+
 /// The client's address (through trusted proxies only) and user agent.
 pub struct Client(pub ClientInfo);
 

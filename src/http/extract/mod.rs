@@ -7,6 +7,9 @@ mod body;
 mod caller;
 mod client;
 
+pub use body::is_form;
 pub use body::{Credentials, JsonBody, OptionalJsonBody, required, required_token};
 pub use caller::{Authenticated, Enrolling, Superuser};
-pub use client::{Client, Limited, LoginLimit, MailLimit, RefreshLimit, RegisterLimit};
+pub use client::{
+    Client, ClientLimits, LimitGroup, Limited, LoginLimit, MailLimit, RefreshLimit, RegisterLimit,
+};

@@ -1,0 +1,140 @@
+//! Pages for people: server-rendered HTML beside the JSON API (sign-in with the second step,
+//! registration, password reset, email verification, the account page). They call the same
+//! `service` functions as the API, so every rule (password policy, lockout, rate limits,
+//! step-up, MFA_REQUIRED_FOR) is the API's; what differs is the answer: every error is a
+//! message beside the field it concerns, in HTML with the error's status, never problem+json.
+//!
+//! - `browser`: the browser's session (a cookie holding its session's refresh token), the
+//!   forms' CSRF tokens, the Origin and Sec-Fetch-Site checks, and `?next=`.
+//! - `render`: the templates (minijinja, built once), forms with their errors, responses.
+//! - `public`: the pages anyone can open; `account`: the account page and its forms.
+//!
+//! No JavaScript, one stylesheet; the Content-Security-Policy allows nothing else.
+
+mod account;
+mod browser;
+mod public;
+mod render;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower::ServiceExt as _;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::auth::csrf::CsrfKey;
+use crate::state::AppState;
+
+/// What the pages' handlers share: the application's state and the key of the forms' tokens.
+#[derive(Clone)]
+pub(crate) struct Pages {
+    app: AppState,
+    csrf: Arc<CsrfKey>,
+}
+
+impl FromRef<Pages> for AppState {
+    fn from_ref(pages: &Pages) -> Self {
+        pages.app.clone()
+    }
+}
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The pages' routes, and the one route they share with the API: POST /register, the page's
+/// form when the body is a form, the API's JSON registration otherwise (see
+/// [`register_form_first`]). `http::app` merges them when PAGES is true.
+pub fn routes(state: AppState) -> (Router, Router) {
+    render::check_templates();
+    let pages = Pages {
+        csrf: Arc::new(CsrfKey::derive(state.config.tokens.secret_key())),
+        app: state,
+    };
+    let headers = |router: Router<Pages>| {
+        router
+            .layer(SetResponseHeaderLayer::overriding(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ))
+            // Every page may show an account or carry a form token: no cache keeps one. The
+            // stylesheet says otherwise for itself.
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            ))
+    };
+    let router = Router::new()
+        .route("/", get(public::home))
+        .route("/static/style.css", get(stylesheet))
+        .route("/sign-in", get(public::sign_in_page).post(public::sign_in))
+        .route("/sign-in/mfa", post(public::sign_in_mfa))
+        .route("/sign-out", post(public::sign_out))
+        .route("/register", get(public::register_page))
+        .route(
+            "/forgot-password",
+            get(public::forgot_password_page).post(public::forgot_password),
+        )
+        .route(
+            "/reset-password",
+            get(public::reset_password_page).post(public::reset_password),
+        )
+        .route(
+            "/verify-email",
+            get(public::verify_email_page).post(public::verify_email),
+        )
+        .route("/account", get(account::page))
+        .route("/account/profile", post(account::profile))
+        .route("/account/email", post(account::email))
+        .route("/account/password", post(account::password))
+        .route("/account/delete", post(account::delete))
+        .route(
+            "/account/sessions/revoke-others",
+            post(account::revoke_others),
+        )
+        .route("/account/sessions/{id}/revoke", post(account::revoke_one))
+        .route("/account/mfa/totp", post(account::begin_totp))
+        .route("/account/mfa/totp/confirm", post(account::confirm_totp))
+        .route("/account/mfa/recovery-codes", post(account::recovery_codes))
+        .route("/account/mfa/disable", post(account::disable_totp));
+    let register_form = Router::new().route("/register", post(public::register));
+    (
+        headers(router).with_state(pages.clone()),
+        headers(register_form).with_state(pages),
+    )
+}
+
+/// Sends a form posted to /register (the registration page's) to `register_form`; anything
+/// else, JSON included, goes on to the API's POST /register as before.
+pub async fn register_form_first(
+    State(register_form): State<Router>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() == Method::POST
+        && request.uri().path() == "/register"
+        && super::extract::is_form(request.headers())
+    {
+        return match register_form.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    next.run(request).await
+}
+
+/// GET /static/style.css: the one stylesheet, from the binary.
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("style.css"),
+    )
+        .into_response()
+}
