@@ -7,6 +7,7 @@ mod helpers;
 mod smtp;
 
 mod admin;
+mod browser;
 mod cli;
 mod durability;
 mod edge;
