@@ -126,7 +126,12 @@ pub fn app(state: AppState) -> Router {
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-            .layer(header(header::REFERRER_POLICY, "no-referrer"))
+            // The pages set their own (`same-origin`: with `no-referrer` a browser sends
+            // `Origin: null` on a page's own form posts, which the pages' check refuses).
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
             .layer(header(header::X_FRAME_OPTIONS, "DENY"))
             .option_layer(hsts)
             .layer(map_response(problem::problemize))

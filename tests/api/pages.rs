@@ -105,7 +105,7 @@ impl Page {
         assert_eq!(self.header("cache-control"), Some("no-store"));
         assert_eq!(self.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(self.header("x-frame-options"), Some("DENY"));
-        assert_eq!(self.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(self.header("referrer-policy"), Some("same-origin"));
         assert!(self.body.starts_with("<!doctype html>\n<html lang=\"en\">"));
         assert_eq!(self.body.matches("<h1>").count(), 1, "one h1");
         assert_eq!(self.body.matches("<main").count(), 1, "one main");

@@ -87,10 +87,11 @@ async fn account_view(
         Ok((
             mfa::status(state, caller).await?,
             sessions::list(state, caller).await?,
+            mfa::must_enrol(state, caller).await?,
         ))
     }
     .await;
-    let (status, list) = match loaded {
+    let (status, list, confined) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => return render::error_page(e),
     };
@@ -121,7 +122,7 @@ async fn account_view(
             recovery_codes_left => status.recovery_codes_remaining,
             required => status.required,
             reset_pending_until => status.reset_pending_until.map(human),
-            confined => mfa::must_enrol(state, caller),
+            confined => confined,
             others => rows.iter().any(|r| !r.current),
             sessions => Serde(rows),
             password_hint => password_hint(pages),
@@ -145,24 +146,30 @@ async fn failed(pages: &Pages, caller: &Caller, mut form: Form, error: Error) ->
 
 /// The caller of a signed-in form's post (see `Browser::check_signed_in`). Unless the form is
 /// part of the enrolment, a session that MFA_REQUIRED_FOR keeps to enrolment is refused.
-fn caller_of(
+async fn caller_of(
     pages: &Pages,
     browser: Browser,
     csrf: Option<&str>,
     enrolment: bool,
-) -> std::result::Result<Caller, Refused> {
-    let caller = browser.check_signed_in(pages, csrf)?;
-    if !enrolment && mfa::must_enrol(&pages.app, &caller) {
-        return Err(Refused::MustEnrol);
+) -> std::result::Result<Caller, Response> {
+    let caller = browser
+        .check_signed_in(pages, csrf)
+        .map_err(IntoResponse::into_response)?;
+    if !enrolment {
+        match mfa::must_enrol(&pages.app, &caller).await {
+            Ok(false) => {}
+            Ok(true) => return Err(Refused::MustEnrol.into_response()),
+            Err(e) => return Err(render::error_page(e)),
+        }
     }
     Ok(caller)
 }
 
 macro_rules! caller_or_return {
     ($pages:expr, $browser:expr, $csrf:expr, $enrolment:expr) => {
-        match caller_of(&$pages, $browser, $csrf.as_deref(), $enrolment) {
+        match caller_of(&$pages, $browser, $csrf.as_deref(), $enrolment).await {
             Ok(caller) => caller,
-            Err(refused) => return refused.into_response(),
+            Err(response) => return response,
         }
     };
 }

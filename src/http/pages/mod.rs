@@ -61,6 +61,12 @@ pub fn routes(state: AppState) -> (Router, Router) {
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CSP),
             ))
+            // The page's own form posts then carry its true `Origin` (with the API's
+            // `no-referrer`, Chromium sends `Origin: null`); other sites get no referrer.
+            .layer(SetResponseHeaderLayer::overriding(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            ))
             // Every page may show an account or carry a form token: no cache keeps one. The
             // stylesheet says otherwise for itself.
             .layer(SetResponseHeaderLayer::if_not_present(
