@@ -256,6 +256,12 @@ impl Db {
 }
 
 /// True for errors that mean "the database is not answering" (503) rather than a bug (500).
+/// Whether `text` can be a key of a stored row: PostgreSQL text cannot hold NUL (it refuses the
+/// query), so an id from a path with one names no row, on either backend.
+pub(crate) fn can_be_stored(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut

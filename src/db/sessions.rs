@@ -266,6 +266,9 @@ pub async fn revoke(
     session_id: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
+    if !super::can_be_stored(session_id) {
+        return Ok(false);
+    }
     let sql = "UPDATE sessions SET revoked_at = $3 \
                WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
                AND refresh_expires_at > $3 AND expires_at > $3";

@@ -1214,3 +1214,67 @@ async fn a_session_kept_to_enrolment_sees_only_the_enrolment() {
     // It cannot be turned off: the form is not even offered.
     assert!(page.tag("account-mfa-disable").is_none());
 }
+
+/// A NUL byte in an id from a path names no row (PostgreSQL cannot even be asked): 404, never a
+/// server error, on the page and in the API.
+#[tokio::test]
+async fn a_nul_in_a_session_or_user_id_is_not_a_server_error() {
+    let app = spawn_app().await;
+    let email = account(&app).await;
+    let mut browser = Browser::new(&app);
+    browser.signed_in(&email).await;
+    let csrf = browser
+        .get("/account")
+        .await
+        .value("account-profile", "csrf");
+    let page = browser
+        .post("/account/sessions/%00/revoke", &[("csrf", &csrf)])
+        .await;
+    page.assert_html(StatusCode::NOT_FOUND);
+    assert!(page.errors().contains("That session has already ended."));
+    let api = app.login_ok(&email).await;
+    let response = app
+        .client
+        .delete(app.url("/me/sessions/%00"))
+        .bearer_auth(&api.access)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "NOT_FOUND").await;
+    let (_, admin) = app.superuser().await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/users/%00"),
+        (reqwest::Method::DELETE, "/users/%00"),
+        (reqwest::Method::DELETE, "/users/%00/mfa"),
+    ] {
+        let response = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth(&admin.access)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 404, "NOT_FOUND").await;
+    }
+}
+
+/// An allowed origin for `next=` is also in the pages' `form-action`: Chromium checks it against
+/// the redirect that follows the sign-in's post.
+#[tokio::test]
+async fn an_allowed_next_elsewhere_is_within_the_sign_in_forms_form_action() {
+    let app = spawn_app_with(&[("PAGES_REDIRECT_ALLOWLIST", "https://app.example.com")]).await;
+    let mut browser = Browser::new(&app);
+    let page = browser
+        .get("/sign-in?next=https%3A%2F%2Fapp.example.com%2Fwelcome")
+        .await;
+    let csp = page.header("content-security-policy").unwrap();
+    let form_action = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("form-action"))
+        .unwrap();
+    assert_eq!(
+        form_action, "form-action 'self' https://app.example.com",
+        "{csp}"
+    );
+}

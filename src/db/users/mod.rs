@@ -87,6 +87,9 @@ pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<User>, sqlx::E
 }
 
 pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, sqlx::Error> {
+    if !super::can_be_stored(id) {
+        return Ok(None);
+    }
     let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
     with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
@@ -194,6 +197,9 @@ pub async fn delete_own(
 
 /// Deletes the account; its sessions go with it (ON DELETE CASCADE).
 pub async fn delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+    if !super::can_be_stored(id) {
+        return Ok(false);
+    }
     let done = with_pool!(db, pool => sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(pool)

@@ -43,8 +43,20 @@ impl FromRef<Pages> for AppState {
     }
 }
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The pages' Content-Security-Policy. `form-action` names PAGES_REDIRECT_ALLOWLIST's origins
+/// too: Chromium checks it against the redirect that follows a form post, so a sign-in's
+/// `next=` to an allowed origin would otherwise be blocked.
+fn csp(allowlist: &[String]) -> String {
+    let mut form_action = String::from("'self'");
+    for origin in allowlist {
+        form_action.push(' ');
+        form_action.push_str(origin);
+    }
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+         form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
 
 /// The pages' routes, and the one route they share with the API: POST /register, the page's
 /// form when the body is a form, the API's JSON registration otherwise (see
@@ -55,11 +67,14 @@ pub fn routes(state: AppState) -> (Router, Router) {
         csrf: Arc::new(CsrfKey::derive(state.config.tokens.secret_key())),
         app: state,
     };
+    // The allowlist holds validated origins (scheme, host, port): a valid header value.
+    let csp = HeaderValue::from_str(&csp(&pages.app.config.pages.redirect_allowlist))
+        .expect("validated origins make a valid header value");
     let headers = |router: Router<Pages>| {
         router
             .layer(SetResponseHeaderLayer::overriding(
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
+                csp.clone(),
             ))
             // The page's own form posts then carry its true `Origin` (with the API's
             // `no-referrer`, Chromium sends `Origin: null`); other sites get no referrer.
