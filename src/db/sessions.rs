@@ -360,35 +360,16 @@ pub async fn list_live_of_user(
     with_pool!(db, pool => sqlx::query_as(sql).bind(user_id).bind(now).fetch_all(pool).await)
 }
 
-/// Marks a live session as having passed the second factor.
-const PASSED_SECOND_FACTOR: &str =
-    "UPDATE sessions SET amr = $2, mfa_at = $3 WHERE id = $1 AND revoked_at IS NULL";
-
-/// Records that a live session passed the second factor at `now`, with the `amr` it now has.
-pub async fn passed_second_factor(
-    db: &Db,
-    session_id: &str,
-    amr: &str,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = with_pool!(db, pool => sqlx::query(PASSED_SECOND_FACTOR)
-        .bind(session_id)
-        .bind(amr)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
-}
-
-/// The same, inside a transaction.
+/// Records, inside a transaction, that a live session passed the second factor at `now`, with
+/// the `amr` it now has.
 pub async fn passed_second_factor_in(
     tx: &mut Tx,
     session_id: &str,
     amr: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = with_tx!(tx, conn => sqlx::query(PASSED_SECOND_FACTOR)
+    let sql = "UPDATE sessions SET amr = $2, mfa_at = $3 WHERE id = $1 AND revoked_at IS NULL";
+    let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(session_id)
         .bind(amr)
         .bind(now)

@@ -112,16 +112,19 @@ fn open_secret(state: &AppState, row: &mfa::Totp) -> Result<Vec<u8>> {
         })
 }
 
-/// What an account can complete a login with.
-pub async fn methods(state: &AppState, user_id: &str) -> Result<Vec<&'static str>> {
-    if !mfa::has_totp(&state.db, user_id).await? {
-        return Ok(Vec::new());
+/// What an account known to have a confirmed authenticator can complete a login with.
+async fn with_totp(state: &AppState, user_id: &str) -> Result<Vec<&'static str>> {
+    let left = mfa::recovery_codes_left(&state.db, user_id).await?;
+    Ok(methods_from(true, left))
+}
+
+/// The `methods` of an account with (or without) TOTP and `recovery_left` unused codes.
+fn methods_from(totp: bool, recovery_left: i64) -> Vec<&'static str> {
+    match (totp, recovery_left > 0) {
+        (false, _) => Vec::new(),
+        (true, false) => vec![TOTP],
+        (true, true) => vec![TOTP, RECOVERY_CODE],
     }
-    let mut methods = vec![TOTP];
-    if mfa::recovery_codes_left(&state.db, user_id).await? > 0 {
-        methods.push(RECOVERY_CODE);
-    }
-    Ok(methods)
 }
 
 /// Whether the policy (MFA_REQUIRED_FOR) keeps this caller to enrolment: it covers the account,
@@ -158,14 +161,15 @@ pub async fn status(state: &AppState, caller: &Caller) -> Result<Status> {
     let totp = mfa::totp_of(&state.db, id)
         .await?
         .filter(|t| t.confirmed_at.is_some());
+    let remaining = if totp.is_some() {
+        mfa::recovery_codes_left(&state.db, id).await?
+    } else {
+        0
+    };
     Ok(Status {
         totp_enabled_at: totp.as_ref().and_then(|t| t.confirmed_at),
-        recovery_codes_remaining: if totp.is_some() {
-            mfa::recovery_codes_left(&state.db, id).await?
-        } else {
-            0
-        },
-        methods: methods(state, id).await?,
+        recovery_codes_remaining: remaining,
+        methods: methods_from(totp.is_some(), remaining),
         required: state
             .config
             .mfa
@@ -455,7 +459,8 @@ pub async fn challenge(state: &AppState, user: &users::User, client: ClientInfo)
     tracing::info!(user_id = %user.id, "password right; waiting for the second factor");
     Ok(Error::MfaRequired {
         mfa_token: token,
-        methods: methods(state, &user.id).await?,
+        // The login found a confirmed authenticator before asking.
+        methods: with_totp(state, &user.id).await?,
         expires_in: ttl / 1000,
     })
 }
@@ -542,7 +547,7 @@ pub async fn step_up(
     let has_factor = mfa::has_totp(&state.db, id).await?;
     if has_factor && factor.is_none() && (rule == StepUp::Code || !recently_passed(state, caller)) {
         return Err(Error::StepUpRequired {
-            methods: methods(state, id).await?,
+            methods: with_totp(state, id).await?,
         });
     }
     if let Some(password) = password {

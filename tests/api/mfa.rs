@@ -371,26 +371,7 @@ pub async fn notice(sink: &SmtpSink, to: &str, after: usize, needle: &str) -> (u
 // 1. Enrolment.
 
 fn percent_decoded(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
+    crate::smtp::decode_hex_escapes(s, b'%')
 }
 
 /// Checks a POST /me/mfa/totp answer for `email`; returns the secret.

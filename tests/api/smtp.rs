@@ -184,12 +184,17 @@ impl Received {
 }
 
 fn decode_quoted_printable(s: &str) -> String {
-    let s = s.replace("=\r\n", "");
+    decode_hex_escapes(&s.replace("=\r\n", ""), b'=')
+}
+
+/// `s` with each `escape` followed by two hex digits replaced by that byte (quoted-printable's
+/// `=3D`, a URL's `%40`); anything else is kept as it is.
+pub fn decode_hex_escapes(s: &str, escape: u8) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let escaped = (bytes[i] == b'=')
+        let escaped = (bytes[i] == escape)
             .then(|| bytes.get(i + 1..i + 3))
             .flatten()
             .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
