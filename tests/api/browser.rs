@@ -302,7 +302,11 @@ impl Pages {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("no new page loaded at {}", self.b.url().await);
+        panic!(
+            "no new page loaded at {}: {}",
+            self.b.url().await,
+            self.b.text().await
+        );
     }
 
     /// The HTTP status of the current page.
@@ -356,7 +360,12 @@ async fn mailed_link(
 
 /// Signs in through the form (as far as the page after it).
 async fn sign_in(p: &Pages, app: &TestApp, email: &str, password: &str) {
-    p.b.goto(&app.url("/sign-in")).await;
+    sign_in_at(p, &app.address, email, password).await;
+}
+
+/// Signs in through the form of the server at `site` (`http://host:port`).
+async fn sign_in_at(p: &Pages, site: &str, email: &str, password: &str) {
+    p.b.goto(&format!("{site}/sign-in")).await;
     p.fill("/sign-in", "email", email).await;
     p.fill_passwords("/sign-in", password).await;
     p.submit("/sign-in").await;
@@ -364,16 +373,21 @@ async fn sign_in(p: &Pages, app: &TestApp, email: &str, password: &str) {
 
 /// Signs out with the button on the account page.
 async fn sign_out(p: &Pages, app: &TestApp) {
-    p.b.goto(&app.url("/account")).await;
+    sign_out_at(p, &app.address).await;
+}
+
+/// Signs out with the button on the account page of the server at `site`.
+async fn sign_out_at(p: &Pages, site: &str) {
+    p.b.goto(&format!("{site}/account")).await;
     p.submit("/sign-out").await;
     // spec-silent: the redirect may carry a query (a notice, say) after /sign-in.
     let url = p.b.url().await;
-    assert!(url.starts_with(&app.url("/sign-in")), "{url}");
+    assert!(url.starts_with(&format!("{site}/sign-in")), "{url}");
     p.at("Sign in").await;
     // Signed out: the account page sends the browser to sign in.
-    p.b.goto(&app.url("/account")).await;
+    p.b.goto(&format!("{site}/account")).await;
     assert!(
-        p.b.url().await.starts_with(&app.url("/sign-in")),
+        p.b.url().await.starts_with(&format!("{site}/sign-in")),
         "{}",
         p.b.url().await
     );
@@ -692,6 +706,190 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
     p.assert_accessible();
 }
 
+/// A server for the passkey tests: on `http://localhost:{port}` (WebAuthn needs a secure
+/// context, which plain http is only on localhost, and a domain as its RP ID), with
+/// WEBAUTHN_RP_ID=localhost and that origin allowed. The port is picked before the server starts
+/// (the origin is configuration); should another process take it meanwhile, another is tried.
+async fn spawn_app_on_localhost(extra: &[(&str, &str)]) -> (TestApp, String) {
+    for _ in 0..5 {
+        let port = free_port().to_string();
+        let site = format!("http://localhost:{port}");
+        let mut vars: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.extend([
+            ("PORT".to_string(), port),
+            ("WEBAUTHN_RP_ID".to_string(), "localhost".to_string()),
+            ("WEBAUTHN_ORIGINS".to_string(), site.clone()),
+        ]);
+        // A port taken meanwhile makes the start panic: in a task of its own, so that another
+        // port can be tried.
+        let started = tokio::spawn(async move {
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            spawn_app_with(&vars).await
+        })
+        .await;
+        if let Ok(app) = started {
+            assert!(app.address.ends_with(&site["http://localhost".len()..]));
+            return (app, site);
+        }
+    }
+    panic!("no free port for the server on localhost");
+}
+
+/// Chromium's virtual authenticator as a platform one that holds passkeys and verifies the user.
+const PLATFORM_AUTHENTICATOR: &str = r#"{"protocol": "ctap2", "transport": "internal",
+    "hasResidentKey": true, "hasUserVerification": true, "isUserVerified": true}"#;
+
+#[tokio::test]
+async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
+    let Some(mut p) = Pages::start(60).await else {
+        return;
+    };
+    let sink = SmtpSink::start().await;
+    let smtp = sink.url();
+    let (app, site) = spawn_app_on_localhost(&[
+        ("SMTP_URL", &smtp),
+        ("MAIL_FROM", "Example App <no-reply@example.com>"),
+        ("MAIL_RETRY_BASE_SECONDS", "1"),
+        ("MAIL_RATE_LIMIT_SECONDS", "0"),
+        ("REQUIRE_VERIFIED_EMAIL", "true"),
+    ])
+    .await;
+    let at = |path: &str| format!("{site}{path}");
+    let authenticator =
+        p.b.add_virtual_authenticator(serde_json::from_str(PLATFORM_AUTHENTICATOR).unwrap())
+            .await;
+    let email = unique_email();
+
+    // Register, and confirm the address by the mailed link.
+    p.b.goto(&at("/register")).await;
+    p.fill("/register", "email", &email).await;
+    p.fill("/register", "name", "Pat Key").await;
+    p.fill_passwords("/register", PASSWORD).await;
+    p.submit("/register").await;
+    assert!(
+        p.b.try_find("#errors").await.is_none(),
+        "{}",
+        p.b.text().await
+    );
+    let link = mailed_link(&app, &sink, &email, VERIFY, "/verify-email").await;
+    p.b.goto(&link.replacen(&app.address, &site, 1)).await;
+    p.at("Confirm your email address").await;
+    p.submit("/verify-email").await;
+    assert!(
+        p.b.try_find("#errors").await.is_none(),
+        "{}",
+        p.b.text().await
+    );
+
+    // The sign-in page offers passkeys: the email field's autofill, and the button (shown by
+    // the script).
+    p.b.goto(&at("/sign-in")).await;
+    p.at("Sign in").await;
+    assert_eq!(
+        p.b.find("#sign-in-email")
+            .await
+            .attr("autocomplete")
+            .await
+            .as_deref(),
+        Some("username webauthn")
+    );
+    let shown = "return !document.getElementById('passkey-sign-in').closest('[hidden]')";
+    assert_eq!(p.b.script(shown, json!([])).await, true);
+
+    // Sign in with the password: no passkey yet.
+    sign_in_at(&p, &site, &email, PASSWORD).await;
+    assert_eq!(p.b.url().await, at("/account"));
+    p.at("Your account").await;
+    p.b.find("#passkeys #passkeys-none").await;
+
+    // Add one: the password, a name; the script asks the authenticator.
+    p.fill("/account/passkeys", "name", "Work laptop").await;
+    p.fill_passwords("/account/passkeys", PASSWORD).await;
+    p.submit("/account/passkeys").await;
+    p.at("Your account").await;
+    assert!(
+        p.b.find("#notice")
+            .await
+            .text()
+            .await
+            .contains("Passkey added"),
+        "{}",
+        p.b.text().await
+    );
+    let listed = p.b.find_all("#passkey-list li[data-passkey-id]").await;
+    assert_eq!(listed.len(), 1, "{}", p.b.text().await);
+    assert_eq!(
+        p.b.find("#passkey-list .passkey-name").await.text().await,
+        "Work laptop"
+    );
+    assert!(
+        p.b.try_find("#passkey-list .passkey-last-used")
+            .await
+            .is_none()
+    );
+    // The authenticator holds it as a discoverable credential for this RP ID, for this account.
+    let credentials = p.b.authenticator_credentials(&authenticator).await;
+    assert_eq!(credentials.len(), 1, "{credentials:?}");
+    assert_eq!(credentials[0]["rpId"], "localhost");
+    assert_eq!(credentials[0]["isResidentCredential"], true);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM passkeys WHERE user_id = \
+             (SELECT id FROM users WHERE email = $1) AND user_verified",
+            &email
+        )
+        .await,
+        1
+    );
+    p.b.script(SHOW_PASSKEYS, json!([])).await;
+    p.check("account-passkey-added").await;
+
+    // Sign out, and in again with the button: no email, no password (a discoverable passkey).
+    sign_out_at(&p, &site).await;
+    p.b.goto(&at("/sign-in")).await;
+    p.at("Sign in").await;
+    p.check("sign-in-with-passkeys").await;
+    p.b.script("window.__before_submit = true", json!([])).await;
+    p.b.find("#passkey-sign-in").await.click().await;
+    p.loaded().await;
+    assert_eq!(p.b.url().await, at("/account"), "{}", p.b.text().await);
+    p.at("Your account").await;
+    // Listed, with the time it was last used.
+    let last_used = p.b.find("#passkey-list .passkey-last-used").await;
+    assert!(
+        last_used
+            .attr("datetime")
+            .await
+            .is_some_and(|t| t.len() >= 20),
+        "{}",
+        p.b.text().await
+    );
+    p.b.script(SHOW_PASSKEYS, json!([])).await;
+    p.check("account-signed-in-with-passkey").await;
+    // The session is the passkey's: a second factor passed (user verified) without a password.
+    let amr = app
+        .sql
+        .text(
+            "SELECT amr FROM sessions WHERE revoked_at IS NULL AND user_id = \
+             (SELECT id FROM users WHERE email = $1)",
+            &email,
+        )
+        .await;
+    assert!(
+        amr.split_whitespace().all(|m| m != "pwd") && amr.contains("mfa"),
+        "{amr}"
+    );
+
+    p.assert_accessible();
+}
+
+/// Scrolls the account page to its passkeys (for the screenshot).
+const SHOW_PASSKEYS: &str = "document.getElementById('passkeys').scrollIntoView()";
+
 // ---------------------------------------------------------------------------------------------
 // The harness itself, on pages that exist whatever the state of the pages for people.
 
@@ -753,8 +951,9 @@ async fn serve_under_the_pages_csp(page: &'static str) -> String {
                 }
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
-                     Content-Security-Policy: default-src 'none'; style-src 'self'; \
-                     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'\r\n\
+                     Content-Security-Policy: default-src 'none'; script-src 'self'; \
+                     connect-src 'self'; style-src 'self'; img-src 'self' data:; \
+                     form-action 'self'; frame-ancestors 'none'; base-uri 'none'\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
                     page.len()
                 );

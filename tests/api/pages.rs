@@ -12,8 +12,9 @@ use crate::helpers::*;
 use crate::mfa::{code_now, next_code};
 use crate::smtp::{RESET, SmtpSink, VERIFY, WAIT, app_with_mail};
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                   style-src 'self'; img-src 'self' data:; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
 const USER_AGENT: &str = "PagesTest/1.0 (a browser of the test's own)";
 
 /// A page as the server answered it.
@@ -1277,4 +1278,273 @@ async fn an_allowed_next_elsewhere_is_within_the_sign_in_forms_form_action() {
         form_action, "form-action 'self' https://app.example.com",
         "{csp}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passkeys on the pages (passkey-spec.md, "Pages"): what can be checked without a browser. The
+// ceremonies themselves run in Chromium (`browser.rs`).
+
+/// The start tags of every `<script>` of a page.
+fn scripts(page: &Page) -> Vec<&str> {
+    page.body
+        .match_indices("<script")
+        .map(|(at, _)| &page.body[at..at + page.body[at..].find('>').unwrap() + 1])
+        .collect()
+}
+
+#[tokio::test]
+async fn the_one_script_is_served_from_the_binary_and_no_page_has_inline_script() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/static/passkeys.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(response.headers()["cache-control"], "public, max-age=3600");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let script = response.text().await.unwrap();
+    for used in [
+        "parseCreationOptionsFromJSON",
+        "parseRequestOptionsFromJSON",
+        "toJSON",
+        "\"conditional\"",
+        "/login/passkey/options",
+        "/account/passkeys/options",
+        "/account/passkeys/step-up",
+    ] {
+        assert!(script.contains(used), "the script uses {used}");
+    }
+    // Nothing the CSP would refuse: no eval, no inline handlers written into the page.
+    for unsafe_ in ["eval(", "new Function", "innerHTML", "document.write"] {
+        assert!(!script.contains(unsafe_), "{unsafe_}");
+    }
+
+    // The pages load it by its address, and only so: script-src 'self', nothing inline.
+    let mut browser = Browser::new(&app);
+    let sign_in = browser.get("/sign-in").await;
+    sign_in.assert_page(StatusCode::OK, "Sign in");
+    let csp = sign_in.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self';") && csp.contains("connect-src 'self';"));
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(
+        scripts(&sign_in),
+        [r#"<script src="/static/passkeys.js" defer>"#]
+    );
+    // The markup the script works with: the email field's autofill, the button (hidden
+    // until the script shows it), the form it posts.
+    assert!(
+        sign_in
+            .tag("sign-in-email")
+            .unwrap()
+            .contains(r#"autocomplete="username webauthn""#)
+    );
+    assert!(sign_in.element("sign-in", "form").contains("sign-in-email"));
+    let button = sign_in.tag("passkey-sign-in").unwrap();
+    assert!(button.starts_with("<button type=\"button\""), "{button}");
+    let form = sign_in.tag("passkey-form").unwrap();
+    assert!(
+        form.contains(r#"action="/sign-in/passkey" method="post""#) && form.contains("hidden"),
+        "{form}"
+    );
+    assert_eq!(sign_in.value("passkey-form", "csrf").len(), 43);
+    assert_eq!(sign_in.value("passkey-form", "credential"), "");
+    let with_next = browser.get("/sign-in?next=/account%3Ftab%3D1").await;
+    assert_eq!(with_next.value("passkey-form", "next"), "/account?tab=1");
+
+    // The account page: the Passkeys section, the form the script takes over.
+    let email = account(&app).await;
+    browser.signed_in(&email).await;
+    let page = browser.get("/account").await;
+    page.assert_page(StatusCode::OK, "Your account");
+    assert_eq!(
+        scripts(&page),
+        [r#"<script src="/static/passkeys.js" defer>"#]
+    );
+    let section = page.element("passkeys", "section");
+    assert!(section.contains("You have no passkey yet."), "{section}");
+    let add = page.tag("passkey-add").unwrap();
+    assert!(add.contains(r#"action="/account/passkeys""#), "{add}");
+    assert_eq!(page.value("passkey-add", "credential"), "");
+    for input in ["passkey-add-name", "passkey-add-password"] {
+        assert!(page.tag(input).is_some(), "{input}");
+    }
+    // Without a passkey that verifies the user, the password cannot be removed.
+    assert!(page.tag("account-password-remove").is_none());
+}
+
+#[tokio::test]
+async fn the_passkey_posts_are_refused_without_the_token_or_from_another_site() {
+    let app = spawn_app().await;
+    let email = account(&app).await;
+    let mut browser = Browser::new(&app);
+    let anonymous = browser.get("/sign-in").await.value("passkey-form", "csrf");
+    let credential = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{}}"#;
+    // Signing in with a passkey: the signed-out form's token, from this site.
+    for (token, headers) in [
+        ("", &[][..]),
+        ("A".repeat(43).as_str(), &[][..]),
+        (
+            anonymous.as_str(),
+            &[("origin", "https://evil.example")][..],
+        ),
+        (anonymous.as_str(), &[("origin", "null")][..]),
+        (anonymous.as_str(), &[("sec-fetch-site", "cross-site")][..]),
+    ] {
+        let fields = [("csrf", token), ("credential", credential)];
+        forbidden(
+            &browser
+                .post_with("/sign-in/passkey", &fields, headers)
+                .await,
+        );
+    }
+    // What the form carries that is not a credential: the sign-in page again, 422, no 500.
+    for unreadable in ["", "not json", "[]", "\"a string\"", "{"] {
+        let fields = [("csrf", anonymous.as_str()), ("credential", unreadable)];
+        let page = browser.post("/sign-in/passkey", &fields).await;
+        page.assert_page(StatusCode::UNPROCESSABLE_ENTITY, "Sign in");
+        assert!(page.errors().contains("could not be read"), "{}", page.body);
+    }
+    assert!(browser.session().is_none(), "nothing signed in");
+
+    // The account's passkey forms: the session's token, from this site.
+    browser.signed_in(&email).await;
+    let token = browser.get("/account").await.value("passkey-add", "csrf");
+    let id = uuid::Uuid::new_v4().to_string();
+    let rename = format!("/account/passkeys/{id}/rename");
+    let delete = format!("/account/passkeys/{id}/delete");
+    let form_posts = [
+        "/account/passkeys",
+        rename.as_str(),
+        delete.as_str(),
+        "/account/password/remove",
+    ];
+    for path in form_posts {
+        for (csrf, headers) in [
+            ("", &[][..]),
+            (anonymous.as_str(), &[][..]),
+            (token.as_str(), &[("origin", "https://evil.example")][..]),
+            (token.as_str(), &[("sec-fetch-site", "cross-site")][..]),
+        ] {
+            let fields = [
+                ("csrf", csrf),
+                ("credential", credential),
+                ("name", "Mallory's key"),
+                ("password", PASSWORD),
+            ];
+            forbidden(&browser.post_with(path, &fields, headers).await);
+        }
+    }
+    // The routes the script calls answer a problem document, which it shows.
+    let script_posts = [
+        "/account/passkeys/options",
+        "/account/passkeys/step-up/options",
+        "/account/passkeys/step-up",
+    ];
+    for path in script_posts {
+        for (csrf, headers) in [
+            ("", &[][..]),
+            (anonymous.as_str(), &[][..]),
+            (token.as_str(), &[("origin", "https://evil.example")][..]),
+            (token.as_str(), &[("sec-fetch-site", "cross-site")][..]),
+        ] {
+            let fields = [("csrf", csrf), ("password", PASSWORD)];
+            let page = browser.post_with(path, &fields, headers).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {}", page.body);
+            assert_eq!(
+                page.header("content-type"),
+                Some("application/problem+json"),
+                "{path}"
+            );
+            let problem: Value = serde_json::from_str(&page.body).unwrap();
+            assert_eq!(problem["code"], "FORBIDDEN", "{path}");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("expired"),
+                "{problem}"
+            );
+        }
+    }
+    // Without the session: the pages send the browser to sign in, the script is told so.
+    let mut stranger = Browser::new(&app);
+    let page = stranger
+        .post(
+            "/account/passkeys",
+            &[("csrf", &token), ("credential", credential)],
+        )
+        .await;
+    assert_eq!(page.location(), "/sign-in?next=/account");
+    let page = stranger
+        .post("/account/passkeys/options", &[("csrf", &token)])
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    let problem: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(problem["code"], "UNAUTHORIZED");
+
+    // Nothing was added, and the session is still there.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM passkeys WHERE user_id = (SELECT id FROM users WHERE email = $1)",
+            &email
+        )
+        .await,
+        0
+    );
+    browser
+        .get("/account")
+        .await
+        .assert_page(StatusCode::OK, "Your account");
+}
+
+#[tokio::test]
+async fn without_passkeys_the_pages_have_no_script_and_no_passkey_route() {
+    let app = spawn_app_with(&[("PASSKEYS", "false")]).await;
+    let mut browser = Browser::new(&app);
+    let page = browser.get("/sign-in").await;
+    page.assert_page(StatusCode::OK, "Sign in");
+    assert!(scripts(&page).is_empty(), "{}", page.body);
+    assert!(page.tag("passkey-sign-in").is_none() && page.tag("passkey-form").is_none());
+    assert!(
+        page.tag("sign-in-email")
+            .unwrap()
+            .contains(r#"autocomplete="email""#)
+    );
+    let email = account(&app).await;
+    browser.signed_in(&email).await;
+    let page = browser.get("/account").await;
+    page.assert_page(StatusCode::OK, "Your account");
+    assert!(scripts(&page).is_empty());
+    assert!(page.tag("passkeys").is_none() && page.tag("passkey-add").is_none());
+    let response = app
+        .client
+        .get(app.url("/static/passkeys.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "NOT_FOUND").await;
+    let token = page.value("account-profile", "csrf");
+    for path in [
+        "/sign-in/passkey",
+        "/account/passkeys",
+        "/account/passkeys/options",
+        "/account/passkeys/step-up/options",
+        "/account/passkeys/step-up",
+        "/account/passkeys/x/rename",
+        "/account/passkeys/x/delete",
+        "/account/password/remove",
+    ] {
+        let response = app
+            .client
+            .post(app.url(path))
+            .header("cookie", browser.cookie_header())
+            .form(&[("csrf", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 404, "NOT_FOUND").await;
+    }
 }

@@ -1,5 +1,6 @@
 //! The account page (GET /account) and its forms: profile, email, password, the second factor
-//! (enrolment, recovery codes, turning it off), the sessions, deleting the account. Every form
+//! (enrolment, recovery codes, turning it off), the sessions, deleting the account (the
+//! passkeys' forms are in `passkeys`). Every form
 //! is bound to the browser's session (see `browser`); each one that fails shows the page again
 //! with its errors. A session that MFA_REQUIRED_FOR keeps to enrolment sees, and may post, only
 //! the second factor's part.
@@ -22,14 +23,81 @@ use crate::domain::{Email, FieldErrors, Name, Password};
 use crate::error::{Error, Result};
 use crate::service::accounts::{self, ProfileUpdate};
 use crate::service::mfa::{self, Enrolment, SecondFactor};
+use crate::service::passkeys::{self, PasskeyView};
 use crate::service::policy;
 use crate::service::sessions::{self, Caller, LogoutScope};
 
 /// A time as the page shows it.
-fn human(ms: i64) -> String {
+pub(super) fn human(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%-d %b %Y, %H:%M UTC").to_string())
         .unwrap_or_default()
+}
+
+/// One passkey of the list.
+#[derive(Serialize)]
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created_at: String,
+    created: String,
+    last_used_at: Option<String>,
+    last_used: Option<String>,
+    /// Where it lives, in words.
+    kind: &'static str,
+}
+
+impl From<PasskeyView> for PasskeyRow {
+    fn from(k: PasskeyView) -> Self {
+        let kind = match (k.backed_up, k.backup_eligible) {
+            (true, _) => "Synced: your other devices may have it too.",
+            (false, true) => "Can be synced, not synced yet.",
+            (false, false) => "Kept on one device or security key only.",
+        };
+        Self {
+            created_at: crate::clock::rfc3339(k.created_at),
+            created: human(k.created_at),
+            last_used_at: k.last_used_at.map(crate::clock::rfc3339),
+            last_used: k.last_used_at.map(human),
+            name: k.name,
+            id: k.id,
+            kind,
+        }
+    }
+}
+
+/// What a sensitive form needs besides its fields, for `passkeys.js`: `data-step-up` is
+/// "always" when the form must come with a passkey proof, "unless-code" when a passkey proof
+/// may stand for the code it asks for, empty when a proof is fresh enough (or impossible).
+struct Proofs {
+    /// The forms that take the password (and the code of an account with a second factor).
+    sensitive: &'static str,
+    /// The forms that take only the password (the enrolment, turning TOTP off).
+    password: &'static str,
+    /// Removing the password: a recent passkey proof whatever the rest.
+    passkey: &'static str,
+}
+
+impl Proofs {
+    fn of(pages: &Pages, caller: &Caller, has_passkeys: bool) -> Self {
+        let now = pages.app.clock.now_ms();
+        let window = crate::service::ms(pages.app.config.mfa.step_up);
+        let fresh = |at: Option<i64>| at.is_some_and(|at| now.saturating_sub(at) < window);
+        let mfa_fresh = fresh(caller.mfa_at);
+        let passkey_fresh = fresh(caller.passkey_at);
+        let has_password = caller.account.has_password;
+        let always = |needed: bool| if needed { "always" } else { "" };
+        Self {
+            sensitive: match (has_passkeys, has_password) {
+                (false, _) => "",
+                (true, false) => always(!passkey_fresh),
+                (true, true) if mfa_fresh => "",
+                (true, true) => "unless-code",
+            },
+            password: always(has_passkeys && !has_password && !passkey_fresh),
+            passkey: always(has_passkeys && !passkey_fresh),
+        }
+    }
 }
 
 /// One row of the sessions' table.
@@ -76,22 +144,27 @@ pub(super) async fn page(
 }
 
 /// The account page, with a form that failed (what was typed, what is wrong), if one did.
-async fn account_view(
+pub(super) async fn account_view(
     pages: &Pages,
     caller: &Caller,
     notice: Option<&str>,
     failed: Option<Form>,
 ) -> Response {
     let state = &pages.app;
+    let passkeys_enabled = super::passkeys::enabled(state);
     let loaded: Result<_> = async {
         Ok((
             mfa::status(state, caller).await?,
             sessions::list(state, caller).await?,
             mfa::must_enrol(state, caller).await?,
+            match passkeys_enabled {
+                true => passkeys::list(state, caller).await?,
+                false => Vec::new(),
+            },
         ))
     }
     .await;
-    let (status, list, confined) = match loaded {
+    let (status, list, confined, keys) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => return render::error_page(e),
     };
@@ -109,6 +182,9 @@ async fn account_view(
         })
         .collect();
     let account = &caller.account;
+    let can_remove_password = account.has_password && keys.iter().any(|k| k.user_verified);
+    let proofs = Proofs::of(pages, caller, !keys.is_empty());
+    let keys: Vec<PasskeyRow> = keys.into_iter().map(PasskeyRow::from).collect();
     let mut view = View::new("account.html", Browser::session_token_for(pages, caller))
         .signed_in()
         .notice(notice)
@@ -127,6 +203,14 @@ async fn account_view(
             sessions => Serde(rows),
             password_hint => password_hint(pages),
             code_hint => code_hint(pages),
+            passkeys => passkeys_enabled,
+            passkeys_enabled,
+            passkey_list => Serde(keys),
+            has_password => account.has_password,
+            can_remove_password,
+            proof => proofs.sensitive,
+            password_proof => proofs.password,
+            passkey_proof => proofs.passkey,
         });
     if let Some(form) = failed {
         view = view.form(form);
@@ -136,7 +220,12 @@ async fn account_view(
 
 /// The account page again with `error` said on `form`; a session that ended meanwhile goes to
 /// the sign-in page instead.
-async fn failed(pages: &Pages, caller: &Caller, mut form: Form, error: Error) -> Response {
+pub(super) async fn failed(
+    pages: &Pages,
+    caller: &Caller,
+    mut form: Form,
+    error: Error,
+) -> Response {
     if matches!(error, Error::Unauthorized(_)) {
         return render::redirect("/sign-in?next=/account");
     }
@@ -146,7 +235,7 @@ async fn failed(pages: &Pages, caller: &Caller, mut form: Form, error: Error) ->
 
 /// The caller of a signed-in form's post (see `Browser::check_signed_in`). Unless the form is
 /// part of the enrolment, a session that MFA_REQUIRED_FOR keeps to enrolment is refused.
-async fn caller_of(
+pub(super) async fn caller_of(
     pages: &Pages,
     browser: Browser,
     csrf: Option<&str>,

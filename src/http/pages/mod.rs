@@ -8,11 +8,16 @@
 //!   forms' CSRF tokens, the Origin and Sec-Fetch-Site checks, and `?next=`.
 //! - `render`: the templates (minijinja, built once), forms with their errors, responses.
 //! - `public`: the pages anyone can open; `account`: the account page and its forms.
+//! - `passkeys`: the passkeys' routes (sign-in with a passkey, the account page's passkeys);
+//!   `passkeys.js`, the one script, drives the browser's side of them.
 //!
-//! No JavaScript, one stylesheet; the Content-Security-Policy allows nothing else.
+//! One stylesheet and one script, both from the binary; the Content-Security-Policy allows
+//! nothing else (no inline script, no eval) and lets the script fetch from this origin only.
+//! Every page works without the script but the passkey controls, which it reveals.
 
 mod account;
 mod browser;
+mod passkeys;
 mod public;
 mod render;
 
@@ -43,9 +48,10 @@ impl FromRef<Pages> for AppState {
     }
 }
 
-/// The pages' Content-Security-Policy. `form-action` names PAGES_REDIRECT_ALLOWLIST's origins
-/// too: Chromium checks it against the redirect that follows a form post, so a sign-in's
-/// `next=` to an allowed origin would otherwise be blocked.
+/// The pages' Content-Security-Policy: the one script and the one stylesheet of this origin,
+/// the script's requests to this origin (`connect-src`: the passkeys' options). `form-action`
+/// names PAGES_REDIRECT_ALLOWLIST's origins too: Chromium checks it against the redirect that
+/// follows a form post, so a sign-in's `next=` to an allowed origin would otherwise be blocked.
 fn csp(allowlist: &[String]) -> String {
     let mut form_action = String::from("'self'");
     for origin in allowlist {
@@ -53,8 +59,9 @@ fn csp(allowlist: &[String]) -> String {
         form_action.push_str(origin);
     }
     format!(
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-         form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+         img-src 'self' data:; form-action {form_action}; frame-ancestors 'none'; \
+         base-uri 'none'"
     )
 }
 
@@ -83,13 +90,13 @@ pub fn routes(state: AppState) -> (Router, Router) {
                 HeaderValue::from_static("same-origin"),
             ))
             // Every page may show an account or carry a form token: no cache keeps one. The
-            // stylesheet says otherwise for itself.
+            // stylesheet and the script say otherwise for themselves.
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("no-store"),
             ))
     };
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", get(public::home))
         .route("/static/style.css", get(stylesheet))
         .route("/sign-in", get(public::sign_in_page).post(public::sign_in))
@@ -122,6 +129,21 @@ pub fn routes(state: AppState) -> (Router, Router) {
         .route("/account/mfa/totp/confirm", post(account::confirm_totp))
         .route("/account/mfa/recovery-codes", post(account::recovery_codes))
         .route("/account/mfa/disable", post(account::disable_totp));
+    if passkeys::enabled(&pages.app) {
+        router = router
+            .route("/static/passkeys.js", get(script))
+            .route("/sign-in/passkey", post(passkeys::sign_in))
+            .route("/account/passkeys", post(passkeys::add))
+            .route("/account/passkeys/options", post(passkeys::add_options))
+            .route(
+                "/account/passkeys/step-up/options",
+                post(passkeys::step_up_options),
+            )
+            .route("/account/passkeys/step-up", post(passkeys::step_up))
+            .route("/account/passkeys/{id}/rename", post(passkeys::rename))
+            .route("/account/passkeys/{id}/delete", post(passkeys::delete))
+            .route("/account/password/remove", post(passkeys::remove_password));
+    }
     let register_form = Router::new().route("/register", post(public::register));
     (
         headers(router).with_state(pages.clone()),
@@ -146,6 +168,18 @@ pub async fn register_form_first(
         };
     }
     next.run(request).await
+}
+
+/// GET /static/passkeys.js: the one script, from the binary (PASSKEYS=true).
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("passkeys.js"),
+    )
+        .into_response()
 }
 
 /// GET /static/style.css: the one stylesheet, from the binary.

@@ -98,6 +98,13 @@ pub(super) fn done(key: Option<&str>) -> Option<&'static str> {
         "mfa-off" => "Two-step verification is off.",
         "session-ended" => "That session has been signed out.",
         "others-ended" => "You have been signed out everywhere else.",
+        "passkey-added" => "Passkey added. You can sign in with it from now on.",
+        "passkey-renamed" => "The passkey has been renamed.",
+        "passkey-removed" => "The passkey has been removed.",
+        "password-removed" => {
+            "Your password has been removed: sign in with a passkey from now on. You are still \
+             signed in here only."
+        }
         _ => return None,
     })
 }
@@ -125,19 +132,25 @@ pub(super) async fn home(browser: Browser) -> Response {
     }
 }
 
-fn allowed_next(pages: &Pages, next: Option<&str>) -> Option<String> {
+pub(super) fn allowed_next(pages: &Pages, next: Option<&str>) -> Option<String> {
     next.and_then(|n| safe_next(n, &pages.app.config.pages.redirect_allowlist))
 }
 
-const SIGN_IN: &[&str] = &["email", "password"];
+pub(super) const SIGN_IN: &[&str] = &["email", "password"];
 
 /// The sign-in page, with `form`'s state.
-fn sign_in_view(pages: &Pages, browser: &Browser, form: Form, notice: Option<&str>) -> Response {
+pub(super) fn sign_in_view(
+    pages: &Pages,
+    browser: &Browser,
+    form: Form,
+    notice: Option<&str>,
+) -> Response {
     let token = browser.anonymous_token(pages);
     View::new("sign_in.html", token.csrf)
         .cookie(token.set_cookie)
         .notice(notice)
         .form(form)
+        .data(context! { passkeys => super::passkeys::enabled(&pages.app) })
         .into_response()
 }
 
@@ -155,7 +168,7 @@ pub(super) async fn sign_in_page(
 
 /// A new session for the browser: its cookie, the browser's previous session (if it had one)
 /// revoked, and on to `next` or the account page.
-async fn signed_in(
+pub(super) async fn signed_in(
     pages: &Pages,
     browser: &Browser,
     pair: TokenPair,
@@ -217,12 +230,9 @@ pub(super) async fn sign_in(
     .await;
     match result {
         Ok(pair) => signed_in(&pages, &browser, pair, next).await,
-        Err(Error::MfaRequired { mfa_token, .. }) => {
-            let mut form = Form::new("sign-in-mfa", MFA);
-            form.keep("mfa_token", Some(&mfa_token));
-            form.keep("next", next.as_deref());
-            mfa_view(&pages, &browser, form)
-        }
+        Err(Error::MfaRequired {
+            mfa_token, methods, ..
+        }) => second_step(&pages, &browser, &mfa_token, &methods, next.as_deref()),
         Err(e) => {
             form.fail(e);
             sign_in_view(&pages, &browser, form, None)
@@ -232,11 +242,29 @@ pub(super) async fn sign_in(
 
 const MFA: &[&str] = &["code", "recovery_code"];
 
+/// The second step's page for an `mfa_token` answering with one of `methods`.
+pub(super) fn second_step(
+    pages: &Pages,
+    browser: &Browser,
+    mfa_token: &str,
+    methods: &[&str],
+    next: Option<&str>,
+) -> Response {
+    let mut form = Form::new("sign-in-mfa", MFA);
+    form.keep("mfa_token", Some(mfa_token));
+    form.keep("methods", Some(&methods.join(" ")));
+    form.keep("next", next);
+    mfa_view(pages, browser, form)
+}
+
+/// The second step's page. Its form carries the methods the first step offered (what the page
+/// shows: the code's fields, the passkey's button); the service decides what it accepts.
 fn mfa_view(pages: &Pages, browser: &Browser, form: Form) -> Response {
     let token = browser.anonymous_token(pages);
     View::new("sign_in_mfa.html", token.csrf)
         .cookie(token.set_cookie)
         .form(form)
+        .data(context! { passkeys => super::passkeys::enabled(&pages.app) })
         .into_response()
 }
 
@@ -244,8 +272,11 @@ fn mfa_view(pages: &Pages, browser: &Browser, form: Form) -> Response {
 pub(super) struct MfaForm {
     csrf: Option<String>,
     mfa_token: Option<String>,
+    methods: Option<String>,
     code: Option<String>,
     recovery_code: Option<String>,
+    /// A passkey's assertion (`PublicKeyCredential.toJSON()` as a JSON string).
+    passkey: Option<String>,
     next: Option<String>,
 }
 
@@ -273,12 +304,24 @@ pub(super) async fn sign_in_mfa(
     };
     let mut form = Form::new("sign-in-mfa", MFA);
     form.keep("mfa_token", Some(&mfa_token));
+    form.keep("methods", posted.methods.as_deref());
     form.keep("next", next.as_deref());
     if let Err(e) = limits.check::<LoginLimit>(state) {
         form.fail(e);
         return mfa_view(&pages, &browser, form);
     }
-    let factor = match second_factor(&mut form, posted.code, posted.recovery_code) {
+    // A passkey (the page's button) or a code.
+    let factor = match filled(posted.passkey) {
+        Some(passkey) => match super::passkeys::credential(&passkey) {
+            Ok(credential) => Some(Some(SecondFactor::Passkey(Box::new(credential)))),
+            Err(sentence) => {
+                form.problem(StatusCode::UNPROCESSABLE_ENTITY, sentence);
+                None
+            }
+        },
+        None => second_factor(&mut form, posted.code, posted.recovery_code),
+    };
+    let factor = match factor {
         Some(Some(factor)) => factor,
         Some(None) => {
             form.error(

@@ -211,6 +211,7 @@ fn label(name: &str) -> &'static str {
         "new_password" => "New password",
         "code" => "Code",
         "recovery_code" => "Recovery code",
+        "credential" | "passkey" => "The passkey's answer",
         _ => "This answer",
     }
 }
@@ -228,6 +229,8 @@ pub(super) struct Form {
     /// What is wrong with the form as a whole.
     problems: Vec<String>,
     status: StatusCode,
+    /// The stable code of what failed first (`problem_json` says it).
+    code: Option<&'static str>,
     retry_after: Option<u64>,
 }
 
@@ -255,6 +258,7 @@ impl Form {
             errors: BTreeMap::new(),
             problems: Vec::new(),
             status: StatusCode::OK,
+            code: None,
             retry_after: None,
         }
     }
@@ -282,15 +286,25 @@ impl Form {
         }
     }
 
+    fn code_of(&mut self, code: &'static str) {
+        self.code.get_or_insert(code);
+    }
+
     /// An error beside the input `name`, in words of ours (a whole sentence): 422.
     pub fn error(&mut self, name: &'static str, sentence: impl Into<String>) {
         self.fail_with(StatusCode::UNPROCESSABLE_ENTITY);
+        self.code_of("VALIDATION_FAILED");
         self.errors.entry(name).or_insert(sentence.into());
     }
 
     /// A problem of the whole form, with its status.
     pub fn problem(&mut self, status: StatusCode, sentence: impl Into<String>) {
         self.fail_with(status);
+        self.code_of(match status {
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::FORBIDDEN => "FORBIDDEN",
+            _ => "VALIDATION_FAILED",
+        });
         self.problems.push(sentence.into());
     }
 
@@ -312,7 +326,8 @@ impl Form {
     /// Says `error` on this form: beside the input it concerns where there is one, else above.
     pub fn fail(&mut self, error: Error) {
         problem::log_error(&error);
-        let (status, _) = problem::status_and_code(&error);
+        let (status, code) = problem::status_and_code(&error);
+        self.code_of(code);
         if let Some(seconds) = problem::retry_after_seconds(&error) {
             self.retry_after = Some(seconds);
         }
@@ -351,6 +366,38 @@ impl Form {
             }
             None => self.problem(status, words(&error)),
         }
+    }
+
+    /// The form's errors as `passkeys.js` reads them, for the routes it calls with the form's
+    /// fields: a problem document (the status and `code` of what failed first; the sentences
+    /// the page would show as `detail`) with `fields`, each input's sentence by its name.
+    pub fn problem_json(&self) -> Response {
+        let status = if self.failed() {
+            self.status
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        let sentences: Vec<String> = self.summary().map(|line| line.text).collect();
+        let mut body = problem::problem(
+            status,
+            self.code.unwrap_or("VALIDATION_FAILED"),
+            sentences.join(" "),
+        );
+        if body.detail.is_empty() {
+            body.detail = "Something went wrong; try again.".into();
+        }
+        let mut body = serde_json::to_value(body).unwrap_or_default();
+        body["fields"] = serde_json::to_value(&self.errors).unwrap_or_default();
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(problem::PROBLEM_JSON),
+        );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 
     fn summary(&self) -> impl Iterator<Item = SummaryLine> + '_ {

@@ -243,6 +243,28 @@ impl Browser {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 
+    /// Adds a virtual authenticator (WebDriver's WebAuthn extension) with `options`
+    /// (`protocol`, `transport`, `hasResidentKey`, ...) and returns its id. The page's
+    /// `navigator.credentials` then talks to it, and it consents by itself.
+    pub async fn add_virtual_authenticator(&self, options: Value) -> String {
+        let id = self
+            .cmd(Method::POST, "/webauthn/authenticator", Some(options))
+            .await;
+        id.as_str()
+            .unwrap_or_else(|| panic!("an authenticator id: {id}"))
+            .to_string()
+    }
+
+    /// The credentials a virtual authenticator holds (`credentialId`, `isResidentCredential`,
+    /// `rpId`, `userHandle`, `signCount`, ...).
+    pub async fn authenticator_credentials(&self, authenticator: &str) -> Vec<Value> {
+        let path = format!("/webauthn/authenticator/{authenticator}/credentials");
+        match self.cmd(Method::GET, &path, None).await {
+            Value::Array(credentials) => credentials,
+            other => panic!("credentials: {other}"),
+        }
+    }
+
     pub async fn set_window_size(&self, width: u32, height: u32) {
         let body = json!({"width": width, "height": height});
         self.cmd(Method::POST, "/window/rect", Some(body)).await;
