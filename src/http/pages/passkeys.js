@@ -63,6 +63,7 @@
       super(body.detail || "Something went wrong; try again.");
       this.code = body.code;
       this.fields = body.fields || {};
+      this.methods = body.methods || [];
     }
   }
 
@@ -281,8 +282,16 @@
       if (needsProof(form)) {
         await stepUp(form);
       }
-      const options = await post("/account/passkeys/options",
+      const ask = () => post("/account/passkeys/options",
         fields(form, ["csrf", "password", "code"]));
+      // A proof that has grown old since the page was shown: a step-up, and once more.
+      const options = await ask().catch(async (e) => {
+        if (e instanceof Problem && e.code === "STEP_UP_REQUIRED" && e.methods.includes("passkey")) {
+          await stepUp(form);
+          return ask();
+        }
+        throw e;
+      });
       const credential = await navigator.credentials.create({
         publicKey: creationOptions(options.publicKey),
       });

@@ -229,8 +229,10 @@ pub(super) struct Form {
     /// What is wrong with the form as a whole.
     problems: Vec<String>,
     status: StatusCode,
-    /// The stable code of what failed first (`problem_json` says it).
+    /// The stable code of what failed first, and with STEP_UP_REQUIRED what the account can
+    /// answer with (`problem_json` says them).
     code: Option<&'static str>,
+    methods: Option<Vec<&'static str>>,
     retry_after: Option<u64>,
 }
 
@@ -259,6 +261,7 @@ impl Form {
             problems: Vec::new(),
             status: StatusCode::OK,
             code: None,
+            methods: None,
             retry_after: None,
         }
     }
@@ -328,6 +331,9 @@ impl Form {
         problem::log_error(&error);
         let (status, code) = problem::status_and_code(&error);
         self.code_of(code);
+        if let Error::StepUpRequired { methods } = &error {
+            self.methods.get_or_insert_with(|| methods.clone());
+        }
         if let Some(seconds) = problem::retry_after_seconds(&error) {
             self.retry_after = Some(seconds);
         }
@@ -369,8 +375,9 @@ impl Form {
     }
 
     /// The form's errors as `passkeys.js` reads them, for the routes it calls with the form's
-    /// fields: a problem document (the status and `code` of what failed first; the sentences
-    /// the page would show as `detail`) with `fields`, each input's sentence by its name.
+    /// fields: a problem document (the status and `code` of what failed first, its `methods`;
+    /// the sentences the page would show as `detail`) with `fields`, each input's sentence by
+    /// its name.
     pub fn problem_json(&self) -> Response {
         let status = if self.failed() {
             self.status
@@ -383,6 +390,7 @@ impl Form {
             self.code.unwrap_or("VALIDATION_FAILED"),
             sentences.join(" "),
         );
+        body.methods = self.methods.clone();
         if body.detail.is_empty() {
             body.detail = "Something went wrong; try again.".into();
         }
@@ -585,6 +593,37 @@ mod tests {
         // Autoescaped: what was typed is text, never markup.
         assert!(page.contains("&lt;b&gt;@example.com"), "{page}");
         assert!(!page.contains("<b>@"));
+    }
+
+    #[test]
+    fn a_forms_errors_as_the_script_reads_them() {
+        let mut form = Form::new("passkey-add", &["name", "password", "code"]);
+        form.fail(Error::WrongPassword);
+        let response = form.problem_json();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            problem::PROBLEM_JSON
+        );
+        let body: serde_json::Value = serde_json::from_slice(&bytes_of(response)).unwrap();
+        assert_eq!(body["code"], "INVALID_CREDENTIALS");
+        assert_eq!(body["detail"], "The password is wrong.");
+        assert_eq!(body["fields"]["password"], "The password is wrong.");
+
+        let mut form = Form::new("passkey-add", &["name", "password", "code"]);
+        form.fail(Error::StepUpRequired {
+            methods: vec!["totp", "passkey"],
+        });
+        form.fail(Error::TooManyRequests {
+            retry_after: std::time::Duration::from_secs(3),
+        });
+        let response = form.problem_json();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let body: serde_json::Value = serde_json::from_slice(&bytes_of(response)).unwrap();
+        assert_eq!(body["code"], "STEP_UP_REQUIRED");
+        assert_eq!(body["methods"], serde_json::json!(["totp", "passkey"]));
+        assert!(body["fields"]["code"].is_string(), "{body}");
     }
 
     #[test]
