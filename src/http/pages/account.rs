@@ -364,7 +364,11 @@ pub(super) async fn password(
     let mismatch = new.is_some() && posted.new_password2 != new;
     let result = async {
         let mut errors = FieldErrors::default();
-        let current = required_password(&mut errors, "current_password", posted.current_password);
+        // An account without a password sets one: a passkey proof stands for the current one.
+        let current = match caller.account.has_password {
+            true => required_password(&mut errors, "current_password", posted.current_password),
+            false => Some(String::new()),
+        };
         let context = [caller.account.email.as_str(), caller.account.name.as_str()];
         let new = required_password(&mut errors, "new_password", new).and_then(|p| {
             errors.check(policy::new_password(
@@ -410,8 +414,13 @@ pub(super) struct PasswordAndCode {
     recovery_code: Option<String>,
 }
 
-/// The password of a form, or its "is required".
-fn password_of(form: &mut Form, password: Option<String>) -> Option<Password> {
+/// The password of a form, or its "is required". An account without a password has no such
+/// field: it proves a passkey instead, which the service checks in place of the password
+/// (`accounts::confirm_password`), given as empty.
+fn password_of(form: &mut Form, caller: &Caller, password: Option<String>) -> Option<Password> {
+    if !caller.account.has_password {
+        return Some(Password::given(String::new()));
+    }
     match password.filter(|p| !p.is_empty()) {
         Some(p) => Some(Password::given(p)),
         None => {
@@ -430,7 +439,7 @@ pub(super) async fn delete(
     let caller = caller_or_return!(pages, browser, posted.csrf, false);
     let mut form = Form::new("account-delete", &["password", "code"]);
     let factor = second_factor(&mut form, posted.code, None);
-    let password = password_of(&mut form, posted.password);
+    let password = password_of(&mut form, &caller, posted.password);
     let (Some(factor), Some(password)) = (factor, password) else {
         return account_view(&pages, &caller, None, Some(form)).await;
     };
@@ -532,7 +541,7 @@ pub(super) async fn begin_totp(
 ) -> Response {
     let caller = caller_or_return!(pages, browser, posted.csrf, true);
     let mut form = Form::new("account-mfa-totp", &["password"]);
-    let Some(password) = password_of(&mut form, posted.password) else {
+    let Some(password) = password_of(&mut form, &caller, posted.password) else {
         return account_view(&pages, &caller, None, Some(form)).await;
     };
     match mfa::begin_enrolment(&pages.app, &caller, &password).await {
@@ -616,7 +625,7 @@ pub(super) async fn recovery_codes(
     let caller = caller_or_return!(pages, browser, posted.csrf, false);
     let mut form = Form::new("account-mfa-recovery-codes", &["password", "code"]);
     let factor = second_factor(&mut form, posted.code, None);
-    let password = password_of(&mut form, posted.password);
+    let password = password_of(&mut form, &caller, posted.password);
     let (Some(factor), Some(password)) = (factor, password) else {
         return account_view(&pages, &caller, None, Some(form)).await;
     };
@@ -638,7 +647,7 @@ pub(super) async fn disable_totp(
         &["password", "code", "recovery_code"],
     );
     let factor = second_factor(&mut form, posted.code, posted.recovery_code);
-    let password = password_of(&mut form, posted.password);
+    let password = password_of(&mut form, &caller, posted.password);
     let (Some(factor), Some(password)) = (factor, password) else {
         return account_view(&pages, &caller, None, Some(form)).await;
     };
