@@ -849,6 +849,16 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
     p.check("account-passkey-added").await;
 
     // Sign out, and in again with the button: no email, no password (a discoverable passkey).
+    // Chromium's virtual authenticator answers the autofill's (conditional) request by itself,
+    // where a person would pick the passkey in the email field's list: first, as a browser
+    // without that autofill, for the button.
+    let without_autofill = p
+        .b
+        .cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": NO_CONDITIONAL_MEDIATION}),
+        )
+        .await;
     sign_out_at(&p, &site).await;
     p.b.goto(&at("/sign-in")).await;
     p.at("Sign in").await;
@@ -861,30 +871,146 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
     // Listed, with the time it was last used.
     let last_used = p.b.find("#passkey-list .passkey-last-used").await;
     assert!(
-        last_used
-            .attr("datetime")
-            .await
-            .is_some_and(|t| t.len() >= 20),
+        last_used.attr("datetime").await.is_some_and(|t| t.len() >= 20),
         "{}",
         p.b.text().await
     );
     p.b.script(SHOW_PASSKEYS, json!([])).await;
     p.check("account-signed-in-with-passkey").await;
     // The session is the passkey's: a second factor passed (user verified) without a password.
-    let amr = app
-        .sql
-        .text(
-            "SELECT amr FROM sessions WHERE revoked_at IS NULL AND user_id = \
-             (SELECT id FROM users WHERE email = $1)",
-            &email,
-        )
-        .await;
+    let amr = live_amr(&app, &email).await;
     assert!(
         amr.split_whitespace().all(|m| m != "pwd") && amr.contains("mfa"),
         "{amr}"
     );
 
+    // Then with the autofill: signed out, the sign-in page signs in by itself (the
+    // authenticator having "picked" the passkey offered in the email field).
+    p.b.cdp(
+        "Page.removeScriptToEvaluateOnNewDocument",
+        json!({"identifier": without_autofill["identifier"]}),
+    )
+    .await;
+    p.b.goto(&at("/account")).await;
+    p.submit("/sign-out").await;
+    let mut url = String::new();
+    for _ in 0..200 {
+        url = p.b.url().await;
+        if url == at("/account") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(url, at("/account"), "{}", p.b.text().await);
+    p.at("Your account").await;
+    let amr = live_amr(&app, &email).await;
+    assert!(!amr.contains("pwd") && amr.contains("mfa"), "{amr}");
+
+    // Rename it: "Rename or remove" opens its forms.
+    let id =
+        p.b.find("#passkey-list li[data-passkey-id]")
+            .await
+            .attr("data-passkey-id")
+            .await
+            .unwrap();
+    p.b.find("#passkey-list summary").await.click().await;
+    p.b.script(SHOW_PASSKEYS, json!([])).await;
+    p.check("account-passkey-rename-or-remove").await;
+    let rename = format!("/account/passkeys/{id}/rename");
+    p.fill(&rename, "name", "Old laptop").await;
+    p.submit(&rename).await;
+    p.at("Your account").await;
+    assert!(
+        p.b.find("#notice").await.text().await.contains("renamed"),
+        "{}",
+        p.b.text().await
+    );
+    assert_eq!(
+        p.b.find("#passkey-list .passkey-name").await.text().await,
+        "Old laptop"
+    );
+
+    // Later (past MFA_STEP_UP_SECONDS), removing the password: the script proves the passkey
+    // first (a step-up), then posts the form.
+    app.clock.advance(std::time::Duration::from_secs(301));
+    p.b.goto(&at("/account")).await;
+    let step_up = "return Object.fromEntries([...document.querySelectorAll('form[data-step-up]')] \
+                   .map(f => [f.getAttribute('action'), f.dataset.stepUp]))";
+    let step_up = p.b.script(step_up, json!([])).await;
+    assert_eq!(step_up["/account/password/remove"], "always", "{step_up}");
+    assert_eq!(step_up["/account/passkeys"], "unless-code", "{step_up}");
+    assert_eq!(step_up["/account/delete"], "unless-code", "{step_up}");
+    p.submit("/account/password/remove").await;
+    p.at("Your account").await;
+    assert!(
+        p.b.find("#notice")
+            .await
+            .text()
+            .await
+            .contains("password has been removed"),
+        "{}",
+        p.b.text().await
+    );
+    // No form asks for a password now; the password's form sets one.
+    assert!(
+        p.b.find_all("input[autocomplete=current-password]")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        p.b.find("form[action=\"/account/password\"] button[type=submit]")
+            .await
+            .text()
+            .await,
+        "Set a password"
+    );
+    assert!(p.b.try_find("form[action=\"/account/password/remove\"]").await.is_none());
+    p.b.script(SHOW_PASSKEYS, json!([])).await;
+    p.check("account-without-a-password").await;
+
+    // Its last passkey cannot be removed: the page says why, with 409.
+    p.b.find("#passkey-list summary").await.click().await;
+    let delete = format!("/account/passkeys/{id}/delete");
+    p.submit(&delete).await;
+    assert_eq!(p.status().await, 409);
+    let errors = p.b.find("#errors").await.text().await;
+    assert!(errors.contains("without a way to sign in"), "{errors}");
+    p.check("account-last-passkey").await;
+    assert_eq!(p.b.authenticator_credentials(&authenticator).await.len(), 1);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM passkeys WHERE user_id = \
+             (SELECT id FROM users WHERE email = $1)",
+            &email
+        )
+        .await,
+        1
+    );
+
     p.assert_accessible();
+}
+
+/// What a page sees of a browser without the passkeys' autofill (conditional mediation).
+const NO_CONDITIONAL_MEDIATION: &str = "if (window.PublicKeyCredential) \
+    PublicKeyCredential.isConditionalMediationAvailable = async () => false;";
+
+/// The `amr` of the account's one live session.
+async fn live_amr(app: &TestApp, email: &str) -> String {
+    let live = app
+        .count(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND user_id = \
+             (SELECT id FROM users WHERE email = $1)",
+            email,
+        )
+        .await;
+    assert_eq!(live, 1, "one live session");
+    app.sql
+        .text(
+            "SELECT amr FROM sessions WHERE revoked_at IS NULL AND user_id = \
+             (SELECT id FROM users WHERE email = $1)",
+            email,
+        )
+        .await
 }
 
 /// Scrolls the account page to its passkeys (for the screenshot).

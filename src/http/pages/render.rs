@@ -180,25 +180,49 @@ pub(super) fn words(error: &Error) -> String {
         Error::InvalidMfaCode | Error::WrongMfaCode => {
             "The code is not right, or has already been used. Try the next one.".into()
         }
-        Error::StepUpRequired { .. } => {
-            "Enter the code from your authenticator app (or a recovery code) to make this change."
-                .into()
+        Error::StepUpRequired { methods } => {
+            let passkey = methods.contains(&"passkey");
+            let code = methods.iter().any(|m| *m != "passkey");
+            match (code, passkey) {
+                (true, true) => {
+                    "Enter the code from your authenticator app (or a recovery code), or confirm \
+                     with your passkey, to make this change."
+                }
+                (false, true) => "Confirm with your passkey to make this change.",
+                _ => {
+                    "Enter the code from your authenticator app (or a recovery code) to make this \
+                     change."
+                }
+            }
+            .into()
         }
         Error::MfaEnrolmentRequired => "Set up an authenticator app first.".into(),
         Error::MfaAlreadyEnabled => "An authenticator app is already set up.".into(),
         Error::MfaNotEnabled => "This account has no authenticator app.".into(),
-        // Passkeys (the API's codes; the pages' own wording may replace these).
-        Error::InvalidPasskey(_) | Error::PasskeyCounterRegressed => {
-            "The passkey could not be used. Try again, or use another way to sign in.".into()
+        Error::InvalidPasskey(_) => {
+            "This passkey could not be used here. Try again, or use another passkey or your \
+             password."
+                .into()
         }
-        Error::PasskeyChallengeInvalid(_) => "That took too long: try the passkey again.".into(),
-        Error::PasskeyAlreadyRegistered => "This passkey is already registered.".into(),
-        Error::PasskeyLimit => "This account has the most passkeys it may have.".into(),
+        Error::PasskeyChallengeInvalid(_) => {
+            "That took too long, or the page is out of date: try the passkey again.".into()
+        }
+        Error::PasskeyCounterRegressed => {
+            "This passkey may have been copied, so it cannot be used: use another passkey or \
+             your password. We have told you by mail."
+                .into()
+        }
+        Error::PasskeyAlreadyRegistered => "This passkey is already on your account.".into(),
+        Error::PasskeyLimit => {
+            "Your account has as many passkeys as it may have (20): remove one first.".into()
+        }
         Error::LastCredential(_) => {
-            "This is the account's last way to sign in: add another first.".into()
+            "That would leave your account without a way to sign in: set a password, or add \
+             another passkey (one that checks it is you, with a PIN, fingerprint or face) first."
+                .into()
         }
-        Error::PasswordNotSet => "This account has no password.".into(),
-        Error::NoPasskey => "This account has no passkey.".into(),
+        Error::PasswordNotSet => "Your account has no password already.".into(),
+        Error::NoPasskey => "Your account has no passkey.".into(),
         Error::Forbidden(_) => "You are not allowed to do this.".into(),
         Error::NotFound(_) => "There is nothing here.".into(),
         Error::TooManyRequests { .. } => format!("Too many attempts; try again in {}.", wait()),
