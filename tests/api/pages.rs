@@ -1548,3 +1548,279 @@ async fn without_passkeys_the_pages_have_no_script_and_no_passkey_route() {
         assert_problem(response, 404, "NOT_FOUND").await;
     }
 }
+
+/// Gives the account of `email` a passkey row named `name` (as if registered; nothing can sign
+/// in with it: the ceremonies are `browser.rs`'s and the API tests'), and returns its id.
+async fn stored_passkey(app: &TestApp, email: &str, name: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    app.sql
+        .execute3(
+            "INSERT INTO passkeys (id, user_id, credential_id, credential, sign_count, \
+             backup_eligible, backed_up, user_verified, name, created_at) \
+             SELECT $1, id, 'cred-' || $1, 'AA', 0, TRUE, TRUE, TRUE, $2, 1700000000000 \
+             FROM users WHERE email = $3",
+            &id,
+            name,
+            email,
+        )
+        .await;
+    id
+}
+
+#[tokio::test]
+async fn the_options_of_a_new_passkey_are_json_and_its_errors_a_problem_the_script_shows() {
+    let app = spawn_app().await;
+    let email = account(&app).await;
+    let mut browser = Browser::new(&app);
+    browser.signed_in(&email).await;
+    let token = browser.get("/account").await.value("passkey-add", "csrf");
+    let problem = |page: &Page| -> Value {
+        assert_eq!(
+            page.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            page.body
+        );
+        serde_json::from_str(&page.body).unwrap()
+    };
+
+    // Without the password, with a wrong one: the page's words, by the input they concern.
+    let page = browser
+        .post("/account/passkeys/options", &[("csrf", &token)])
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let body = problem(&page);
+    assert_eq!(body["code"], "VALIDATION_FAILED");
+    assert_eq!(body["fields"]["password"], "Password is required.");
+    let page = browser
+        .post(
+            "/account/passkeys/options",
+            &[("csrf", &token), ("password", "not the password")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let body = problem(&page);
+    assert_eq!(body["code"], "INVALID_CREDENTIALS");
+    assert_eq!(body["fields"]["password"], "The password is wrong.");
+    assert_eq!(body["detail"], "The password is wrong.");
+    // A code that is not one.
+    let page = browser
+        .post(
+            "/account/passkeys/options",
+            &[("csrf", &token), ("password", PASSWORD), ("code", "12")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem(&page)["fields"]["code"].is_string());
+
+    // The password: what PublicKeyCredential.parseCreationOptionsFromJSON takes.
+    let page = browser
+        .post(
+            "/account/passkeys/options",
+            &[("csrf", &token), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.header("content-type"), Some("application/json"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let options: Value = serde_json::from_str(&page.body).unwrap();
+    let public_key = &options["publicKey"];
+    assert_eq!(public_key["user"]["name"], email.as_str());
+    assert_eq!(public_key["rp"]["id"], "localhost");
+    assert!(
+        public_key["challenge"]
+            .as_str()
+            .is_some_and(|c| c.len() >= 22)
+    );
+    assert_eq!(public_key["attestation"], "none");
+
+    // What the form posts that is not a credential: the account page again, 422.
+    let page = browser
+        .post(
+            "/account/passkeys",
+            &[("csrf", &token), ("credential", "{"), ("name", "Laptop")],
+        )
+        .await;
+    page.assert_page(StatusCode::UNPROCESSABLE_ENTITY, "Your account");
+    assert!(page.errors().contains("could not be read"), "{}", page.body);
+    assert_eq!(page.value("passkey-add", "name"), "Laptop");
+    // A credential the service refuses (not an answer to any challenge): said, never a 500.
+    let forged = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{"clientDataJSON":"e30","attestationObject":"oA"},"clientExtensionResults":{}}"#;
+    let page = browser
+        .post(
+            "/account/passkeys",
+            &[("csrf", &token), ("credential", forged)],
+        )
+        .await;
+    assert!(
+        page.status.is_client_error(),
+        "{}: {}",
+        page.status,
+        page.body
+    );
+    assert_eq!(page.h1(), "Your account");
+    assert!(!page.errors().is_empty());
+}
+
+#[tokio::test]
+async fn the_account_page_lists_renames_and_guards_the_removal_of_passkeys() {
+    let app = spawn_app().await;
+    let email = account(&app).await;
+    let mut browser = Browser::new(&app);
+    // Signed in with the password alone; then the account gains a passkey (its second factor).
+    browser.signed_in(&email).await;
+    let id = stored_passkey(&app, &email, "Phone <b>").await;
+    let page = browser.get("/account").await;
+    page.assert_page(StatusCode::OK, "Your account");
+    let item = page.element(&format!("account-passkeys-{id}-rename"), "form");
+    assert!(item.contains(r#"value="Phone &lt;b&gt;""#), "{item}");
+    let section = page.element("passkeys", "section");
+    assert!(section.contains("Phone &lt;b&gt;") && !section.contains("Phone <b>"));
+    assert!(section.contains("Not used yet."), "{section}");
+    assert!(section.contains("Synced"), "{section}");
+    // A passkey that verifies the user: the password may go.
+    assert!(page.tag("account-password-remove").is_some());
+    // The session has passed no second factor: its sensitive forms prove the passkey first.
+    let delete = format!("account-passkeys-{id}-delete");
+    for form in [
+        "account-email",
+        "account-password",
+        "account-delete",
+        &delete,
+    ] {
+        assert!(
+            page.tag(form)
+                .unwrap()
+                .contains(r#"data-step-up="unless-code""#),
+            "{form}: {}",
+            page.tag(form).unwrap()
+        );
+    }
+    assert!(
+        page.tag("account-password-remove")
+            .unwrap()
+            .contains(r#"data-step-up="always""#)
+    );
+    let token = page.value("passkey-add", "csrf");
+
+    // Renaming: an empty name is said beside its input; a good one is saved.
+    let rename = format!("/account/passkeys/{id}/rename");
+    let page = browser
+        .post(&rename, &[("csrf", &token), ("name", "  ")])
+        .await;
+    page.assert_page(StatusCode::UNPROCESSABLE_ENTITY, "Your account");
+    assert!(
+        page.errors()
+            .contains(&format!("#account-passkeys-{id}-rename-name")),
+        "{}",
+        page.errors()
+    );
+    assert!(page.body.contains("<details open>"));
+    let page = browser
+        .post(&rename, &[("csrf", &token), ("name", " Work phone ")])
+        .await;
+    assert_eq!(page.location(), "/account?done=passkey-renamed");
+    let page = browser.get("/account?done=passkey-renamed").await;
+    assert!(page.text("notice").contains("renamed"));
+    assert!(
+        page.element("passkeys", "section")
+            .contains("<h3 class=\"passkey-name\">Work phone</h3>")
+    );
+    // Another account's passkey, or none: "already removed", 404.
+    for other in [uuid::Uuid::new_v4().to_string(), "%00".to_string()] {
+        let page = browser
+            .post(
+                &format!("/account/passkeys/{other}/rename"),
+                &[("csrf", &token), ("name", "Mine now")],
+            )
+            .await;
+        page.assert_page(StatusCode::NOT_FOUND, "Your account");
+        assert!(page.errors().contains("already been removed"));
+    }
+
+    // Removing it needs the password and a passkey proof (no code: the account has no app).
+    let delete_path = format!("/account/passkeys/{id}/delete");
+    let page = browser
+        .post(
+            &delete_path,
+            &[("csrf", &token), ("password", "not the password")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    let page = browser
+        .post(&delete_path, &[("csrf", &token), ("password", PASSWORD)])
+        .await;
+    page.assert_page(StatusCode::FORBIDDEN, "Your account");
+    assert!(
+        page.errors()
+            .contains("Confirm with your passkey to make this change."),
+        "{}",
+        page.errors()
+    );
+    // Removing the password likewise.
+    let page = browser
+        .post("/account/password/remove", &[("csrf", &token)])
+        .await;
+    page.assert_page(StatusCode::FORBIDDEN, "Your account");
+    assert!(page.errors().contains("Confirm with your passkey"));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM passkeys WHERE id = $1", &id)
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_second_step_offers_the_passkey_of_an_account_that_has_one() {
+    let app = spawn_app().await;
+    let email = account(&app).await;
+    stored_passkey(&app, &email, "Laptop").await;
+    let mut browser = Browser::new(&app);
+    let page = browser.sign_in(&email, PASSWORD).await;
+    page.assert_page(StatusCode::OK, "Two-step verification");
+    // No authenticator app: no code's fields, the passkey's button and its form.
+    assert!(page.tag("sign-in-mfa-code").is_none(), "{}", page.body);
+    assert!(page.tag("passkey-mfa").is_some());
+    let token = page.value("passkey-mfa-form", "mfa_token");
+    assert!(!token.is_empty());
+    assert_eq!(page.value("passkey-mfa-form", "methods"), "passkey");
+    assert_eq!(
+        scripts(&page),
+        [r#"<script src="/static/passkeys.js" defer>"#]
+    );
+    let csrf = page.value("passkey-mfa-form", "csrf");
+    // What is not a credential: the same page, 422; a forged one: refused, never a 500.
+    let page = browser
+        .post(
+            "/sign-in/mfa",
+            &[
+                ("csrf", csrf.as_str()),
+                ("mfa_token", &token),
+                ("methods", "passkey"),
+                ("passkey", "[1]"),
+            ],
+        )
+        .await;
+    page.assert_page(StatusCode::UNPROCESSABLE_ENTITY, "Two-step verification");
+    assert!(page.errors().contains("could not be read"));
+    assert!(page.tag("passkey-mfa").is_some());
+    let forged = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{"clientDataJSON":"e30","authenticatorData":"AA","signature":"AA"},"clientExtensionResults":{}}"#;
+    let page = browser
+        .post(
+            "/sign-in/mfa",
+            &[
+                ("csrf", csrf.as_str()),
+                ("mfa_token", &token),
+                ("methods", "passkey"),
+                ("passkey", forged),
+            ],
+        )
+        .await;
+    assert!(
+        page.status.is_client_error(),
+        "{}: {}",
+        page.status,
+        page.body
+    );
+    assert!(browser.session().is_none(), "nothing signed in");
+}
