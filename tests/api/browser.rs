@@ -852,9 +852,8 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
     // Chromium's virtual authenticator answers the autofill's (conditional) request by itself,
     // where a person would pick the passkey in the email field's list: first, as a browser
     // without that autofill, for the button.
-    let without_autofill = p
-        .b
-        .cdp(
+    let without_autofill =
+        p.b.cdp(
             "Page.addScriptToEvaluateOnNewDocument",
             json!({"source": NO_CONDITIONAL_MEDIATION}),
         )
@@ -871,7 +870,10 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
     // Listed, with the time it was last used.
     let last_used = p.b.find("#passkey-list .passkey-last-used").await;
     assert!(
-        last_used.attr("datetime").await.is_some_and(|t| t.len() >= 20),
+        last_used
+            .attr("datetime")
+            .await
+            .is_some_and(|t| t.len() >= 20),
         "{}",
         p.b.text().await
     );
@@ -930,6 +932,32 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
         "Old laptop"
     );
 
+    // The password and the passkey: the passkey is the second step (again as a browser
+    // without the autofill, which would sign in with the passkey alone).
+    let without_autofill =
+        p.b.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": NO_CONDITIONAL_MEDIATION}),
+        )
+        .await;
+    sign_out_at(&p, &site).await;
+    sign_in_at(&p, &site, &email, PASSWORD).await;
+    p.at("Two-step verification").await;
+    assert!(p.b.try_find("#sign-in-mfa-code").await.is_none());
+    p.check("sign-in-second-step-passkey").await;
+    p.b.script("window.__before_submit = true", json!([])).await;
+    p.b.find("#passkey-mfa").await.click().await;
+    p.loaded().await;
+    assert_eq!(p.b.url().await, at("/account"), "{}", p.b.text().await);
+    p.at("Your account").await;
+    let amr = live_amr(&app, &email).await;
+    assert!(amr.contains("pwd") && amr.contains("mfa"), "{amr}");
+    p.b.cdp(
+        "Page.removeScriptToEvaluateOnNewDocument",
+        json!({"identifier": without_autofill["identifier"]}),
+    )
+    .await;
+
     // Later (past MFA_STEP_UP_SECONDS), removing the password: the script proves the passkey
     // first (a step-up), then posts the form.
     app.clock.advance(std::time::Duration::from_secs(301));
@@ -964,7 +992,11 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
             .await,
         "Set a password"
     );
-    assert!(p.b.try_find("form[action=\"/account/password/remove\"]").await.is_none());
+    assert!(
+        p.b.try_find("form[action=\"/account/password/remove\"]")
+            .await
+            .is_none()
+    );
     p.b.script(SHOW_PASSKEYS, json!([])).await;
     p.check("account-without-a-password").await;
 
