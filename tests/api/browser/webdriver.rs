@@ -268,7 +268,8 @@ impl Browser {
     /// A Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
     pub async fn cdp(&self, command: &str, params: Value) -> Value {
         let body = json!({"cmd": command, "params": params});
-        self.cmd(Method::POST, "/goog/cdp/execute", Some(body)).await
+        self.cmd(Method::POST, "/goog/cdp/execute", Some(body))
+            .await
     }
 
     pub async fn set_window_size(&self, width: u32, height: u32) {
