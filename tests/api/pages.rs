@@ -1824,3 +1824,26 @@ async fn the_second_step_offers_the_passkey_of_an_account_that_has_one() {
     );
     assert!(browser.session().is_none(), "nothing signed in");
 }
+
+#[tokio::test]
+async fn a_session_kept_to_enrolment_may_add_a_passkey() {
+    let app = spawn_app_with(&[("MFA_REQUIRED_FOR", "everyone")]).await;
+    let email = account(&app).await;
+    let mut browser = Browser::new(&app);
+    browser.signed_in(&email).await;
+    let page = browser.get("/account").await;
+    page.assert_page(StatusCode::OK, "Your account");
+    assert!(page.tag("profile").is_none());
+    // The passkeys are a second factor too: the section and its form "Add a passkey".
+    assert!(page.tag("passkeys").is_some() && page.tag("passkey-add").is_some());
+    let csrf = page.value("passkey-add", "csrf");
+    let page = browser
+        .post(
+            "/account/passkeys/options",
+            &[("csrf", &csrf), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let options: Value = serde_json::from_str(&page.body).unwrap();
+    assert!(options["publicKey"]["challenge"].is_string());
+}

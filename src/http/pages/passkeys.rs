@@ -74,22 +74,11 @@ fn refused(refused: Refused) -> Response {
     problem::problem(status, code, detail).into_response()
 }
 
-/// The caller of a post the script made (see `account::caller_of`), or its problem document.
-async fn script_caller(
-    pages: &Pages,
-    browser: Browser,
-    csrf: Option<&str>,
-    enrolment: bool,
-) -> Result<Caller, Response> {
-    let caller = browser.check_signed_in(pages, csrf).map_err(refused)?;
-    if !enrolment {
-        match crate::service::mfa::must_enrol(&pages.app, &caller).await {
-            Ok(false) => {}
-            Ok(true) => return Err(refused(Refused::MustEnrol)),
-            Err(e) => return Err(failed_json(&[], e)),
-        }
-    }
-    Ok(caller)
+/// The caller of a post the script made (see `Browser::check_signed_in`), or its problem
+/// document. Every such post is part of adding or proving a passkey, which a session that
+/// MFA_REQUIRED_FOR keeps to enrolment may do.
+fn script_caller(pages: &Pages, browser: Browser, csrf: Option<&str>) -> Result<Caller, Response> {
+    browser.check_signed_in(pages, csrf).map_err(refused)
 }
 
 /// An error of a post the script made, said on a form of `inputs`.
@@ -173,7 +162,7 @@ pub(super) async fn add_options(
     browser: Browser,
     PageForm(posted): PageForm<AddOptionsForm>,
 ) -> Response {
-    let caller = match script_caller(&pages, browser, posted.csrf.as_deref(), true).await {
+    let caller = match script_caller(&pages, browser, posted.csrf.as_deref()) {
         Ok(caller) => caller,
         Err(response) => return response,
     };
@@ -230,13 +219,14 @@ pub(super) struct CsrfOnly {
 }
 
 /// POST /account/passkeys/step-up/options (the script, before a sensitive form): the request
-/// options of a step-up, as JSON.
+/// options of a step-up, as JSON. Open to a session that MFA_REQUIRED_FOR keeps to enrolment,
+/// as POST /me/passkeys/step-up/options is: proving a passkey it has is its way out.
 pub(super) async fn step_up_options(
     State(pages): State<Pages>,
     browser: Browser,
     PageForm(posted): PageForm<CsrfOnly>,
 ) -> Response {
-    let caller = match script_caller(&pages, browser, posted.csrf.as_deref(), false).await {
+    let caller = match script_caller(&pages, browser, posted.csrf.as_deref()) {
         Ok(caller) => caller,
         Err(response) => return response,
     };
@@ -259,7 +249,7 @@ pub(super) async fn step_up(
     browser: Browser,
     PageForm(posted): PageForm<CredentialForm>,
 ) -> Response {
-    let caller = match script_caller(&pages, browser, posted.csrf.as_deref(), false).await {
+    let caller = match script_caller(&pages, browser, posted.csrf.as_deref()) {
         Ok(caller) => caller,
         Err(response) => return response,
     };
