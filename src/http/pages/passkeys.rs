@@ -74,13 +74,6 @@ fn refused(refused: Refused) -> Response {
     problem::problem(status, code, detail).into_response()
 }
 
-/// The caller of a post the script made (see `Browser::check_signed_in`), or its problem
-/// document. Every such post is part of adding or proving a passkey, which a session that
-/// MFA_REQUIRED_FOR keeps to enrolment may do.
-fn script_caller(pages: &Pages, browser: Browser, csrf: Option<&str>) -> Result<Caller, Response> {
-    browser.check_signed_in(pages, csrf).map_err(refused)
-}
-
 /// An error of a post the script made, said on a form of `inputs`.
 fn failed_json(inputs: &'static [&'static str], error: Error) -> Response {
     let mut form = Form::new("script", inputs);
@@ -162,9 +155,11 @@ pub(super) async fn add_options(
     browser: Browser,
     PageForm(posted): PageForm<AddOptionsForm>,
 ) -> Response {
-    let caller = match script_caller(&pages, browser, posted.csrf.as_deref()) {
+    // Every post the script makes is part of adding or proving a passkey, which a session that
+    // MFA_REQUIRED_FOR keeps to enrolment may do.
+    let caller = match browser.check_signed_in(&pages, posted.csrf.as_deref()) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(refusal) => return refused(refusal),
     };
     let mut form = Form::new("passkey-add", ADD);
     let Some(factor) = second_factor(&mut form, posted.code, None) else {
@@ -226,9 +221,11 @@ pub(super) async fn step_up_options(
     browser: Browser,
     PageForm(posted): PageForm<CsrfOnly>,
 ) -> Response {
-    let caller = match script_caller(&pages, browser, posted.csrf.as_deref()) {
+    // Every post the script makes is part of adding or proving a passkey, which a session that
+    // MFA_REQUIRED_FOR keeps to enrolment may do.
+    let caller = match browser.check_signed_in(&pages, posted.csrf.as_deref()) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(refusal) => return refused(refusal),
     };
     match passkeys::step_up_options(&pages.app, &caller).await {
         Ok(o) => options(o),
@@ -249,9 +246,11 @@ pub(super) async fn step_up(
     browser: Browser,
     PageForm(posted): PageForm<CredentialForm>,
 ) -> Response {
-    let caller = match script_caller(&pages, browser, posted.csrf.as_deref()) {
+    // Every post the script makes is part of adding or proving a passkey, which a session that
+    // MFA_REQUIRED_FOR keeps to enrolment may do.
+    let caller = match browser.check_signed_in(&pages, posted.csrf.as_deref()) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(refusal) => return refused(refusal),
     };
     let credential = match filled(posted.credential).as_deref().map(credential) {
         Some(Ok(credential)) => credential,
