@@ -806,8 +806,34 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_without_a_password() {
     p.at("Your account").await;
     p.b.find("#passkeys #passkeys-none").await;
 
-    // Add one: the password, a name; the script asks the authenticator.
+    // A wrong password: the script says so in the form (role=alert), by the field.
     p.fill("/account/passkeys", "name", "Work laptop").await;
+    p.fill_passwords("/account/passkeys", "not the password")
+        .await;
+    p.b.find("form[action=\"/account/passkeys\"] button[type=submit]")
+        .await
+        .click()
+        .await;
+    let said = "const f = document.getElementById('passkey-add'); \
+                const alert = f.querySelector('[role=alert]'); \
+                return alert.hidden ? null : [alert.textContent, \
+                  f.elements.password.getAttribute('aria-invalid')]";
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        shown = p.b.script(said, json!([])).await;
+        if !shown.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown, json!(["The password is wrong.", "true"]));
+    assert!(
+        p.b.authenticator_credentials(&authenticator)
+            .await
+            .is_empty()
+    );
+
+    // Add one: the password, a name; the script asks the authenticator.
     p.fill_passwords("/account/passkeys", PASSWORD).await;
     p.submit("/account/passkeys").await;
     p.at("Your account").await;

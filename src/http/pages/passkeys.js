@@ -132,6 +132,33 @@
 
   const submit = (form) => HTMLFormElement.prototype.submit.call(form);
 
+  // What navigator.credentials answered, or the refusal it stands for.
+  const answered = (credential) => {
+    if (!credential) {
+      throw new DOMException("no credential", "NotAllowedError");
+    }
+    return credential;
+  };
+
+  // Runs `work` on each click of `button`, not twice at once (the button keeps the focus: it
+  // is not disabled meanwhile), saying what went wrong in `region`.
+  const onClick = (button, region, work) => {
+    let busy = false;
+    button.addEventListener("click", async () => {
+      if (busy) {
+        return;
+      }
+      busy = true;
+      say(region, "");
+      try {
+        await work();
+      } catch (e) {
+        say(region, words(e));
+        busy = false;
+      }
+    });
+  };
+
   // --- Sign-in: conditional UI on load, the button for a modal request -----------------------
 
   const signIn = (button, form) => {
@@ -161,40 +188,28 @@
       }
     })().catch(() => {}); // The button and the password are still there.
 
-    button.addEventListener("click", async () => {
-      say(region, "");
-      button.disabled = true;
-      try {
-        autofill.abort();
-        await conditional;
-        const address = email ? email.value.trim() : "";
-        const options = await post("/login/passkey/options", address ? { email: address } : {});
-        send(await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) }));
-      } catch (e) {
-        say(region, words(e));
-        button.disabled = false;
-      }
+    onClick(button, region, async () => {
+      autofill.abort();
+      await conditional;
+      const address = email ? email.value.trim() : "";
+      const options = await post("/login/passkey/options", address ? { email: address } : {});
+      send(answered(await navigator.credentials.get({
+        publicKey: requestOptions(options.publicKey),
+      })));
     });
   };
 
   // The second step of a sign-in, with a passkey instead of a code.
   const secondStep = (button, form) => {
     const region = document.getElementById("passkey-error");
-    button.addEventListener("click", async () => {
-      say(region, "");
-      button.disabled = true;
-      try {
-        const options = await post("/login/mfa/passkey/options",
-          { mfa_token: form.elements.mfa_token.value });
-        const credential = await navigator.credentials.get({
-          publicKey: requestOptions(options.publicKey),
-        });
-        form.elements.passkey.value = credentialJSON(credential);
-        submit(form);
-      } catch (e) {
-        say(region, words(e));
-        button.disabled = false;
-      }
+    onClick(button, region, async () => {
+      const options = await post("/login/mfa/passkey/options",
+        { mfa_token: form.elements.mfa_token.value });
+      const credential = answered(await navigator.credentials.get({
+        publicKey: requestOptions(options.publicKey),
+      }));
+      form.elements.passkey.value = credentialJSON(credential);
+      submit(form);
     });
   };
 
@@ -246,15 +261,16 @@
   // A passkey proof for this session (a step-up), for the forms that need one.
   const stepUp = async (form) => {
     const options = await post("/account/passkeys/step-up/options", fields(form, ["csrf"]));
-    const credential = await navigator.credentials.get({
+    const credential = answered(await navigator.credentials.get({
       publicKey: requestOptions(options.publicKey),
-    });
+    }));
     const body = fields(form, ["csrf"]);
     body.set("credential", credentialJSON(credential));
     await post("/account/passkeys/step-up", body);
   };
 
-  // Runs `work` on the form's submission (not twice at once); on failure, says why.
+  // Runs `work` on the form's submission (not twice at once; the focus stays where it is);
+  // on failure, says why.
   const intercept = (form, work) => {
     let busy = false;
     form.addEventListener("submit", async (event) => {
@@ -263,14 +279,11 @@
         return;
       }
       busy = true;
-      const buttons = form.querySelectorAll("button");
-      buttons.forEach((b) => { b.disabled = true; });
       say(form.querySelector(".passkey-problem"), "");
       try {
         await work();
       } catch (e) {
         failed(form, e);
-        buttons.forEach((b) => { b.disabled = false; });
         busy = false;
       }
     });
@@ -292,9 +305,9 @@
         }
         throw e;
       });
-      const credential = await navigator.credentials.create({
+      const credential = answered(await navigator.credentials.create({
         publicKey: creationOptions(options.publicKey),
-      });
+      }));
       form.elements.credential.value = credentialJSON(credential);
       // The password and the code have been used: they do not travel again.
       for (const name of ["password", "code"]) {
