@@ -5,6 +5,7 @@ mod hardening;
 mod harness;
 mod helpers;
 mod smtp;
+mod soft_passkey;
 
 mod admin;
 mod browser;
