@@ -28,6 +28,8 @@ mod model;
 mod openapi;
 mod operations;
 mod pages;
+mod passkey_attacks;
+mod passkeys;
 mod refresh;
 mod register;
 mod sessions;
