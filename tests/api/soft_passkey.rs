@@ -917,3 +917,121 @@ mod tests {
         );
     }
 }
+
+/// The soft passkey through the server's WebAuthn library itself (`webauthn_rp`, as the server
+/// uses it: relaxed JSON, the static state stored in its binary form): what it says is what a
+/// relying party accepts, so that a refusal in the suite is the server's doing.
+#[cfg(test)]
+mod with_the_rp_library {
+    use super::*;
+    use webauthn_rp::bin::{Decode as _, Encode as _};
+    use webauthn_rp::request::auth::AuthenticationVerificationOptions;
+    use webauthn_rp::request::register::{
+        PublicKeyCredentialUserEntity, RegistrationVerificationOptions, UserHandle16,
+    };
+    use webauthn_rp::request::{AsciiDomain, RpId};
+    use webauthn_rp::response::register::{CompressedPubKey, StaticState};
+    use webauthn_rp::{
+        AuthenticatedCredential, DiscoverableAuthentication16,
+        DiscoverableCredentialRequestOptions, PublicKeyCredentialCreationOptions, Registration,
+    };
+
+    type Stored = StaticState<CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>>;
+
+    #[tokio::test]
+    async fn webauthn_rp_accepts_the_registration_and_the_assertions() {
+        let rp_id = RpId::Domain(AsciiDomain::try_from("example.com".to_owned()).unwrap());
+        let user_id = UserHandle16::new();
+        let user = PublicKeyCredentialUserEntity {
+            name: "a@example.com".try_into().unwrap(),
+            id: &user_id,
+            display_name: None,
+        };
+        let (server, client) =
+            PublicKeyCredentialCreationOptions::passkey(&rp_id, user, Vec::new())
+                .start_ceremony()
+                .unwrap();
+        let options = serde_json::to_value(&client).unwrap();
+        let mut passkey = SoftPasskey::new("https://example.com");
+        let credential = passkey.create(&options).await;
+        let registration =
+            Registration::from_json_relaxed(credential.to_string().as_bytes()).unwrap();
+        let registered = server
+            .verify(
+                &rp_id,
+                &registration,
+                &RegistrationVerificationOptions::<&str, &str>::default(),
+            )
+            .unwrap_or_else(|e| panic!("registration refused: {e}"));
+        let (id, _, handle, static_state, dynamic, _) = registered.into_parts();
+        assert_eq!(id.as_ref(), passkey.credential_id().as_slice());
+        assert_eq!(handle, user_id);
+        let stored = static_state.encode().unwrap();
+        let id = passkey.credential_id();
+
+        let options_for = |counter_policy| {
+            let mut options = AuthenticationVerificationOptions::<&str, &str>::default();
+            options.sig_counter_enforcement = counter_policy;
+            options
+        };
+        let mut dynamic = dynamic;
+        for round in 0..2 {
+            let (server, client) = DiscoverableCredentialRequestOptions::passkey(&rp_id)
+                .start_ceremony()
+                .unwrap();
+            let options = serde_json::to_value(&client).unwrap();
+            let assertion = passkey.get(&options).await;
+            let authentication =
+                DiscoverableAuthentication16::from_json_relaxed(assertion.to_string().as_bytes())
+                    .unwrap();
+            assert_eq!(authentication.raw_id().as_ref(), id.as_slice());
+            let mut credential = AuthenticatedCredential::new(
+                authentication.raw_id(),
+                &user_id,
+                Stored::decode(stored.as_slice()).unwrap(),
+                dynamic,
+            )
+            .unwrap();
+            server
+                .verify(
+                    &rp_id,
+                    &authentication,
+                    &mut credential,
+                    &options_for(Default::default()),
+                )
+                .unwrap_or_else(|e| panic!("assertion {round} refused: {e}"));
+            dynamic = credential.dynamic_state();
+        }
+
+        // A flipped signature is refused by the library too.
+        let (server, client) = DiscoverableCredentialRequestOptions::passkey(&rp_id)
+            .start_ceremony()
+            .unwrap();
+        let options = serde_json::to_value(&client).unwrap();
+        let mut bad = passkey
+            .get_with(&options, &Client::default())
+            .await
+            .unwrap();
+        bad.flip_signature_byte(10);
+        let authentication =
+            DiscoverableAuthentication16::from_json_relaxed(bad.json().to_string().as_bytes())
+                .unwrap();
+        let mut credential = AuthenticatedCredential::new(
+            authentication.raw_id(),
+            &user_id,
+            Stored::decode(stored.as_slice()).unwrap(),
+            dynamic,
+        )
+        .unwrap();
+        assert!(
+            server
+                .verify(
+                    &rp_id,
+                    &authentication,
+                    &mut credential,
+                    &options_for(Default::default())
+                )
+                .is_err()
+        );
+    }
+}
