@@ -317,10 +317,10 @@ impl SoftPasskey {
         // The browser refuses to make a second credential on an authenticator that already has
         // one of those the server excludes (InvalidStateError).
         let excluded = descriptors(&options["excludeCredentials"]);
-        if let Some(current) = self.authenticator.store() {
-            if excluded.iter().any(|d| d.id == current.credential_id) {
-                return Err("InvalidStateError: this authenticator is already registered".into());
-            }
+        if let Some(current) = self.authenticator.store()
+            && excluded.iter().any(|d| d.id == current.credential_id)
+        {
+            return Err("InvalidStateError: this authenticator is already registered".into());
         }
         let selection = &options["authenticatorSelection"];
         let rk = self.discoverable
@@ -349,10 +349,10 @@ impl SoftPasskey {
         if !self.synced {
             response.auth_data.flags.remove(Flags::BE | Flags::BS);
         }
-        if !self.discoverable {
-            if let Some(credential) = self.authenticator.store_mut() {
-                credential.user_handle = None;
-            }
+        if !self.discoverable
+            && let Some(credential) = self.authenticator.store_mut()
+        {
+            credential.user_handle = None;
         }
         let attested = response
             .auth_data
@@ -788,7 +788,7 @@ mod tests {
         let mut clone = passkey.cloned();
         let second = passkey
             .get_with(
-                &request_options(&[3; 16], &[id.clone()]),
+                &request_options(&[3; 16], std::slice::from_ref(&id)),
                 &Client::default(),
             )
             .await
@@ -969,10 +969,9 @@ mod with_the_rp_library {
         let stored = static_state.encode().unwrap();
         let id = passkey.credential_id();
 
-        let options_for = |counter_policy| {
-            let mut options = AuthenticationVerificationOptions::<&str, &str>::default();
-            options.sig_counter_enforcement = counter_policy;
-            options
+        let options_for = |counter_policy| AuthenticationVerificationOptions::<&str, &str> {
+            sig_counter_enforcement: counter_policy,
+            ..Default::default()
         };
         let mut dynamic = dynamic;
         for round in 0..2 {
