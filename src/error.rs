@@ -65,8 +65,9 @@ pub enum Error {
     /// The same, where an authenticated call asks for a code (403).
     #[error("the code is not valid")]
     WrongMfaCode,
-    /// A sensitive change by an account with a second factor, with no code and no recent pass.
-    #[error("this change needs your second factor: send `code` or `recovery_code` as well")]
+    /// A sensitive change by an account with a second factor, with no code and no recent pass;
+    /// or, by an account without a password, with no recent passkey proof.
+    #[error("{}", step_up_detail(methods))]
     StepUpRequired { methods: Vec<&'static str> },
     /// MFA_REQUIRED_FOR covers the account and its session has not passed a second factor.
     #[error("this account must set up a second factor first: POST /me/mfa/totp")]
@@ -75,6 +76,32 @@ pub enum Error {
     MfaAlreadyEnabled,
     #[error("this account has no second factor")]
     MfaNotEnabled,
+    /// A passkey's answer failed a check (named): unknown credential, origin, RP ID, type,
+    /// signature, user handle, user presence or verification (401).
+    #[error("{0}")]
+    InvalidPasskey(&'static str),
+    /// A passkey's answer to a challenge that is unknown, used, expired or another ceremony's
+    /// (401): ask for new options.
+    #[error("{0}")]
+    PasskeyChallengeInvalid(&'static str),
+    /// WEBAUTHN_COUNTER_POLICY=refuse and the passkey's signature counter did not grow (401).
+    #[error(
+        "the passkey's signature counter did not grow: the passkey may have been copied (the account's owner is told); use another passkey or sign in otherwise"
+    )]
+    PasskeyCounterRegressed,
+    #[error("this passkey is already registered")]
+    PasskeyAlreadyRegistered,
+    #[error("this account has the most passkeys it may have (20): remove one first")]
+    PasskeyLimit,
+    /// Removing it would leave the account no way to sign in (409).
+    #[error("{0}")]
+    LastCredential(&'static str),
+    /// DELETE /me/password on an account without a password.
+    #[error("this account has no password")]
+    PasswordNotSet,
+    /// A passkey ceremony asked of an account without a passkey (409 MFA_NOT_ENABLED).
+    #[error("this account has no passkey")]
+    NoPasskey,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]
@@ -93,6 +120,21 @@ pub enum Error {
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("an unexpected error occurred")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What STEP_UP_REQUIRED says, by what the account can answer with.
+fn step_up_detail(methods: &[&'static str]) -> &'static str {
+    let passkey = methods.contains(&"passkey");
+    let code = methods.iter().any(|m| *m != "passkey");
+    match (code, passkey) {
+        (true, true) => {
+            "this change needs your second factor: send `code` or `recovery_code` as well, or prove a passkey at POST /me/passkeys/step-up"
+        }
+        (false, true) => {
+            "this change needs a recent passkey proof: prove a passkey at POST /me/passkeys/step-up"
+        }
+        _ => "this change needs your second factor: send `code` or `recovery_code` as well",
+    }
 }
 
 impl Error {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::password::{PasswordHasher, PoolConfig};
 use crate::auth::seal::SealKey;
 use crate::auth::tokens::TokenKeys;
+use crate::auth::webauthn::WebAuthn;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub mail_wakeup: Arc<tokio::sync::Notify>,
     /// The time every expiry, window and lockout decision reads (the wall clock in production).
     pub clock: Clock,
+    /// The WebAuthn relying party (PASSKEYS' settings), built once.
+    pub webauthn: Arc<WebAuthn>,
 }
 
 impl AppState {
@@ -46,7 +49,9 @@ impl AppState {
             Some(key) => SealKey::new(*key.expose()),
             None => SealKey::derive(config.tokens.secret_key()),
         };
+        let webauthn = WebAuthn::new(&config.passkeys).map_err(crate::Error::internal)?;
         Ok(Self {
+            webauthn: Arc::new(webauthn),
             limiter,
             seal: Arc::new(seal),
             config: Arc::new(config),

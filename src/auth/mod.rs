@@ -6,3 +6,4 @@ pub mod password;
 pub mod seal;
 pub mod tokens;
 pub mod totp;
+pub mod webauthn;

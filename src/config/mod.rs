@@ -29,6 +29,7 @@ mod logging;
 mod mail;
 mod mfa;
 mod pages;
+mod passkeys;
 mod server;
 mod tokens;
 mod values;
@@ -48,6 +49,7 @@ pub use logging::{LogFormat, LoggingConfig};
 pub use mail::{MailConfig, SMTP_TIMEOUT_MAX_SECONDS};
 pub use mfa::{MfaConfig, MfaRequiredFor};
 pub use pages::PagesConfig;
+pub use passkeys::{CounterPolicy, PasskeyConfig};
 pub use server::ServerConfig;
 pub use tokens::{SigningAlgorithm, TokenConfig};
 
@@ -72,6 +74,8 @@ pub struct Config {
     pub accounts: AccountPolicy,
     #[command(flatten)]
     pub mfa: MfaConfig,
+    #[command(flatten)]
+    pub passkeys: PasskeyConfig,
     #[command(flatten)]
     pub lockout: LoginLockout,
     #[command(flatten)]
@@ -256,6 +260,7 @@ impl Config {
         self.argon2.validate()?;
         self.mail.validate()?;
         self.lockout.validate()?;
+        self.passkeys.validate(&self.server, &self.mfa)?;
         Ok(self)
     }
 }

@@ -173,7 +173,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 66, "{vars:?}");
+    assert_eq!(vars.len(), 72, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(
@@ -251,4 +251,97 @@ fn per_client_cap_and_shutdown_grace() {
     ] {
         assert_eq!(config(&[(var, value)]).unwrap_err().var, var);
     }
+}
+
+#[test]
+fn passkey_settings() {
+    // The defaults follow PUBLIC_URL and MFA_ISSUER.
+    let c = config(&[]).unwrap();
+    assert!(c.passkeys.enabled);
+    assert_eq!(c.passkeys.rp_id(), "localhost");
+    assert_eq!(c.passkeys.origins(), ["http://localhost:8000"]);
+    assert_eq!(c.passkeys.rp_name(), "auth-server");
+    assert_eq!(c.passkeys.challenge_ttl, Duration::from_secs(300));
+    assert_eq!(
+        c.passkeys.counter_policy,
+        crate::config::CounterPolicy::Refuse
+    );
+    let c = config(&[
+        ("PUBLIC_URL", "https://app.example.com/base"),
+        ("API_URL", "https://auth.example.com"),
+        ("MFA_ISSUER", "Example"),
+    ])
+    .unwrap();
+    assert_eq!(c.passkeys.rp_id(), "app.example.com");
+    // API_URL is not under app.example.com: only PUBLIC_URL's origin.
+    assert_eq!(c.passkeys.origins(), ["https://app.example.com"]);
+    assert_eq!(c.passkeys.rp_name(), "Example");
+    let c = config(&[
+        ("PUBLIC_URL", "https://app.example.com"),
+        ("API_URL", "https://auth.example.com"),
+        ("WEBAUTHN_RP_ID", "Example.com"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.passkeys.origins(),
+        ["https://app.example.com", "https://auth.example.com"]
+    );
+    // Explicit settings need not match PUBLIC_URL.
+    let c = config(&[
+        ("WEBAUTHN_RP_ID", "example.test"),
+        (
+            "WEBAUTHN_ORIGINS",
+            "https://app.example.test, https://example.test:8443",
+        ),
+        ("WEBAUTHN_RP_NAME", "Tests"),
+        ("WEBAUTHN_COUNTER_POLICY", "report"),
+    ])
+    .unwrap();
+    assert_eq!(c.passkeys.rp_id(), "example.test");
+    assert_eq!(
+        c.passkeys.origins(),
+        ["https://app.example.test", "https://example.test:8443"]
+    );
+    assert_eq!(c.passkeys.rp_name(), "Tests");
+    for (vars, var) in [
+        (vec![("WEBAUTHN_RP_ID", "192.168.1.1")], "WEBAUTHN_RP_ID"),
+        (
+            vec![("PUBLIC_URL", "http://127.0.0.1:8000")],
+            "WEBAUTHN_RP_ID",
+        ),
+        (
+            vec![
+                ("WEBAUTHN_RP_ID", "example.com"),
+                ("WEBAUTHN_ORIGINS", "https://evil.com"),
+            ],
+            "WEBAUTHN_ORIGINS",
+        ),
+        (
+            vec![
+                ("WEBAUTHN_RP_ID", "example.com"),
+                ("WEBAUTHN_ORIGINS", "https://badexample.com"),
+            ],
+            "WEBAUTHN_ORIGINS",
+        ),
+        (vec![("WEBAUTHN_RP_ID", "example.com")], "WEBAUTHN_ORIGINS"),
+        (
+            vec![("WEBAUTHN_CHALLENGE_SECONDS", "5")],
+            "WEBAUTHN_CHALLENGE_SECONDS",
+        ),
+        (
+            vec![("WEBAUTHN_COUNTER_POLICY", "ignore")],
+            "WEBAUTHN_COUNTER_POLICY",
+        ),
+    ] {
+        let e = config(&vars).unwrap_err();
+        assert_eq!(e.var, var, "{vars:?}: {e}");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    }
+    // Off, nothing about them is checked.
+    let c = config(&[
+        ("PASSKEYS", "false"),
+        ("PUBLIC_URL", "http://127.0.0.1:8000"),
+    ])
+    .unwrap();
+    assert!(!c.passkeys.enabled);
 }

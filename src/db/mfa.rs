@@ -38,6 +38,23 @@ pub async fn has_totp(db: &Db, user_id: &str) -> Result<bool, sqlx::Error> {
     Ok(n > 0)
 }
 
+/// Whether the account has a second factor: a confirmed TOTP authenticator, or (when
+/// `passkeys` count) a passkey. One query.
+pub async fn has_second_factor(
+    db: &Db,
+    user_id: &str,
+    passkeys: bool,
+) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT (SELECT COUNT(*) FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
+               + CASE WHEN $2 THEN (SELECT COUNT(*) FROM passkeys WHERE user_id = $1) ELSE 0 END";
+    let n: i64 = with_pool!(db, pool => sqlx::query_scalar(sql)
+        .bind(user_id)
+        .bind(passkeys)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n > 0)
+}
+
 /// Starts (or restarts) an enrolment with a new sealed secret: only while no authenticator is
 /// confirmed. Returns false when one is.
 pub async fn begin_enrolment(
@@ -124,23 +141,31 @@ pub async fn remove_all(tx: &mut Tx, user_id: &str) -> Result<bool, sqlx::Error>
     Ok(removed == 1)
 }
 
-/// Schedules a superuser's removal of the account's confirmed authenticator at `due` (an
-/// earlier schedule stands). Returns the time it is due, or `None` without one.
+/// Schedules a superuser's removal of the account's second factors at `due` (an earlier
+/// schedule stands). The schedule lives on the account's `mfa_totp` row; an account with
+/// passkeys only gets a row without a secret (`secret_sealed` empty: no enrolment) to hold it.
+/// Returns the time it is due.
 pub async fn schedule_reset(
     tx: &mut Tx,
     user_id: &str,
     due: i64,
     requested_by: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    let sql = "UPDATE mfa_totp SET reset_due_at = COALESCE(reset_due_at, $2), \
-               reset_requested_by = COALESCE(reset_requested_by, $3) \
-               WHERE user_id = $1 AND confirmed_at IS NOT NULL RETURNING reset_due_at";
-    with_tx!(tx, conn => sqlx::query_scalar(sql)
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let sql = "INSERT INTO mfa_totp (user_id, secret_sealed, created_at, reset_due_at, \
+               reset_requested_by) VALUES ($1, '', $4, $2, $3) \
+               ON CONFLICT (user_id) DO UPDATE SET \
+               reset_due_at = COALESCE(mfa_totp.reset_due_at, excluded.reset_due_at), \
+               reset_requested_by = COALESCE(mfa_totp.reset_requested_by, excluded.reset_requested_by) \
+               RETURNING reset_due_at";
+    let due: Option<i64> = with_tx!(tx, conn => sqlx::query_scalar(sql)
         .bind(user_id)
         .bind(due)
         .bind(requested_by)
-        .fetch_optional(conn)
-        .await)
+        .bind(now)
+        .fetch_one(conn)
+        .await)?;
+    Ok(due.unwrap_or_default())
 }
 
 /// Cancels a pending reset. Returns whether there was one.
@@ -243,12 +268,14 @@ pub struct Challenge {
     pub attempts: i64,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// The `amr` of the first factor: `pwd`, or a passkey without user verification.
+    pub first_factor: String,
 }
 
 pub async fn insert_challenge(db: &Db, c: &Challenge) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO mfa_challenges \
-               (token_hash, user_id, user_stamp, created_at, expires_at, attempts, user_agent, ip) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+               (token_hash, user_id, user_stamp, created_at, expires_at, attempts, user_agent, ip, \
+               first_factor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     with_pool!(db, pool => sqlx::query(sql)
         .bind(&c.token_hash)
         .bind(&c.user_id)
@@ -258,6 +285,7 @@ pub async fn insert_challenge(db: &Db, c: &Challenge) -> Result<(), sqlx::Error>
         .bind(c.attempts)
         .bind(&c.user_agent)
         .bind(&c.ip)
+        .bind(&c.first_factor)
         .execute(pool)
         .await
         .map(|_| ()))
@@ -278,7 +306,28 @@ pub async fn try_challenge(
                AND EXISTS (SELECT 1 FROM users u WHERE u.id = mfa_challenges.user_id \
                AND u.security_stamp = mfa_challenges.user_stamp AND u.is_active) \
                RETURNING token_hash, user_id, user_stamp, created_at, expires_at, attempts, \
-               user_agent, ip";
+               user_agent, ip, first_factor";
+    with_pool!(db, pool => sqlx::query_as(sql)
+        .bind(token_hash)
+        .bind(now)
+        .bind(max_attempts)
+        .fetch_optional(pool)
+        .await)
+}
+
+/// A challenge that could still be tried (as [`try_challenge`] judges it), without counting a
+/// try: for asking a passkey's options.
+pub async fn peek_challenge(
+    db: &Db,
+    token_hash: &str,
+    now: i64,
+    max_attempts: i64,
+) -> Result<Option<Challenge>, sqlx::Error> {
+    let sql = "SELECT token_hash, user_id, user_stamp, created_at, expires_at, attempts, \
+               user_agent, ip, first_factor FROM mfa_challenges \
+               WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3 \
+               AND EXISTS (SELECT 1 FROM users u WHERE u.id = mfa_challenges.user_id \
+               AND u.security_stamp = mfa_challenges.user_stamp AND u.is_active)";
     with_pool!(db, pool => sqlx::query_as(sql)
         .bind(token_hash)
         .bind(now)

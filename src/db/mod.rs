@@ -11,6 +11,7 @@ pub mod mfa;
 pub mod one_time_tokens;
 pub mod original;
 pub mod outbox;
+pub mod passkeys;
 pub mod sessions;
 mod sqlite_read;
 pub mod throttle;

@@ -29,6 +29,8 @@ pub struct Session {
     pub auth_time: Option<i64>,
     /// When the session last passed the second factor (login, enrolment, step-up).
     pub mfa_at: Option<i64>,
+    /// When the session last proved a passkey (a sign-in with user verification, a step-up).
+    pub passkey_at: Option<i64>,
 }
 
 /// A session, and whether its account's credentials are still those it was opened under (and
@@ -53,7 +55,7 @@ macro_rules! columns {
     () => {
         "id, user_id, refresh_generation, refresh_jti_hash, previous_jti_hash, \
     refreshed_at, refresh_expires_at, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, \
-    user_stamp, amr, auth_time, mfa_at"
+    user_stamp, amr, auth_time, mfa_at, passkey_at"
     };
 }
 
@@ -63,45 +65,68 @@ macro_rules! columns {
 /// under way but not yet committed is waited for and then seen, so a login racing it cannot
 /// open a session under the old stamp after the change has carried the others forward.
 pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
-    macro_rules! insert_sql {
-        ($lock:literal) => {
-            concat!(
-                "INSERT INTO sessions (",
-                columns!(),
-                ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
-                 FROM users WHERE id = $2 AND security_stamp = $14 AND is_active",
-                $lock
-            )
-        };
-    }
-    let sql = if db.is_postgres() {
-        insert_sql!(" FOR SHARE")
-    } else {
-        insert_sql!("")
-    };
-    let done = with_pool!(db, pool => sqlx::query(sql)
-        .bind(&s.id)
-        .bind(&s.user_id)
-        .bind(s.refresh_generation)
-        .bind(&s.refresh_jti_hash)
-        .bind(&s.previous_jti_hash)
-        .bind(s.refreshed_at)
-        .bind(s.refresh_expires_at)
-        .bind(s.created_at)
-        .bind(s.last_used_at)
-        .bind(s.expires_at)
-        .bind(s.revoked_at)
-        .bind(&s.user_agent)
-        .bind(&s.ip)
-        .bind(s.user_stamp)
-        .bind(&s.amr)
-        .bind(s.auth_time)
-        .bind(s.mfa_at)
+    let sql = insert_sql(db.is_postgres());
+    let done = with_pool!(db, pool => bind_session!(sqlx::query(sql), s)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
     Ok(done == 1)
 }
+
+/// [`insert`] inside a transaction.
+pub async fn insert_in(tx: &mut Tx, s: &Session) -> Result<bool, sqlx::Error> {
+    let sql = insert_sql(matches!(tx, Tx::Postgres(_)));
+    let done = with_tx!(tx, conn => bind_session!(sqlx::query(sql), s)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+fn insert_sql(postgres: bool) -> &'static str {
+    macro_rules! insert_sql {
+        ($lock:literal) => {
+            concat!(
+                "INSERT INTO sessions (",
+                columns!(),
+                ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
+                 FROM users WHERE id = $2 AND security_stamp = $14 AND is_active",
+                $lock
+            )
+        };
+    }
+    if postgres {
+        insert_sql!(" FOR SHARE")
+    } else {
+        insert_sql!("")
+    }
+}
+
+/// Binds every column of a session, in the order of `columns!()`.
+macro_rules! bind_session {
+    ($query:expr, $s:expr) => {
+        $query
+            .bind(&$s.id)
+            .bind(&$s.user_id)
+            .bind($s.refresh_generation)
+            .bind(&$s.refresh_jti_hash)
+            .bind(&$s.previous_jti_hash)
+            .bind($s.refreshed_at)
+            .bind($s.refresh_expires_at)
+            .bind($s.created_at)
+            .bind($s.last_used_at)
+            .bind($s.expires_at)
+            .bind($s.revoked_at)
+            .bind(&$s.user_agent)
+            .bind(&$s.ip)
+            .bind($s.user_stamp)
+            .bind(&$s.amr)
+            .bind($s.auth_time)
+            .bind($s.mfa_at)
+            .bind($s.passkey_at)
+    };
+}
+use bind_session;
 
 /// A session, with whether its account's credentials are still current.
 pub async fn find(db: &Db, id: &str) -> Result<Option<SessionState>, sqlx::Error> {
@@ -128,9 +153,13 @@ pub struct LiveUser {
     pub created_at: i64,
     pub updated_at: i64,
     pub security_stamp: i64,
-    /// The session's `amr` and `mfa_at` (see [`Session`]): what the policy and step-up read.
+    /// The session's `amr`, `mfa_at` and `passkey_at` (see [`Session`]): what the policy and
+    /// step-up read.
     pub amr: String,
     pub mfa_at: Option<i64>,
+    pub passkey_at: Option<i64>,
+    /// Whether the account has a password (an empty hash means none: a passkey-only account).
+    pub has_password: bool,
 }
 
 impl std::fmt::Debug for LiveUser {
@@ -145,7 +174,8 @@ impl std::fmt::Debug for LiveUser {
 /// The user of a session that is live at `now` (not revoked, not expired, opened under the
 /// account's current credentials), in one round trip.
 pub(super) const FIND_LIVE_USER: &str = "SELECT u.id, u.email, u.name, u.is_active, \
-    u.is_verified, u.is_superuser, u.created_at, u.updated_at, u.security_stamp, s.amr, s.mfa_at \
+    u.is_verified, u.is_superuser, u.created_at, u.updated_at, u.security_stamp, s.amr, s.mfa_at, \
+    s.passkey_at, u.password_hash <> '' AS has_password \
     FROM sessions s JOIN users u ON u.id = s.user_id \
     WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2 \
     AND s.user_stamp = u.security_stamp";
@@ -166,6 +196,8 @@ macro_rules! live_user_from_row {
             security_stamp: $row.$get(8)?,
             amr: $row.$get(9)?,
             mfa_at: $row.$get(10)?,
+            passkey_at: $row.$get(11)?,
+            has_password: $row.$get(12)?,
         }
     };
 }
@@ -373,6 +405,30 @@ pub async fn passed_second_factor_in(
         .bind(session_id)
         .bind(amr)
         .bind(now)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Records, inside a transaction, that a live session proved a passkey at `now`: it passed
+/// the second factor (`mfa_at`, with the `amr` it now has), and, when the user was verified,
+/// `passkey_at`.
+pub async fn passed_passkey_in(
+    tx: &mut Tx,
+    session_id: &str,
+    amr: &str,
+    user_verified: bool,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE sessions SET amr = $2, mfa_at = $3, \
+               passkey_at = CASE WHEN $4 THEN $3 ELSE passkey_at END \
+               WHERE id = $1 AND revoked_at IS NULL";
+    let done = with_tx!(tx, conn => sqlx::query(sql)
+        .bind(session_id)
+        .bind(amr)
+        .bind(now)
+        .bind(user_verified)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;

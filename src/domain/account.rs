@@ -14,6 +14,8 @@ pub struct Account {
     pub is_superuser: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Whether the account has a password (a passkey-only account has none).
+    pub has_password: bool,
 }
 
 impl std::fmt::Debug for Account {

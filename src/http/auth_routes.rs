@@ -1,4 +1,4 @@
-//! POST /register, /login, /refresh, /logout.
+//! POST /register, /login (with a password, a second factor, or a passkey), /refresh, /logout.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -20,7 +20,7 @@ use crate::service::accounts::{self, Registration};
 use crate::service::mfa::{self, SecondFactor};
 use crate::service::policy;
 use crate::service::sessions::{self, LogoutScope};
-use crate::service::{login, refresh};
+use crate::service::{login, passkeys, refresh};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,6 +28,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(login_mfa))
+        .routes(routes!(login_passkey_options))
+        .routes(routes!(login_passkey))
+        .routes(routes!(login_mfa_passkey_options))
         .routes(routes!(refresh))
         .routes(routes!(logout))
 }
@@ -112,16 +115,18 @@ async fn login(
 
 /// Finish a login with the second factor.
 ///
-/// Send the `mfa_token` of the 403 MFA_REQUIRED answer with the authenticator's `code`, or with
-/// a `recovery_code` (it is spent, and the account is mailed). The token works once, for
-/// MFA_TOKEN_EXPIRE_SECONDS, and for at most 5 codes. Wrong codes count toward a lockout of
-/// the account's second factor (the LOGIN_* lockout rules), which a right password does not lift.
+/// Send the `mfa_token` of the 403 MFA_REQUIRED answer with the authenticator's `code`, with a
+/// `recovery_code` (it is spent, and the account is mailed), or with a `passkey`: the answer to
+/// the options of POST /login/mfa/passkey/options. The token works once, for
+/// MFA_TOKEN_EXPIRE_SECONDS, and for at most 5 tries. Wrong codes and passkeys count toward a
+/// lockout of the account's second factor (the LOGIN_* lockout rules), which a right password
+/// does not lift.
 #[utoipa::path(
     post, path = "/login/mfa", tag = "authentication",
     request_body = LoginMfaRequest,
     responses(
         (status = 200, description = "Logged in; the access token's `amr` says how", body = TokenPairResponse),
-        (status = 401, description = "INVALID_TOKEN: the mfa_token is unknown, used, expired or out of tries (log in again); INVALID_MFA_CODE: the code is wrong, old or already used", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "INVALID_TOKEN: the mfa_token is unknown, used, expired or out of tries (log in again); INVALID_MFA_CODE: the code is wrong, old or already used; INVALID_PASSKEY: the passkey failed verification (the detail names the check); PASSKEY_CHALLENGE_INVALID: it answers an unknown, used or expired challenge (ask for new options); PASSKEY_COUNTER_REGRESSED: its signature counter did not grow (WEBAUTHN_COUNTER_POLICY=refuse)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn login_mfa(
@@ -132,13 +137,106 @@ async fn login_mfa(
 ) -> Result<Json<TokenPairResponse>> {
     let mut errors = FieldErrors::default();
     let token = errors.check(required_token("mfa_token", body.mfa_token));
-    let factor = errors.check(SecondFactor::required(body.code, body.recovery_code));
+    // A null `passkey` is no factor; alone, it is a passkey that is not one.
+    let factor = match body.passkey {
+        Some(None) if body.code.is_none() && body.recovery_code.is_none() => errors
+            .check::<SecondFactor>(Err(crate::error::FieldError::new(
+                "passkey",
+                "must be the object PublicKeyCredential.toJSON() gives",
+            ))),
+        passkey => errors.check(SecondFactor::required_of(
+            body.code,
+            body.recovery_code,
+            passkey.flatten(),
+        )),
+    };
     errors.finish()?;
     let (Some(token), Some(factor)) = (token, factor) else {
         unreachable!("finish() returns the errors of any missing field")
     };
     let pair = mfa::complete_login(&state, &token, &factor, client).await?;
     Ok(Json(pair.into()))
+}
+
+/// Options to sign in with a passkey.
+///
+/// Without a body (or `email`), for any passkey of this site the browser holds: usernameless
+/// sign-in and conditional UI (`mediation: "conditional"`). With `email`, for that account's
+/// passkeys. The answer does not tell whether the address has an account or passkeys. Then
+/// `navigator.credentials.get({publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(publicKey)})`,
+/// and POST /login/passkey with the credential, within WEBAUTHN_CHALLENGE_SECONDS.
+#[utoipa::path(
+    post, path = "/login/passkey/options", tag = "authentication",
+    request_body(content = Option<PasskeyLoginOptionsRequest>, description = "May be left out, null or `{}`"),
+    responses(
+        (status = 200, description = "The options for `navigator.credentials.get()`", body = PasskeyOptionsResponse),
+        (status = 404, description = "NOT_FOUND: passkeys are turned off (PASSKEYS=false)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn login_passkey_options(
+    _: Limited<LoginLimit>,
+    State(state): State<AppState>,
+    body: OptionalJsonBody<PasskeyLoginOptionsRequest>,
+) -> Result<Json<PasskeyOptionsResponse>> {
+    let email = body.0.unwrap_or_default().email;
+    let options = passkeys::login_options(&state, email.as_deref()).await?;
+    Ok(Json(options.into()))
+}
+
+/// Sign in with a passkey.
+///
+/// Send the credential `navigator.credentials.get()` returned (`PublicKeyCredential.toJSON()`)
+/// for the options of POST /login/passkey/options. A passkey that verified the user (PIN,
+/// biometrics) is two factors: the session's `amr` is `["hwk"|"swk", "user", "mfa"]` (`swk`: a
+/// synced passkey). Without user verification it is one factor (`["hwk"|"swk"]`), and an
+/// account with TOTP is asked for a code (403 MFA_REQUIRED, as after a password).
+#[utoipa::path(
+    post, path = "/login/passkey", tag = "authentication",
+    request_body = PasskeyAssertionRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenPairResponse),
+        (status = 401, description = "INVALID_PASSKEY: the passkey failed verification (unknown credential, origin, RP ID, type, signature, user handle, user presence; the detail names the check); PASSKEY_CHALLENGE_INVALID: the challenge is unknown, used, expired or another ceremony's (ask for new options); PASSKEY_COUNTER_REGRESSED: the signature counter did not grow (WEBAUTHN_COUNTER_POLICY=refuse)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, or MFA_REQUIRED: the passkey did not verify the user and the account has TOTP; finish with POST /login/mfa", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: passkeys are turned off (PASSKEYS=false)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn login_passkey(
+    _: Limited<LoginLimit>,
+    State(state): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<PasskeyAssertionRequest>,
+) -> Result<Json<TokenPairResponse>> {
+    let credential = body
+        .credential
+        .ok_or_else(|| Error::validation("credential", "is required"))?;
+    let pair = passkeys::login(&state, &credential, client).await?;
+    Ok(Json(pair.into()))
+}
+
+/// Options to finish a login with a passkey.
+///
+/// For an `mfa_token` whose account has passkeys (`methods` holds `passkey`): the options for
+/// `navigator.credentials.get()` naming them; then POST /login/mfa with `passkey`. Spends no try
+/// of the token.
+#[utoipa::path(
+    post, path = "/login/mfa/passkey/options", tag = "authentication",
+    request_body = PasskeyMfaOptionsRequest,
+    responses(
+        (status = 200, description = "The options for `navigator.credentials.get()`", body = PasskeyOptionsResponse),
+        (status = 401, description = "INVALID_TOKEN: the mfa_token is unknown, used, expired or out of tries (log in again)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: passkeys are turned off (PASSKEYS=false)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "MFA_NOT_ENABLED: the account has no passkey (or the login began with one)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn login_mfa_passkey_options(
+    _: Limited<LoginLimit>,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<PasskeyMfaOptionsRequest>,
+) -> Result<Json<PasskeyOptionsResponse>> {
+    let token =
+        required_token("mfa_token", body.mfa_token).map_err(|e| Error::Validation(vec![e]))?;
+    let options = passkeys::mfa_options(&state, &token).await?;
+    Ok(Json(options.into()))
 }
 
 /// Spend a refresh token for a new pair.

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Authenticated, JsonBody, required};
+use super::extract::{Authenticated, JsonBody, caller_password, required};
 use super::problem::Problem;
 use super::types::*;
 use crate::domain::{Email, FieldErrors, Name, Password};
@@ -22,7 +22,7 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_me, update_me, patch_me, delete_me))
-        .routes(routes!(change_password))
+        .routes(routes!(change_password, remove_password))
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
 }
@@ -103,7 +103,7 @@ async fn patch_me(
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "The account is deleted"),
-        (status = 403, description = "INVALID_CREDENTIALS: the password is wrong; STEP_UP_REQUIRED or INVALID_MFA_CODE: the account has a second factor (see `code`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "INVALID_CREDENTIALS: the password is wrong; STEP_UP_REQUIRED or INVALID_MFA_CODE: the account has a second factor (see `code`), or no password and no recent passkey proof", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn delete_me(
@@ -112,19 +112,21 @@ async fn delete_me(
     JsonBody(body): JsonBody<DeleteMeRequest>,
 ) -> Result<StatusCode> {
     let mut errors = FieldErrors::default();
-    let password = errors.check(required("password", body.password));
+    let password = errors.check(caller_password(&caller, "password", body.password));
     let factor = errors.check(SecondFactor::from_fields(body.code, body.recovery_code));
     errors.finish()?;
     let (Some(password), Some(factor)) = (password, factor) else {
         unreachable!("finish() returns the errors of any missing field")
     };
-    accounts::delete_account(&state, &caller, &Password::given(password), factor.as_ref()).await?;
+    accounts::delete_account(&state, &caller, &password, factor.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Change the password.
 ///
-/// Needs the current password; ends every other session of the account and keeps this one.
+/// Needs the current password; ends every other session of the account and keeps this one. An
+/// account without a password sets one here: it leaves `current_password` out and proves a
+/// passkey first (POST /me/passkeys/step-up).
 #[utoipa::path(
     put, path = "/me/password", tag = "current user",
     request_body = ChangePasswordRequest,
@@ -140,7 +142,11 @@ async fn change_password(
     JsonBody(body): JsonBody<ChangePasswordRequest>,
 ) -> Result<StatusCode> {
     let mut errors = FieldErrors::default();
-    let current = errors.check(required("current_password", body.current_password));
+    let current = errors.check(caller_password(
+        &caller,
+        "current_password",
+        body.current_password,
+    ));
     let context = [caller.account.email.as_str(), caller.account.name.as_str()];
     let new = errors
         .check(required("new_password", body.new_password))
@@ -157,14 +163,31 @@ async fn change_password(
     let (Some(current), Some(new), Some(factor)) = (current, new, factor) else {
         unreachable!("finish() returns the errors of any missing field")
     };
-    accounts::change_password(
-        &state,
-        &caller,
-        &Password::given(current),
-        &new,
-        factor.as_ref(),
+    accounts::change_password(&state, &caller, &current, &new, factor.as_ref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove the password: sign in with passkeys only.
+///
+/// Needs a passkey registered with user verification (else 409 LAST_CREDENTIAL) and a passkey
+/// proved within MFA_STEP_UP_SECONDS (POST /me/passkeys/step-up; else 403 STEP_UP_REQUIRED). A
+/// credential change: the other sessions end, outstanding links stop working, the account is
+/// mailed. A password reset link sets a password again, as does PUT /me/password.
+#[utoipa::path(
+    delete, path = "/me/password", tag = "passkeys",
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The account has no password now"),
+        (status = 403, description = "STEP_UP_REQUIRED: prove a passkey first (POST /me/passkeys/step-up)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: passkeys are turned off (PASSKEYS=false)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "PASSWORD_NOT_SET: the account has no password already; LAST_CREDENTIAL: it has no passkey that verifies the user", body = Problem, content_type = "application/problem+json"),
     )
-    .await?;
+)]
+async fn remove_password(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<StatusCode> {
+    crate::service::passkeys::remove_password(&state, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

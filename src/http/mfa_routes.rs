@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Authenticated, Enrolling, JsonBody, required};
+use super::extract::{Authenticated, Enrolling, JsonBody, caller_password, required};
 use super::problem::Problem;
 use super::types::*;
 use crate::domain::{FieldErrors, Password};
@@ -60,8 +60,9 @@ async fn begin_totp(
     Enrolling(caller): Enrolling,
     JsonBody(body): JsonBody<PasswordConfirmRequest>,
 ) -> Result<Json<TotpEnrolmentResponse>> {
-    let password = required("password", body.password).map_err(|e| Error::Validation(vec![e]))?;
-    let enrolment = mfa::begin_enrolment(&state, &caller, &Password::given(password)).await?;
+    let password = caller_password(&caller, "password", body.password)
+        .map_err(|e| Error::Validation(vec![e]))?;
+    let enrolment = mfa::begin_enrolment(&state, &caller, &password).await?;
     Ok(Json(enrolment.into()))
 }
 
@@ -98,18 +99,19 @@ async fn confirm_totp(
 
 /// The password and the second factor of a body.
 fn password_and_factor(
+    caller: &crate::service::sessions::Caller,
     password: Option<String>,
     code: Option<String>,
     recovery_code: Option<String>,
 ) -> Result<(Password, Option<SecondFactor>)> {
     let mut errors = FieldErrors::default();
-    let password = errors.check(required("password", password));
+    let password = errors.check(caller_password(caller, "password", password));
     let factor = errors.check(SecondFactor::from_fields(code, recovery_code));
     errors.finish()?;
     let (Some(password), Some(factor)) = (password, factor) else {
         unreachable!("finish() returns the errors of any missing field")
     };
-    Ok((Password::given(password), factor))
+    Ok((password, factor))
 }
 
 /// Turn TOTP off.
@@ -132,7 +134,8 @@ async fn disable_totp(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody<SecondFactorRequest>,
 ) -> Result<StatusCode> {
-    let (password, factor) = password_and_factor(body.password, body.code, body.recovery_code)?;
+    let (password, factor) =
+        password_and_factor(&caller, body.password, body.code, body.recovery_code)?;
     mfa::disable(&state, &caller, &password, factor.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -156,7 +159,8 @@ async fn regenerate_recovery_codes(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody<SecondFactorRequest>,
 ) -> Result<Json<RecoveryCodesResponse>> {
-    let (password, factor) = password_and_factor(body.password, body.code, body.recovery_code)?;
+    let (password, factor) =
+        password_and_factor(&caller, body.password, body.code, body.recovery_code)?;
     let recovery_codes =
         mfa::regenerate_recovery_codes(&state, &caller, &password, factor.as_ref()).await?;
     Ok(Json(RecoveryCodesResponse { recovery_codes }))

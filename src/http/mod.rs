@@ -9,6 +9,7 @@ mod mfa_routes;
 pub mod openapi;
 mod ops_routes;
 mod pages;
+mod passkey_routes;
 pub mod problem;
 mod recovery_routes;
 pub mod types;
@@ -48,6 +49,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(auth_routes::router())
         .merge(me_routes::router())
         .merge(mfa_routes::router())
+        .merge(passkey_routes::router())
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
         .merge(ops_routes::router())
@@ -63,12 +65,14 @@ pub fn app(state: AppState) -> Router {
     let openapi = openapi::configure(openapi, &config);
 
     // Anything carrying tokens or user data must not be stored by caches.
-    let api = api
-        .with_state(state.clone())
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ));
+    let mut api = api.with_state(state.clone());
+    if !config.passkeys.enabled {
+        api = api.layer(axum::middleware::from_fn(without_passkeys));
+    }
+    let api = api.layer(SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ));
     // Public keys change only at a rotation: resource servers may cache them a while.
     let discovery = discovery
         .with_state(state.clone())
@@ -146,6 +150,17 @@ pub fn app(state: AppState) -> Router {
             ))
             .layer(DefaultBodyLimit::max(config.connections.body_limit_bytes)),
     )
+}
+
+/// PASSKEYS=false: the passkey routes are not there (404), before anything else is looked at.
+async fn without_passkeys(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if passkey_routes::is_passkey_route(request.method(), request.uri().path()) {
+        return Error::NotFound("there is nothing at this path").into_response();
+    }
+    next.run(request).await
 }
 
 /// The most header bytes a request may carry (hyper itself stops at about 400 KiB).

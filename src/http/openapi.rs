@@ -32,6 +32,7 @@ use crate::domain::Name;
         (name = "authentication", description = "Register, log in, refresh, log out"),
         (name = "current user", description = "The account of the access token's owner"),
         (name = "second factor", description = "TOTP, recovery codes and step-up (see POST /login/mfa)"),
+        (name = "passkeys", description = "Passkeys (WebAuthn): register, list, rename, remove, prove one (step-up), drop the password; signing in with one is under authentication"),
         (name = "password reset and verification", description = "Links sent by mail"),
         (name = "administration", description = "Accounts, for superusers"),
         (name = "operations", description = "Health"),
@@ -79,44 +80,78 @@ pub fn configure(mut api: OpenApi, config: &Config) -> OpenApi {
     }
     email_change_needs_password(&mut api);
     for schema in AT_MOST_ONE_FACTOR {
-        second_factor_rule(&mut api, schema, false);
+        second_factor_rule(&mut api, schema, &FACTORS, false);
     }
-    second_factor_rule(&mut api, "LoginMfaRequest", true);
+    second_factor_rule(
+        &mut api,
+        "LoginMfaRequest",
+        &[
+            ("code", Type::String),
+            ("recovery_code", Type::String),
+            ("passkey", Type::Object),
+        ],
+        true,
+    );
+    if !config.passkeys.enabled {
+        without_passkeys(&mut api);
+    }
     api
 }
 
 /// The request bodies that take an optional second factor: `code` or `recovery_code`, not both.
-const AT_MOST_ONE_FACTOR: [&str; 5] = [
+const AT_MOST_ONE_FACTOR: [&str; 6] = [
     "UpdateMeRequest",
     "DeleteMeRequest",
     "ChangePasswordRequest",
     "SecondFactorRequest",
     "StepUpRequest",
+    "PasskeyChangeRequest",
 ];
 
-/// `code` and `recovery_code` (`service::mfa::SecondFactor`): never both, and, where
-/// `required`, exactly one. Null counts as absent, as the server reads it.
-fn second_factor_rule(api: &mut OpenApi, schema: &str, required: bool) {
-    let only = |present: &str, absent: &str| {
-        let mut only = ObjectBuilder::new()
-            .schema_type(SchemaType::AnyValue)
-            .property(absent, ObjectBuilder::new().schema_type(Type::Null));
+const FACTORS: [(&str, Type); 2] = [("code", Type::String), ("recovery_code", Type::String)];
+
+/// The fields of a second factor (`service::mfa::SecondFactor`: `code`, `recovery_code`, and at
+/// POST /login/mfa `passkey`): never more than one, and, where `required`, exactly one. Null
+/// counts as absent, as the server reads it. One alternative per field, in the order given: it
+/// is there (where required), the others are null or absent.
+fn second_factor_rule(api: &mut OpenApi, schema: &str, fields: &[(&str, Type)], required: bool) {
+    let names: Vec<String> = fields.iter().map(|(f, _)| format!("`{f}`")).collect();
+    let names = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => return,
+    };
+    let mut rule = AnyOfBuilder::new().description(Some(if required {
+        format!("Exactly one of {names}.")
+    } else {
+        format!("At most one of {names}.")
+    }));
+    for (present, kind) in fields {
+        let mut only = ObjectBuilder::new().schema_type(SchemaType::AnyValue);
+        for (absent, _) in fields.iter().filter(|(f, _)| f != present) {
+            only = only.property(*absent, ObjectBuilder::new().schema_type(Type::Null));
+        }
         if required {
             only = only
-                .property(present, ObjectBuilder::new().schema_type(Type::String))
-                .required(present);
+                .property(*present, ObjectBuilder::new().schema_type(kind.clone()))
+                .required(*present);
         }
-        only
-    };
-    let rule = AnyOfBuilder::new()
-        .description(Some(if required {
-            "Exactly one of `code` and `recovery_code`."
-        } else {
-            "At most one of `code` and `recovery_code`."
-        }))
-        .item(only("code", "recovery_code"))
-        .item(only("recovery_code", "code"));
+        rule = rule.item(only);
+    }
     add_rule(api, schema, rule.into());
+}
+
+/// PASSKEYS=false: the passkey routes are not served, so the document does not list them.
+fn without_passkeys(api: &mut OpenApi) {
+    let paths = &mut api.paths.paths;
+    paths.retain(|path, _| {
+        !(path.starts_with("/me/passkeys")
+            || path.starts_with("/login/passkey")
+            || path.starts_with("/login/mfa/passkey/"))
+    });
+    if let Some(item) = paths.get_mut("/me/password") {
+        item.delete = None;
+    }
 }
 
 /// `UpdateMeRequest`: a new `email` needs `current_password` (`service::accounts`), which

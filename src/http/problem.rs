@@ -28,7 +28,9 @@ pub struct Problem {
     /// What went wrong, for programs: VALIDATION_FAILED, EMAIL_TAKEN, INVALID_CREDENTIALS,
     /// ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, UNAUTHORIZED, INVALID_TOKEN, MFA_REQUIRED,
     /// INVALID_MFA_CODE, STEP_UP_REQUIRED, MFA_ENROLMENT_REQUIRED, MFA_ALREADY_ENABLED,
-    /// MFA_NOT_ENABLED, FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE,
+    /// MFA_NOT_ENABLED, INVALID_PASSKEY, PASSKEY_CHALLENGE_INVALID, PASSKEY_COUNTER_REGRESSED,
+    /// PASSKEY_ALREADY_REGISTERED, PASSKEY_LIMIT, LAST_CREDENTIAL, PASSWORD_NOT_SET,
+    /// FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE,
     /// UNSUPPORTED_MEDIA_TYPE, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE or INTERNAL.
     pub code: &'static str,
     /// With VALIDATION_FAILED: one entry per bad field.
@@ -38,7 +40,7 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfa_token: Option<String>,
     /// With MFA_REQUIRED and STEP_UP_REQUIRED: what the account can answer with (`totp`,
-    /// `recovery_code`).
+    /// `recovery_code`, `passkey`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<&'static str>>,
     /// With MFA_REQUIRED: seconds until `mfa_token` expires.
@@ -105,6 +107,14 @@ pub fn status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::MfaEnrolmentRequired => (S::FORBIDDEN, "MFA_ENROLMENT_REQUIRED"),
         Error::MfaAlreadyEnabled => (S::CONFLICT, "MFA_ALREADY_ENABLED"),
         Error::MfaNotEnabled => (S::CONFLICT, "MFA_NOT_ENABLED"),
+        Error::InvalidPasskey(_) => (S::UNAUTHORIZED, "INVALID_PASSKEY"),
+        Error::PasskeyChallengeInvalid(_) => (S::UNAUTHORIZED, "PASSKEY_CHALLENGE_INVALID"),
+        Error::PasskeyCounterRegressed => (S::UNAUTHORIZED, "PASSKEY_COUNTER_REGRESSED"),
+        Error::PasskeyAlreadyRegistered => (S::CONFLICT, "PASSKEY_ALREADY_REGISTERED"),
+        Error::PasskeyLimit => (S::CONFLICT, "PASSKEY_LIMIT"),
+        Error::LastCredential(_) => (S::CONFLICT, "LAST_CREDENTIAL"),
+        Error::PasswordNotSet => (S::CONFLICT, "PASSWORD_NOT_SET"),
+        Error::NoPasskey => (S::CONFLICT, "MFA_NOT_ENABLED"),
         Error::Forbidden(_) => (S::FORBIDDEN, "FORBIDDEN"),
         Error::NotFound(_) => (S::NOT_FOUND, "NOT_FOUND"),
         Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),

@@ -112,7 +112,8 @@ pub struct UpdateMeRequest {
     /// the account unverified. Null or left out: unchanged.
     #[schema(example = "alice@example.org", max_length = 254, format = Email)]
     pub email: Option<String>,
-    /// Required when `email` changes; a wrong one is 403 INVALID_CREDENTIALS.
+    /// Required when `email` changes (unless the account has no password: it then proves a
+    /// passkey at POST /me/passkeys/step-up instead); a wrong one is 403 INVALID_CREDENTIALS.
     #[schema(format = Password)]
     pub current_password: Option<String>,
     /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
@@ -132,7 +133,9 @@ pub struct UpdateMeRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteMeRequest {
-    /// The account's password, to confirm; a wrong one is 403 INVALID_CREDENTIALS.
+    /// The account's password, to confirm; a wrong one is 403 INVALID_CREDENTIALS. Required
+    /// unless the account has no password: it then proves a passkey (POST
+    /// /me/passkeys/step-up, within MFA_STEP_UP_SECONDS) and may leave this out.
     #[schema(required = true, nullable = false, format = Password)]
     pub password: Option<String>,
     /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
@@ -188,7 +191,9 @@ pub struct AcceptedResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
-    /// A wrong one is 403 INVALID_CREDENTIALS.
+    /// A wrong one is 403 INVALID_CREDENTIALS. Required unless the account has no password:
+    /// it then proves a passkey (POST /me/passkeys/step-up, within MFA_STEP_UP_SECONDS), may
+    /// leave this out, and this sets its password.
     #[schema(required = true, nullable = false, format = Password)]
     pub current_password: Option<String>,
     /// PASSWORD_MIN_LENGTH (8 by default) to 128 characters, and not too easy to guess (see
@@ -218,9 +223,9 @@ pub struct MfaStatusResponse {
     pub totp_enabled_at: Option<String>,
     /// Unused recovery codes.
     pub recovery_codes_remaining: i64,
-    /// What a login can be completed with: `totp`, and `recovery_code` while unused codes
-    /// remain; empty without a second factor.
-    #[schema(example = json!(["totp", "recovery_code"]))]
+    /// What a login can be completed with: `totp`, `recovery_code` while unused codes remain,
+    /// and `passkey` with a passkey; empty without a second factor.
+    #[schema(example = json!(["totp", "recovery_code", "passkey"]))]
     pub methods: Vec<&'static str>,
     /// Whether MFA_REQUIRED_FOR covers this account (it cannot remove its factor, and must
     /// enrol before anything else).
@@ -229,6 +234,11 @@ pub struct MfaStatusResponse {
     /// /me/mfa/reset), or null.
     #[schema(format = DateTime)]
     pub reset_pending_until: Option<String>,
+    /// How many passkeys the account has (GET /me/passkeys lists them); each is a second
+    /// factor too.
+    pub passkeys: i64,
+    /// Whether the account has a password (false: it signs in with its passkeys only).
+    pub has_password: bool,
 }
 
 impl From<crate::service::mfa::Status> for MfaStatusResponse {
@@ -240,6 +250,8 @@ impl From<crate::service::mfa::Status> for MfaStatusResponse {
             methods: s.methods,
             required: s.required,
             reset_pending_until: s.reset_pending_until.map(rfc3339),
+            passkeys: s.passkeys,
+            has_password: s.has_password,
         }
     }
 }
@@ -247,7 +259,8 @@ impl From<crate::service::mfa::Status> for MfaStatusResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordConfirmRequest {
-    /// The account's password; a wrong one is 403 INVALID_CREDENTIALS.
+    /// The account's password; a wrong one is 403 INVALID_CREDENTIALS. Required unless the
+    /// account has no password (it then proves a passkey at POST /me/passkeys/step-up).
     #[schema(required = true, nullable = false, format = Password)]
     pub password: Option<String>,
 }
@@ -313,7 +326,8 @@ pub struct RecoveryCodesResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactorRequest {
-    /// The account's password; a wrong one is 403 INVALID_CREDENTIALS.
+    /// The account's password; a wrong one is 403 INVALID_CREDENTIALS. Required unless the
+    /// account has no password (it then proves a passkey at POST /me/passkeys/step-up).
     #[schema(required = true, nullable = false, format = Password)]
     pub password: Option<String>,
     /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
@@ -349,6 +363,22 @@ pub struct LoginMfaRequest {
         pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
     )]
     pub recovery_code: Option<String>,
+    /// Instead of a code: a passkey's answer to the options of POST /login/mfa/passkey/options
+    /// (what `PublicKeyCredential.toJSON()` gives). One that fails verification is 401
+    /// INVALID_PASSKEY (a failed try), one answering an unknown, used or expired challenge 401
+    /// PASSKEY_CHALLENGE_INVALID; one that cannot be read 422.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>, example = json!({"id": "…", "rawId": "…", "type": "public-key", "response": {"clientDataJSON": "…", "authenticatorData": "…", "signature": "…", "userHandle": "…"}, "authenticatorAttachment": "platform", "clientExtensionResults": {}}))]
+    pub passkey: Option<Option<serde_json::Value>>,
+}
+
+/// A field that may be null: `Some(None)` when it is, `None` (by `default`) when it is not there.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// The caller's own second factor, for step-up.
@@ -506,4 +536,166 @@ pub struct HealthResponse {
     /// `ok` or `unavailable`.
     #[schema(example = "ok")]
     pub database: &'static str,
+}
+
+/// Options for `navigator.credentials.create()` or `.get()`: pass `publicKey` through
+/// `PublicKeyCredential.parseCreationOptionsFromJSON` / `parseRequestOptionsFromJSON` (base64url
+/// strings throughout).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyOptionsResponse {
+    /// `PublicKeyCredentialCreationOptionsJSON` or `PublicKeyCredentialRequestOptionsJSON`.
+    #[serde(rename = "publicKey")]
+    #[schema(value_type = Object, example = json!({
+        "challenge": "3q2-7wx8Kx0p9vYgA1b2cw", "timeout": 300000, "rpId": "example.com",
+        "allowCredentials": [], "userVerification": "preferred", "hints": [], "extensions": {}
+    }))]
+    pub public_key: serde_json::Value,
+}
+
+impl From<crate::service::passkeys::Options> for PasskeyOptionsResponse {
+    fn from(o: crate::service::passkeys::Options) -> Self {
+        let mut value = o.0;
+        let public_key = value
+            .get_mut("publicKey")
+            .map(serde_json::Value::take)
+            .unwrap_or(value);
+        Self { public_key }
+    }
+}
+
+/// What a change of passkeys needs (the step-up of other sensitive changes). Every field may be
+/// left out, and the body too, where the account does not need it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyChangeRequest {
+    /// The account's password; a wrong one is 403 INVALID_CREDENTIALS. Required unless the
+    /// account has no password (it then proves a passkey at POST /me/passkeys/step-up).
+    #[schema(format = Password)]
+    pub password: Option<String>,
+    /// With a second factor: the authenticator's current code (6 digits; spaces are ignored),
+    /// for step-up; not needed while this session passed the second factor within
+    /// MFA_STEP_UP_SECONDS. A wrong, old or replayed one is 403 INVALID_MFA_CODE.
+    #[schema(example = "123456", pattern = "^ *([0-9] *){6}$")]
+    pub code: Option<String>,
+    /// Instead of `code`: one of the account's unused recovery codes (case and hyphens do not
+    /// matter); it is spent.
+    #[schema(
+        example = "k7m2p-x9q4r",
+        pattern = "^[ -]*([2-9a-hjkmnp-zA-HJKMNP-Z][ -]*){10}$"
+    )]
+    pub recovery_code: Option<String>,
+}
+
+/// A new passkey: the answer of `navigator.credentials.create()` to POST /me/passkeys/options.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterPasskeyRequest {
+    /// What `PublicKeyCredential.toJSON()` gives (`id`, `rawId`, `type`, `response` with
+    /// `clientDataJSON`, `attestationObject` and `transports`, `authenticatorAttachment`,
+    /// `clientExtensionResults`). One that cannot be read is 422.
+    #[schema(value_type = Object, required = true, nullable = false, example = json!({
+        "id": "…", "rawId": "…", "type": "public-key",
+        "response": {"clientDataJSON": "…", "attestationObject": "…", "transports": ["internal", "hybrid"]},
+        "authenticatorAttachment": "platform", "clientExtensionResults": {"credProps": {"rk": true}}
+    }))]
+    pub credential: Option<serde_json::Value>,
+    /// 1 to 64 characters, no control characters; stored trimmed. Left out: the
+    /// authenticator's name when it is a known one, else "Passkey N".
+    #[schema(example = "MacBook", min_length = 1, max_length = 64)]
+    pub name: Option<String>,
+}
+
+/// A passkey's new name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenamePasskeyRequest {
+    /// 1 to 64 characters, no control characters; stored trimmed.
+    #[schema(
+        required = true,
+        nullable = false,
+        example = "Work laptop",
+        min_length = 1,
+        max_length = 64
+    )]
+    pub name: Option<String>,
+}
+
+/// A passkey's answer to `navigator.credentials.get()`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyAssertionRequest {
+    /// What `PublicKeyCredential.toJSON()` gives (`id`, `rawId`, `type`, `response` with
+    /// `clientDataJSON`, `authenticatorData`, `signature` and `userHandle`,
+    /// `authenticatorAttachment`, `clientExtensionResults`). One that cannot be read is 422.
+    #[schema(value_type = Object, required = true, nullable = false, example = json!({
+        "id": "…", "rawId": "…", "type": "public-key",
+        "response": {"clientDataJSON": "…", "authenticatorData": "…", "signature": "…", "userHandle": "…"},
+        "authenticatorAttachment": "platform", "clientExtensionResults": {}
+    }))]
+    pub credential: Option<serde_json::Value>,
+}
+
+/// Options to sign in with a passkey.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyLoginOptionsRequest {
+    /// Email-first: the account's address, for its passkeys (`allowCredentials`). Left out (or
+    /// empty): any passkey of this site (usernameless, conditional UI). An address that names
+    /// no account with passkeys is answered the same way as one that does.
+    #[schema(example = "alice@example.com", max_length = 254)]
+    pub email: Option<String>,
+}
+
+/// Options to finish a password login with a passkey.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyMfaOptionsRequest {
+    /// The `mfa_token` of the 403 MFA_REQUIRED answer to /login. One that is unknown, used,
+    /// expired or out of tries is 401 INVALID_TOKEN; asking for options spends no try.
+    #[schema(required = true, nullable = false, min_length = 1)]
+    pub mfa_token: Option<String>,
+}
+
+/// A passkey of the caller's account: never its public key or credential id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyResponse {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(example = "MacBook")]
+    pub name: String,
+    #[schema(format = DateTime, example = "2026-11-24T09:30:00.000Z")]
+    pub created_at: String,
+    /// The last sign-in or step-up with it, or null.
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+    /// Whether it may be synced to other devices (a password manager's passkey): `swk` in the
+    /// session's `amr`, else `hwk`.
+    pub backup_eligible: bool,
+    /// Whether it is synced (backed up) now.
+    pub backed_up: bool,
+    /// Whether the authenticator verified the user (PIN, biometrics) when it was registered.
+    pub user_verified: bool,
+    /// How the browser may reach the authenticator (`internal`, `hybrid`, `usb`, `nfc`, `ble`,
+    /// `smart-card`).
+    #[schema(example = json!(["internal", "hybrid"]))]
+    pub transports: Vec<String>,
+    /// The authenticator's model (AAGUID), when it said.
+    #[schema(format = Uuid)]
+    pub aaguid: Option<String>,
+}
+
+impl From<crate::service::passkeys::PasskeyView> for PasskeyResponse {
+    fn from(p: crate::service::passkeys::PasskeyView) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            created_at: rfc3339(p.created_at),
+            last_used_at: p.last_used_at.map(rfc3339),
+            backup_eligible: p.backup_eligible,
+            backed_up: p.backed_up,
+            user_verified: p.user_verified,
+            transports: p.transports,
+            aaguid: p.aaguid,
+        }
+    }
 }

@@ -61,9 +61,10 @@ pub fn mfa_enabled() -> Composed {
 /// The factor was removed: by the user (`by_admin` false) or by a superuser's reset.
 pub fn mfa_removed(by_admin: bool) -> Composed {
     let who = if by_admin {
-        "An administrator removed the second factor (the authenticator app and the recovery \
-         codes) of the account with this email address, and the account was signed out \
-         everywhere. Signing in now needs the password only: set up a second factor again."
+        "An administrator removed the second factors (the authenticator app, the recovery \
+         codes and the passkeys) of the account with this email address, and the account was \
+         signed out everywhere. Signing in now needs the password only (if the account had no \
+         password, ask for a password reset link): set up a second factor again."
     } else {
         "The second factor (the authenticator app and the recovery codes) of the account with \
          this email address was turned off. Signing in now needs the password only."
@@ -109,6 +110,62 @@ pub fn recovery_codes_replaced() -> Composed {
         body: "A new set of recovery codes was made for the account with this email address; \
                the previous codes no longer work.\n\n\
                If you did not do this, reset your password at once and contact support.\n"
+            .into(),
+    }
+}
+
+/// A passkey was registered, named `name`.
+pub fn passkey_added(name: &str) -> Composed {
+    Composed {
+        subject: "A passkey was added to your account".into(),
+        body: format!(
+            "A passkey named \"{name}\" was added to the account with this email address, and \
+             the account was signed out of its other sessions. It can now be used to sign in.\n\n\
+             If you did not do this, remove the passkey, reset your password at once and contact \
+             support.\n"
+        ),
+    }
+}
+
+/// A passkey was removed.
+pub fn passkey_removed(name: &str) -> Composed {
+    Composed {
+        subject: "A passkey was removed from your account".into(),
+        body: format!(
+            "The passkey named \"{name}\" was removed from the account with this email address; \
+             it can no longer be used to sign in.\n\n\
+             If you did not do this, reset your password at once and contact support.\n"
+        ),
+    }
+}
+
+/// A passkey's signature counter did not grow: it may have been copied.
+pub fn passkey_counter_regressed(name: &str, refused: bool) -> Composed {
+    let what = if refused {
+        "The sign-in was refused."
+    } else {
+        "The sign-in was let through, as this server is configured to do."
+    };
+    Composed {
+        subject: "A passkey of your account may have been copied".into(),
+        body: format!(
+            "The passkey named \"{name}\" of the account with this email address was just used \
+             with a signature counter that did not grow since its last use. This happens when the \
+             passkey's key was copied to another device (a cloned security key). {what}\n\n\
+             If you do not recognise this, remove that passkey, reset your password and contact \
+             support. This notice is sent once per passkey.\n"
+        ),
+    }
+}
+
+/// The account's password was removed: it signs in with its passkeys only.
+pub fn password_removed() -> Composed {
+    Composed {
+        subject: "The password of your account was removed".into(),
+        body: "The password of the account with this email address was removed: it now signs in \
+               with its passkeys only, and it was signed out of its other sessions. A password \
+               reset link sets a password again.\n\n\
+               If you did not do this, ask for a password reset link at once and contact support.\n"
             .into(),
     }
 }

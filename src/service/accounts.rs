@@ -71,7 +71,10 @@ pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
 }
 
 /// Checks the caller's password again before a sensitive change (403 when wrong; for an
-/// account with a second factor, `mfa::step_up` calls this), against the
+/// account with a second factor, `mfa::step_up` calls this). An account without a password
+/// proves a passkey instead: its session must have done so within MFA_STEP_UP_SECONDS
+/// (`service::passkeys::require_passkey_proof`; else 403 STEP_UP_REQUIRED), and `password`,
+/// which it may leave empty, is not looked at. The password is checked against the
 /// credentials its session was found live under: the hash is read here, and if the account's
 /// stamp has moved since (or the account is gone), no password is checked and the answer is the
 /// 401 that the conditional write after it would have given. Each check is an attempt counted
@@ -81,6 +84,9 @@ pub async fn confirm_password(
     caller: &Caller,
     password: &Password,
 ) -> Result<()> {
+    if !caller.account.has_password {
+        return crate::service::passkeys::require_passkey_proof(state, caller);
+    }
     let attempt = lockout::begin(state, &caller.account.email).await?;
     let stored = match users::find_by_id(&state.db, &caller.account.id).await {
         Ok(Some(user)) if user.security_stamp == caller.security_stamp => user,
@@ -95,7 +101,10 @@ pub async fn confirm_password(
     };
     let verification = match state
         .hasher
-        .verify(password, Some(&stored.password_hash))
+        .verify(
+            password,
+            Some(stored.password_hash.as_str()).filter(|h| !h.is_empty()),
+        )
         .await
     {
         Ok(v) => v,
@@ -138,11 +147,17 @@ pub async fn update_profile(
     let Some(new_email) = new_email else {
         return rename(state, caller, update.name.as_ref()).await;
     };
-    let Some(password) = &update.current_password else {
-        return Err(Error::Validation(vec![FieldError::new(
-            "current_password",
-            "is required to change the email address",
-        )]));
+    // An account without a password proves a passkey instead (see `confirm_password`).
+    let none = Password::given(String::new());
+    let password = match &update.current_password {
+        Some(password) => password,
+        None if !user.has_password => &none,
+        None => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "current_password",
+                "is required to change the email address",
+            )]));
+        }
     };
     mfa::step_up(
         state,

@@ -2,7 +2,7 @@
 //! the session that a login opens.
 
 use crate::auth::tokens::hash_token_id;
-use crate::db::{mfa, sessions, users};
+use crate::db::{Tx, mfa, sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
 use crate::service::sessions::{ClientInfo, TokenPair, token_pair};
@@ -34,7 +34,13 @@ pub async fn login(
     };
     let verification = match state
         .hasher
-        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        // An account without a password costs the dummy verification an unknown address does.
+        .verify(
+            password,
+            user.as_ref()
+                .filter(|u| u.has_password())
+                .map(|u| u.password_hash.as_str()),
+        )
         .await
     {
         Ok(v) => v,
@@ -44,7 +50,7 @@ pub async fn login(
         }
     };
     let user = match user {
-        Some(user) if verification.matches => user,
+        Some(user) if verification.matches && user.has_password() => user,
         _ => {
             attempt.failed();
             return Err(Error::InvalidCredentials);
@@ -60,7 +66,8 @@ pub async fn login(
     if verification.needs_rehash {
         upgrade_hash_in_background(state, &user, password);
     }
-    if mfa::has_totp(&state.db, &user.id).await? {
+    let passkeys = state.config.passkeys.enabled;
+    if mfa::has_second_factor(&state.db, &user.id, passkeys).await? {
         return Err(crate::service::mfa::challenge(state, &user, client).await?);
     }
     let now = state.clock.now_ms();
@@ -72,6 +79,7 @@ pub async fn login(
             amr: crate::service::mfa::AMR_PASSWORD,
             auth_time: now,
             mfa_at: None,
+            passkey_at: None,
         },
     )
     .await
@@ -86,6 +94,8 @@ pub struct Authentication {
     pub auth_time: i64,
     /// When the second factor was passed, if it was.
     pub mfa_at: Option<i64>,
+    /// When a passkey was proved with user verification, if one was.
+    pub passkey_at: Option<i64>,
 }
 
 /// Replaces a hash made with old parameters, without delaying the login that found it.
@@ -130,11 +140,44 @@ pub async fn open_session(
     client: ClientInfo,
     authentication: Authentication,
 ) -> Result<TokenPair> {
-    let config = &state.config;
     let now = state.clock.now_ms();
+    let session = new_session(state, user, client, authentication, now);
+    if !sessions::insert(&state.db, &session).await? {
+        return Err(Error::InvalidCredentials);
+    }
+    tracing::info!(user_id = %user.id, session_id = %session.id, "session opened");
+    Ok(token_pair(state, &session, now))
+}
+
+/// [`open_session`] inside `tx` (with what else the login writes: a passkey's counter), for the
+/// caller to commit. `None` when the account's credentials changed since `user` was read.
+pub(crate) async fn open_session_in(
+    state: &AppState,
+    tx: &mut Tx,
+    user: &users::User,
+    client: ClientInfo,
+    authentication: Authentication,
+    now: i64,
+) -> Result<Option<TokenPair>> {
+    let session = new_session(state, user, client, authentication, now);
+    if !sessions::insert_in(tx, &session).await? {
+        return Ok(None);
+    }
+    tracing::info!(user_id = %user.id, session_id = %session.id, "session opened");
+    Ok(Some(token_pair(state, &session, now)))
+}
+
+fn new_session(
+    state: &AppState,
+    user: &users::User,
+    client: ClientInfo,
+    authentication: Authentication,
+    now: i64,
+) -> sessions::Session {
+    let config = &state.config;
     let id = uuid::Uuid::new_v4().to_string();
     let expires_at = now.saturating_add(ms(config.tokens.session_max_age));
-    let session = sessions::Session {
+    sessions::Session {
         refresh_generation: 0,
         refresh_jti_hash: hash_token_id(&state.tokens.refresh_jti(&id, 0)),
         previous_jti_hash: None,
@@ -153,11 +196,7 @@ pub async fn open_session(
         amr: authentication.amr.to_string(),
         auth_time: Some(authentication.auth_time),
         mfa_at: authentication.mfa_at,
+        passkey_at: authentication.passkey_at,
         id,
-    };
-    if !sessions::insert(&state.db, &session).await? {
-        return Err(Error::InvalidCredentials);
     }
-    tracing::info!(user_id = %user.id, session_id = %session.id, "session opened");
-    Ok(token_pair(state, &session, now))
 }

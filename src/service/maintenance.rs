@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{Db, login_attempts, mail_quota, mfa, one_time_tokens, outbox, sessions, throttle};
+use crate::db::{
+    Db, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys, sessions, throttle,
+};
 use crate::state::AppState;
 
 /// How long ended rows are kept before they are deleted (for a look at recent history).
@@ -18,6 +20,8 @@ pub struct Purged {
     pub sessions: u64,
     pub tokens: u64,
     pub mfa_challenges: u64,
+    /// Passkey ceremonies that were never answered.
+    pub webauthn_ceremonies: u64,
     pub mails: u64,
     pub throttles: u64,
     pub login_attempts: u64,
@@ -29,6 +33,8 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
         sessions: sessions::purge_ended(db, now - RETENTION_MS).await?,
         tokens: one_time_tokens::purge_spent(db, now - RETENTION_MS).await?,
         mfa_challenges: mfa::purge_challenges(db, now - RETENTION_MS).await?,
+        // Unanswered ceremonies are of no use once expired: no retention.
+        webauthn_ceremonies: passkeys::purge_ceremonies(db, now).await?,
         mails: outbox::purge_done(db, now - MAIL_RETENTION_MS).await?,
         throttles: throttle::purge_before(db, now - RETENTION_MS).await?
             + mail_quota::purge_before(db, now - RETENTION_MS).await?,
@@ -58,6 +64,7 @@ pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Re
             Ok(p) => tracing::info!(
                 sessions = p.sessions,
                 tokens = p.tokens,
+                webauthn_ceremonies = p.webauthn_ceremonies,
                 mails = p.mails,
                 throttles = p.throttles,
                 "purged ended sessions, spent tokens and old mail"

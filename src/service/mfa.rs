@@ -12,6 +12,10 @@
 //!   does not clear it, a right code does. An `mfa_token` takes at most [`MAX_TRIES`] codes.
 //! - A login's `mfa_token` is spent in the transaction that spends its code, so one token opens
 //!   at most one session.
+//! - An account has a second factor when it has a confirmed TOTP authenticator or (PASSKEYS=true)
+//!   a passkey (`service::passkeys`): MFA_REQUIRED, MFA_REQUIRED_FOR, step-up and the superuser's
+//!   reset count both. A passkey at POST /login/mfa is checked like a code: under the same
+//!   lockout, spending a try of the token, in the transaction that spends the token.
 
 use crate::auth::tokens::{hash_token_id, random_token};
 use crate::auth::totp;
@@ -21,6 +25,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
 use crate::service::accounts::confirm_password;
 use crate::service::login::{Authentication, open_session};
+use crate::service::passkeys::{self as passkeys_service, PASSKEY};
 use crate::service::sessions::{Caller, ClientInfo, TokenPair};
 use crate::service::{lockout, ms, recovery};
 use crate::state::AppState;
@@ -37,6 +42,22 @@ pub const AMR_PASSWORD: &str = "pwd";
 pub const AMR_PASSWORD_TOTP: &str = "pwd otp mfa";
 pub const AMR_PASSWORD_RECOVERY_CODE: &str = "pwd mfa";
 
+/// The first factor of a login waiting for its second: the password (else a passkey that did
+/// not verify the user, by its `amr`).
+pub const FIRST_FACTOR_PASSWORD: &str = "pwd";
+
+/// The `amr` of a login whose first factor was `first` (`pwd`, `hwk`, `swk`) and whose second
+/// earned `second` (as after a password).
+fn after_first_factor(first: &str, second: &'static str) -> &'static str {
+    match (first, second) {
+        ("hwk", AMR_PASSWORD_TOTP) => "hwk otp mfa",
+        ("swk", AMR_PASSWORD_TOTP) => "swk otp mfa",
+        ("hwk", AMR_PASSWORD_RECOVERY_CODE) => "hwk mfa",
+        ("swk", AMR_PASSWORD_RECOVERY_CODE) => "swk mfa",
+        _ => second,
+    }
+}
+
 /// The notices, each limited per address on its own (MAIL_RATE_LIMIT_SECONDS); a superuser's
 /// reset is always mailed (`recovery::queue_security_notice`).
 const NOTICE_MFA_ADDED: &str = "notice_mfa_added";
@@ -44,11 +65,13 @@ const NOTICE_MFA_REMOVED: &str = "notice_mfa_removed";
 const NOTICE_RECOVERY_CODE: &str = "notice_recovery_code";
 const NOTICE_RECOVERY_CODES_NEW: &str = "notice_recovery_codes_new";
 
-/// A second factor as sent: a TOTP code or a recovery code, each normalised.
+/// A second factor as sent: a TOTP code or a recovery code, each normalised; or, at POST
+/// /login/mfa only, a passkey's assertion (`PublicKeyCredential.toJSON()`).
 #[derive(Clone, Debug)]
 pub enum SecondFactor {
     Totp(String),
     RecoveryCode(String),
+    Passkey(Box<serde_json::Value>),
 }
 
 impl SecondFactor {
@@ -77,6 +100,22 @@ impl SecondFactor {
                     )
                 }),
             (None, None) => Ok(None),
+        }
+    }
+
+    /// Exactly one of `code`, `recovery_code` and `passkey` (POST /login/mfa).
+    pub fn required_of(
+        code: Option<String>,
+        recovery_code: Option<String>,
+        passkey: Option<serde_json::Value>,
+    ) -> Result<Self, FieldError> {
+        match passkey {
+            None => Self::required(code, recovery_code),
+            Some(_) if code.is_some() || recovery_code.is_some() => Err(FieldError::new(
+                "passkey",
+                "send one of code, recovery_code and passkey, not several",
+            )),
+            Some(passkey) => Ok(Self::Passkey(Box::new(passkey))),
         }
     }
 
@@ -112,19 +151,54 @@ fn open_secret(state: &AppState, row: &mfa::Totp) -> Result<Vec<u8>> {
         })
 }
 
-/// What an account known to have a confirmed authenticator can complete a login with.
-async fn with_totp(state: &AppState, user_id: &str) -> Result<Vec<&'static str>> {
-    let left = mfa::recovery_codes_left(&state.db, user_id).await?;
-    Ok(methods_from(true, left))
+/// An account's second factors.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Factors {
+    pub totp: bool,
+    pub recovery_left: i64,
+    /// Passkeys, counted only while PASSKEYS=true.
+    pub passkeys: i64,
 }
 
-/// The `methods` of an account with (or without) TOTP and `recovery_left` unused codes.
-fn methods_from(totp: bool, recovery_left: i64) -> Vec<&'static str> {
-    match (totp, recovery_left > 0) {
-        (false, _) => Vec::new(),
-        (true, false) => vec![TOTP],
-        (true, true) => vec![TOTP, RECOVERY_CODE],
+impl Factors {
+    pub(crate) async fn of(state: &AppState, user_id: &str) -> Result<Self> {
+        let totp = mfa::has_totp(&state.db, user_id).await?;
+        let recovery_left = if totp {
+            mfa::recovery_codes_left(&state.db, user_id).await?
+        } else {
+            0
+        };
+        Ok(Self {
+            totp,
+            recovery_left,
+            passkeys: passkeys_service::count_as_factor(state, user_id).await?,
+        })
     }
+
+    pub(crate) fn any(&self) -> bool {
+        self.totp || self.passkeys > 0
+    }
+
+    /// The `methods`: `totp`, `recovery_code` while unused codes remain, `passkey`.
+    pub(crate) fn methods(&self) -> Vec<&'static str> {
+        methods_from(self.totp, self.recovery_left, self.passkeys > 0)
+    }
+}
+
+/// The `methods` of an account with (or without) TOTP, `recovery_left` unused codes, and
+/// passkeys (or not).
+fn methods_from(totp: bool, recovery_left: i64, passkey: bool) -> Vec<&'static str> {
+    let mut methods = Vec::new();
+    if totp {
+        methods.push(TOTP);
+        if recovery_left > 0 {
+            methods.push(RECOVERY_CODE);
+        }
+    }
+    if passkey {
+        methods.push(PASSKEY);
+    }
+    methods
 }
 
 /// Whether the policy (MFA_REQUIRED_FOR) keeps this caller to enrolment: it covers the account,
@@ -143,7 +217,8 @@ pub async fn must_enrol(state: &AppState, caller: &Caller) -> Result<bool> {
     if !caller.passed_second_factor() {
         return Ok(true);
     }
-    Ok(!mfa::has_totp(&state.db, &caller.account.id).await?)
+    let passkeys = state.config.passkeys.enabled;
+    Ok(!mfa::has_second_factor(&state.db, &caller.account.id, passkeys).await?)
 }
 
 /// The account's second factors, as GET /me/mfa shows them.
@@ -154,28 +229,35 @@ pub struct Status {
     pub methods: Vec<&'static str>,
     pub required: bool,
     pub reset_pending_until: Option<i64>,
+    /// How many passkeys the account has (0 while PASSKEYS=false).
+    pub passkeys: i64,
+    /// Whether the account has a password.
+    pub has_password: bool,
 }
 
 pub async fn status(state: &AppState, caller: &Caller) -> Result<Status> {
     let id = &caller.account.id;
-    let totp = mfa::totp_of(&state.db, id)
-        .await?
-        .filter(|t| t.confirmed_at.is_some());
+    let row = mfa::totp_of(&state.db, id).await?;
+    let reset_pending_until = row.as_ref().and_then(|t| t.reset_due_at);
+    let totp = row.filter(|t| t.confirmed_at.is_some());
     let remaining = if totp.is_some() {
         mfa::recovery_codes_left(&state.db, id).await?
     } else {
         0
     };
+    let passkeys = passkeys_service::count_as_factor(state, id).await?;
     Ok(Status {
         totp_enabled_at: totp.as_ref().and_then(|t| t.confirmed_at),
         recovery_codes_remaining: remaining,
-        methods: methods_from(totp.is_some(), remaining),
+        methods: methods_from(totp.is_some(), remaining, passkeys > 0),
         required: state
             .config
             .mfa
             .required_for
             .covers(caller.account.is_superuser),
-        reset_pending_until: totp.and_then(|t| t.reset_due_at),
+        reset_pending_until,
+        passkeys,
+        has_password: caller.account.has_password,
     })
 }
 
@@ -257,7 +339,11 @@ pub async fn confirm_enrolment(
     code: &str,
 ) -> Result<Vec<String>> {
     let id = &caller.account.id;
-    let row = match mfa::totp_of(&state.db, id).await? {
+    // A row without a secret only holds a superuser's pending reset: no enrolment.
+    let row = match mfa::totp_of(&state.db, id)
+        .await?
+        .filter(|t| !t.secret_sealed.is_empty())
+    {
         None => {
             return Err(Error::NotFound(
                 "no enrolment is under way: start one with POST /me/mfa/totp",
@@ -346,6 +432,8 @@ async fn spend_factor(
     now: i64,
 ) -> Result<Option<&'static str>> {
     match factor {
+        // A passkey is verified before the transaction (`with_factor`); here it is wrong.
+        SecondFactor::Passkey(_) => Ok(None),
         SecondFactor::Totp(code) => {
             let Some(row) = mfa::totp_of_in(tx, user_id)
                 .await?
@@ -386,22 +474,64 @@ async fn spend_factor(
     }
 }
 
+/// A passkey's assertion offered as the factor, and the ceremony it must answer.
+struct PasskeyFactor<'a> {
+    assertion: &'a crate::auth::webauthn::ParsedAssertion,
+    expect: passkeys_service::Expect<'a>,
+}
+
 /// Checks and spends `factor` under the account's second-factor lockout, then runs `also`
 /// in the same transaction (only when the factor was right) and commits. `wrong` is the error
-/// for a wrong factor. Returns the `amr` the factor earns and what `also` returned.
+/// for a wrong code. A passkey (`passkey`) is verified first, its ceremony taken whatever
+/// follows; its refusals are its own errors, counted as wrong codes are. Returns the `amr` the
+/// factor earns and what `also` returned.
 async fn with_factor<T>(
     state: &AppState,
     user_id: &str,
     email: &str,
     factor: &SecondFactor,
+    passkey: Option<PasskeyFactor<'_>>,
     wrong: Error,
     also: impl AsyncFnOnce(&mut Tx, i64) -> Result<Option<T>>,
 ) -> Result<(&'static str, T)> {
     let attempt = lockout::begin(state, &lockout_key(user_id)).await?;
     let now = state.clock.now_ms();
+    let verified = match passkey {
+        None => None,
+        Some(p) => match passkeys_service::verify(state, p.assertion, p.expect, now).await {
+            Ok(verified) => Some(verified),
+            Err(
+                e @ (Error::InvalidPasskey(_)
+                | Error::PasskeyChallengeInvalid(_)
+                | Error::PasskeyCounterRegressed),
+            ) => {
+                attempt.failed();
+                return Err(e);
+            }
+            Err(e) => {
+                attempt.abandoned(state).await?;
+                return Err(e);
+            }
+        },
+    };
     let outcome = async {
-        let mut tx = state.db.begin().await?;
-        let Some(amr) = spend_factor(state, &mut tx, user_id, email, factor, now).await? else {
+        let (mut tx, amr) = match &verified {
+            Some(verified) => match passkeys_service::begin_use(state, verified, now).await {
+                Ok(tx) => (tx, Some(verified.second_factor_amr())),
+                Err(
+                    e @ (Error::InvalidPasskey(_)
+                    | Error::PasskeyCounterRegressed
+                    | Error::PasskeyChallengeInvalid(_)),
+                ) => return Ok(Err(e)),
+                Err(e) => return Err(e),
+            },
+            None => {
+                let mut tx = state.db.begin().await?;
+                let amr = spend_factor(state, &mut tx, user_id, email, factor, now).await?;
+                (tx, amr)
+            }
+        };
+        let Some(amr) = amr else {
             return Ok(Err(wrong));
         };
         let Some(value) = also(&mut tx, now).await? else {
@@ -433,12 +563,27 @@ async fn with_factor<T>(
     }
 }
 
-const INVALID_MFA_TOKEN: &str =
+pub(crate) const INVALID_MFA_TOKEN: &str =
     "the mfa_token is not valid (unknown, used, expired or out of tries): log in again";
 
 /// The first step of a login for an account with a second factor, after its password was
 /// right: a single-use `mfa_token` for [`complete_login`], as the 403 MFA_REQUIRED error.
 pub async fn challenge(state: &AppState, user: &users::User, client: ClientInfo) -> Result<Error> {
+    challenge_after(state, user, client, FIRST_FACTOR_PASSWORD).await
+}
+
+/// The same after the first factor `first` (`pwd`, or the `amr` of a passkey that did not
+/// verify the user: then the methods are TOTP's only, never a passkey again).
+pub(crate) async fn challenge_after(
+    state: &AppState,
+    user: &users::User,
+    client: ClientInfo,
+    first: &'static str,
+) -> Result<Error> {
+    let mut factors = Factors::of(state, &user.id).await?;
+    if first != FIRST_FACTOR_PASSWORD {
+        factors.passkeys = 0;
+    }
     let token = random_token();
     let now = state.clock.now_ms();
     let ttl = ms(state.config.mfa.token_ttl);
@@ -453,14 +598,14 @@ pub async fn challenge(state: &AppState, user: &users::User, client: ClientInfo)
             attempts: 0,
             user_agent: client.user_agent,
             ip: client.ip,
+            first_factor: first.to_string(),
         },
     )
     .await?;
-    tracing::info!(user_id = %user.id, "password right; waiting for the second factor");
+    tracing::info!(user_id = %user.id, first_factor = first, "first factor right; waiting for the second");
     Ok(Error::MfaRequired {
         mfa_token: token,
-        // The login found a confirmed authenticator before asking.
-        methods: with_totp(state, &user.id).await?,
+        methods: factors.methods(),
         expires_in: ttl / 1000,
     })
 }
@@ -474,6 +619,13 @@ pub async fn complete_login(
     factor: &SecondFactor,
     client: ClientInfo,
 ) -> Result<TokenPair> {
+    // A passkey's answer that cannot be read costs no try.
+    let assertion = match factor {
+        SecondFactor::Passkey(credential) => {
+            Some(passkeys_service::parse_assertion("passkey", credential)?)
+        }
+        _ => None,
+    };
     let token_hash = hash_token_id(mfa_token);
     let challenge = mfa::try_challenge(&state.db, &token_hash, state.clock.now_ms(), MAX_TRIES)
         .await?
@@ -485,11 +637,27 @@ pub async fn complete_login(
     if state.config.accounts.require_verified_email && !user.is_verified {
         return Err(Error::EmailNotVerified);
     }
+    let passkey = match &assertion {
+        None => None,
+        Some(_) if challenge.first_factor != FIRST_FACTOR_PASSWORD => {
+            return Err(Error::InvalidPasskey(
+                "a sign-in that began with a passkey is finished with a code",
+            ));
+        }
+        Some(_) if !state.config.passkeys.enabled => {
+            return Err(Error::InvalidPasskey("passkeys are turned off"));
+        }
+        Some(assertion) => Some(PasskeyFactor {
+            assertion,
+            expect: passkeys_service::mfa_expect(&token_hash, &user.id, challenge.user_stamp),
+        }),
+    };
     let (amr, ()) = with_factor(
         state,
         &user.id,
         &user.email,
         factor,
+        passkey,
         Error::InvalidMfaCode,
         async |tx, now| {
             Ok(mfa::spend_challenge(tx, &token_hash, now)
@@ -507,9 +675,10 @@ pub async fn complete_login(
             user_agent: client.user_agent.or(challenge.user_agent),
         },
         Authentication {
-            amr,
+            amr: after_first_factor(&challenge.first_factor, amr),
             auth_time: challenge.created_at,
             mfa_at: Some(now),
+            passkey_at: None,
         },
     )
     .await
@@ -544,10 +713,11 @@ pub async fn step_up(
     rule: StepUp,
 ) -> Result<()> {
     let id = &caller.account.id;
-    let has_factor = mfa::has_totp(&state.db, id).await?;
+    let factors = Factors::of(state, id).await?;
+    let has_factor = factors.any();
     if has_factor && factor.is_none() && (rule == StepUp::Code || !recently_passed(state, caller)) {
         return Err(Error::StepUpRequired {
-            methods: with_totp(state, id).await?,
+            methods: factors.methods(),
         });
     }
     if let Some(password) = password {
@@ -563,6 +733,7 @@ pub async fn step_up(
         id,
         &caller.account.email,
         factor,
+        None,
         Error::WrongMfaCode,
         async |tx, now| {
             sessions::passed_second_factor_in(tx, &session, &amr, now).await?;
@@ -591,6 +762,7 @@ pub async fn disable(
         .mfa
         .required_for
         .covers(caller.account.is_superuser)
+        && passkeys_service::count_as_factor(state, id).await? == 0
     {
         return Err(Error::Forbidden(
             "MFA_REQUIRED_FOR requires a second factor for this account: it cannot be removed",
@@ -676,7 +848,8 @@ pub async fn admin_reset(
     let user = users::find_by_id(&state.db, user_id)
         .await?
         .ok_or(Error::NotFound("there is no user with this id"))?;
-    if !mfa::has_totp(&state.db, user_id).await? {
+    let passkeys = state.config.passkeys.enabled;
+    if !mfa::has_second_factor(&state.db, user_id, passkeys).await? {
         return Err(Error::MfaNotEnabled);
     }
     step_up(state, admin, None, factor, StepUp::CodeOrRecentPass).await?;
@@ -695,9 +868,9 @@ pub async fn admin_reset(
         user_id,
         now.saturating_add(delay),
         &admin.account.id,
+        now,
     )
-    .await?
-    .ok_or(Error::MfaNotEnabled)?;
+    .await?;
     recovery::queue_security_notice(
         &mut tx,
         &user.email,
@@ -714,16 +887,19 @@ pub async fn admin_reset(
     Ok(Some(due))
 }
 
-/// Removes the user's factors, ends every session, and tells the user, inside `tx`.
+/// Removes the user's factors (TOTP, recovery codes, passkeys), ends every session, and tells
+/// the user, inside `tx`.
 async fn remove_for_reset(tx: &mut Tx, user: &users::User, admin_id: &str, now: i64) -> Result<()> {
     mfa::remove_all(tx, &user.id).await?;
+    let passkeys = passkeys_service::remove_all_in(tx, &user.id).await?;
     let ended = sessions::revoke_all_of_user_in(tx, &user.id, None, now).await?;
     recovery::queue_security_notice(tx, &user.email, templates::mfa_removed(true), now).await?;
     tracing::warn!(
         admin_id,
         user_id = %user.id,
         sessions_ended = ended,
-        "a superuser removed a user's second factor"
+        passkeys_removed = passkeys,
+        "a superuser removed a user's second factors"
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod lockout;
 pub mod login;
 pub mod maintenance;
 pub mod mfa;
+pub mod passkeys;
 pub mod policy;
 pub mod recovery;
 pub mod refresh;

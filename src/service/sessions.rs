@@ -52,6 +52,9 @@ pub struct Caller {
     /// passed the second factor.
     pub amr: String,
     pub mfa_at: Option<i64>,
+    /// When the session last proved a passkey (a sign-in with user verification, a passkey
+    /// step-up, a registration): what stands in for the password of an account without one.
+    pub passkey_at: Option<i64>,
 }
 
 impl Caller {
@@ -124,6 +127,7 @@ pub(crate) async fn live_caller(
         security_stamp: user.security_stamp,
         amr: user.amr.clone(),
         mfa_at: user.mfa_at,
+        passkey_at: user.passkey_at,
         account: user.into(),
         session_id,
     })

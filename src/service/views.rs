@@ -7,10 +7,11 @@ use crate::domain::{Account, SessionView};
 /// An account from either row that holds it: the whole one, or the one the check of an access
 /// token reads (without the hash).
 macro_rules! account_from {
-    ($row:ty) => {
+    ($row:ty, $has_password:expr) => {
         impl From<$row> for Account {
             fn from(u: $row) -> Self {
                 Self {
+                    has_password: $has_password(&u),
                     id: u.id,
                     email: u.email,
                     name: u.name,
@@ -24,8 +25,8 @@ macro_rules! account_from {
         }
     };
 }
-account_from!(users::User);
-account_from!(sessions::LiveUser);
+account_from!(users::User, users::User::has_password);
+account_from!(sessions::LiveUser, |u: &sessions::LiveUser| u.has_password);
 
 /// A session as its user sees it; `current` when it is the session `current_id`.
 pub(crate) fn session_view(s: sessions::Session, current_id: &str) -> SessionView {

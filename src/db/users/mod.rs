@@ -20,6 +20,13 @@ pub struct User {
     pub security_stamp: i64,
 }
 
+impl User {
+    /// Whether the account has a password: an empty hash means none (a passkey-only account).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+}
+
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the hash, never the address: this may reach a log.
@@ -92,6 +99,12 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, sqlx::Error> 
     }
     let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
     with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+}
+
+/// An account's address, inside a transaction.
+pub async fn email_in(tx: &mut Tx, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let sql = "SELECT email FROM users WHERE id = $1";
+    with_tx!(tx, conn => sqlx::query_scalar(sql).bind(id).fetch_optional(conn).await)
 }
 
 /// The changes a profile update may make; `None` leaves a column as it is.
@@ -267,6 +280,40 @@ pub async fn set_password_hash(
         .bind(now)
         .bind(change.expected_stamp)
         .bind(change.session_id)
+        .fetch_optional(conn)
+        .await)
+}
+
+/// Locks the account's row until the transaction ends (PostgreSQL; SQLite's write lock is
+/// already held), so that changes that must see each other's effect (removing the last
+/// credentials) take turns.
+pub async fn lock_in(tx: &mut Tx, id: &str) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE users SET updated_at = updated_at WHERE id = $1";
+    with_tx!(tx, conn => sqlx::query(sql).bind(id).execute(conn).await.map(|_| ()))
+}
+
+/// Makes the account passwordless (an empty hash), moving the stamp, if it is still at
+/// `expected_stamp`, still has a password, and `session_id` is still one of its live sessions.
+/// Returns the updated row.
+pub async fn remove_password(
+    tx: &mut Tx,
+    id: &str,
+    expected_stamp: i64,
+    session_id: &str,
+    now: i64,
+) -> Result<Option<User>, sqlx::Error> {
+    let sql = concat!(
+        "UPDATE users SET password_hash = '', security_stamp = security_stamp + 1, updated_at = $3 \
+         WHERE id = $1 AND security_stamp = $2 AND password_hash <> '' AND ",
+        caller_session_live!("$4"),
+        " RETURNING ",
+        columns!()
+    );
+    with_tx!(tx, conn => sqlx::query_as(sql)
+        .bind(id)
+        .bind(expected_stamp)
+        .bind(now)
+        .bind(session_id)
         .fetch_optional(conn)
         .await)
 }

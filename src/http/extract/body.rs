@@ -67,6 +67,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        // Nesting too deep inside a field is that field's fault (a credential, say).
+        let top = path.split(['.', '[']).next().unwrap_or_default();
+        if inner.is_syntax() && inner.to_string().contains("recursion limit") && !top.is_empty() {
+            return Error::validation(top, "is nested too deeply");
+        }
         if inner.is_syntax() || inner.is_eof() {
             return Error::validation(
                 "body",
@@ -215,6 +220,21 @@ impl FromRequest<AppState> for Credentials {
 /// Turns a missing required string into a field error.
 pub fn required(field: &str, value: Option<String>) -> Result<String, FieldError> {
     value.ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+/// The caller's password where a request asks for it: required (422 when missing) unless the
+/// account has none, which proves a passkey instead (`accounts::confirm_password`): it may leave
+/// the field out, and is given an empty one.
+pub fn caller_password(
+    caller: &crate::service::sessions::Caller,
+    field: &str,
+    value: Option<String>,
+) -> Result<Password, FieldError> {
+    match value {
+        Some(password) => Ok(Password::given(password)),
+        None if !caller.account.has_password => Ok(Password::given(String::new())),
+        None => Err(FieldError::new(field, "is required")),
+    }
 }
 
 /// A required token (refresh, reset, verification): missing or empty is "is required", as the

@@ -8,7 +8,9 @@ mod caller;
 mod client;
 
 pub use body::is_form;
-pub use body::{Credentials, JsonBody, OptionalJsonBody, required, required_token};
+pub use body::{
+    Credentials, JsonBody, OptionalJsonBody, caller_password, required, required_token,
+};
 pub use caller::{Authenticated, Enrolling, Superuser};
 pub use client::{
     Client, ClientLimits, LimitGroup, Limited, LoginLimit, MailLimit, RefreshLimit, RegisterLimit,

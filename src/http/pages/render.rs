@@ -187,6 +187,18 @@ pub(super) fn words(error: &Error) -> String {
         Error::MfaEnrolmentRequired => "Set up an authenticator app first.".into(),
         Error::MfaAlreadyEnabled => "An authenticator app is already set up.".into(),
         Error::MfaNotEnabled => "This account has no authenticator app.".into(),
+        // Passkeys (the API's codes; the pages' own wording may replace these).
+        Error::InvalidPasskey(_) | Error::PasskeyCounterRegressed => {
+            "The passkey could not be used. Try again, or use another way to sign in.".into()
+        }
+        Error::PasskeyChallengeInvalid(_) => "That took too long: try the passkey again.".into(),
+        Error::PasskeyAlreadyRegistered => "This passkey is already registered.".into(),
+        Error::PasskeyLimit => "This account has the most passkeys it may have.".into(),
+        Error::LastCredential(_) => {
+            "This is the account's last way to sign in: add another first.".into()
+        }
+        Error::PasswordNotSet => "This account has no password.".into(),
+        Error::NoPasskey => "This account has no passkey.".into(),
         Error::Forbidden(_) => "You are not allowed to do this.".into(),
         Error::NotFound(_) => "There is nothing here.".into(),
         Error::TooManyRequests { .. } => format!("Too many attempts; try again in {}.", wait()),
