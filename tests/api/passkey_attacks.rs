@@ -1938,3 +1938,195 @@ async fn odd_options_bodies_are_validation_failures_never_500s() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12. More of what is verified, and what a passkey change needs.
+
+#[tokio::test]
+async fn self_attestation_is_accepted_and_a_forged_one_refused() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let (_, session) = app.signed_up(&unique_email()).await;
+
+    let options = creation_options(&app, &session.access).await;
+    let mut key = soft(&app);
+    let mut attestation = key.create_with(&options, &Client::default()).await.unwrap();
+    key.self_attest(&mut attestation);
+    created(register_credential(&app, &session.access, &attestation.json(), None).await).await;
+
+    // A self attestation whose signature is wrong, and one signed by another key.
+    for forge in 0..2 {
+        let options = creation_options(&app, &session.access).await;
+        let mut other = soft(&app);
+        let mut attestation = other
+            .create_with(&options, &Client::default())
+            .await
+            .unwrap();
+        if forge == 0 {
+            other.self_attest(&mut attestation);
+            attestation.self_attestation.as_mut().unwrap()[10] ^= 0x01;
+        } else {
+            key.self_attest(&mut attestation);
+        }
+        assert_problem(
+            register_credential(&app, &session.access, &attestation.json(), None).await,
+            401,
+            "INVALID_PASSKEY",
+        )
+        .await;
+    }
+    assert_eq!(passkeys(&app, &session.access).await.len(), 1);
+}
+
+#[tokio::test]
+async fn adding_or_removing_a_passkey_from_a_stale_session_needs_a_step_up() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    let access = user.session.access.clone();
+    // A stolen access token of a session that proved nothing lately.
+    app.clock.advance_ms(STEP_UP_MS + 1_000);
+    let password = json!({ "password": PASSWORD });
+    let body = assert_problem(
+        registration_options(&app, &access, &password).await,
+        403,
+        "STEP_UP_REQUIRED",
+    )
+    .await;
+    assert_eq!(body["methods"], json!(["passkey"]), "{body}");
+    assert_problem(
+        delete_passkey(&app, &access, &user.passkey_id, &password).await,
+        403,
+        "STEP_UP_REQUIRED",
+    )
+    .await;
+    assert_eq!(passkeys(&app, &access).await.len(), 1);
+
+    // After a step-up, the password is still checked.
+    passkey_step_up(&app, &access, &mut user.passkey).await;
+    let wrong = json!({ "password": WRONG_PASSWORD });
+    assert_problem(
+        registration_options(&app, &access, &wrong).await,
+        403,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    assert_problem(
+        delete_passkey(&app, &access, &user.passkey_id, &wrong).await,
+        403,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    add_passkey(&app, &access, &mut soft(&app)).await;
+    let response = delete_passkey(&app, &access, &user.passkey_id, &password).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    // An account with TOTP too: a code does as well.
+    let totp = enrolled(&app).await;
+    add_passkey(&app, &totp.session.access, &mut soft(&app)).await;
+    app.clock.advance_ms(STEP_UP_MS + 1_000);
+    let body = assert_problem(
+        registration_options(&app, &totp.session.access, &password).await,
+        403,
+        "STEP_UP_REQUIRED",
+    )
+    .await;
+    assert_eq!(
+        body["methods"],
+        json!(["totp", "recovery_code", "passkey"]),
+        "{body}"
+    );
+    let with_code = json!({ "password": PASSWORD, "code": code_now(&app, &totp.secret) });
+    options_of(registration_options(&app, &totp.session.access, &with_code).await).await;
+}
+
+#[tokio::test]
+async fn the_backup_state_follows_the_authenticator() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    let options = usernameless_options(&app).await;
+    let mut assertion = user
+        .passkey
+        .get_with(&options, &Client::default())
+        .await
+        .unwrap();
+    // The passkey says it is no longer backed up (still backup eligible).
+    user.passkey.lie_about_flags(&mut assertion, 0, BS);
+    let tokens = pair(passkey_login(&app, &assertion.json()).await).await;
+    assert_eq!(amr(&tokens), json!(["swk", "user", "mfa"]));
+    let list = passkeys(&app, &tokens.access).await;
+    assert_eq!(list[0]["backup_eligible"], true, "{list:?}");
+    assert_eq!(list[0]["backed_up"], false, "{list:?}");
+}
+
+#[tokio::test]
+async fn me_says_nothing_of_passkeys() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let (_, session) = app.signed_up(&unique_email()).await;
+    let before = ok_json(app.me(&session.access).await).await;
+    add_passkey(&app, &session.access, &mut soft(&app)).await;
+    let after = ok_json(app.me(&session.access).await).await;
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&before), keys(&after), "{after}");
+}
+
+#[tokio::test]
+async fn passkey_sign_in_is_limited_per_client() {
+    let app = spawn_app_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("RATE_LIMIT_LOGIN_PER_MINUTE", "2"),
+    ])
+    .await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    let from = |client: &'static str, path: &str, body: Value| {
+        app.client
+            .post(app.url(path))
+            .header("X-Forwarded-For", client)
+            .json(&body)
+            .send()
+    };
+    // One client tries forged assertions until it is held back.
+    let options = usernameless_options(&app).await;
+    let mut forged = user
+        .passkey
+        .get_with(&options, &Client::default())
+        .await
+        .unwrap();
+    forged.flip_signature_byte(10);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = from(
+            "203.0.113.7",
+            "/login/passkey",
+            json!({ "credential": forged.json() }),
+        )
+        .await
+        .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+            assert_problem(response, 429, "TOO_MANY_REQUESTS").await;
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Another client is not.
+    let options = options_of(
+        from("198.51.100.2", "/login/passkey/options", json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let credential = user.passkey.get(&options).await;
+    let response = from(
+        "198.51.100.2",
+        "/login/passkey",
+        json!({ "credential": credential }),
+    )
+    .await
+    .unwrap();
+    pair(response).await;
+}

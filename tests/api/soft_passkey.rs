@@ -374,6 +374,7 @@ impl SoftPasskey {
             } else {
                 json!({})
             },
+            self_attestation: None,
         })
     }
 
@@ -479,6 +480,17 @@ impl SoftPasskey {
         assertion.signature = signature.to_der().as_bytes().to_vec();
     }
 
+    /// Makes `attestation` a "packed" self attestation: signed, as its assertions are, with the
+    /// credential's own key over its authenticator data and the hash of its `clientDataJSON`.
+    pub fn self_attest(&self, attestation: &mut Attestation) {
+        let key = passkey_authenticator::private_key_from_cose_key(&self.credential().key)
+            .expect("an ES256 key");
+        let mut message = attestation.authenticator_data.clone();
+        message.extend_from_slice(&sha256(&attestation.client_data_json));
+        let signature: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(&key).sign(&message);
+        attestation.self_attestation = Some(signature.to_der().as_bytes().to_vec());
+    }
+
     /// Sets the flag bits `set` and clears `clear` in the assertion's authenticator data, and
     /// signs it again.
     pub fn lie_about_flags(&self, assertion: &mut Assertion, set: u8, clear: u8) {
@@ -525,17 +537,36 @@ pub struct Attestation {
     pub algorithm: i64,
     pub transports: Vec<String>,
     pub extension_results: Value,
+    /// `None`: attestation "none". `Some(sig)`: "packed" self attestation (ES256), `sig` over
+    /// the authenticator data and the hash of `clientDataJSON` (see
+    /// [`SoftPasskey::self_attest`]).
+    pub self_attestation: Option<Vec<u8>>,
 }
 
 impl Attestation {
-    /// The CBOR attestation object, format "none": `{"fmt": "none", "attStmt": {}, "authData":
-    /// h'...'}` in CTAP2 canonical order.
+    /// The CBOR attestation object, in CTAP2 canonical order: `{"fmt": "none", "attStmt": {},
+    /// "authData": h'...'}`, or with self attestation `{"fmt": "packed", "attStmt": {"alg": -7,
+    /// "sig": h'...'}, ...}`.
     pub fn attestation_object(&self) -> Vec<u8> {
         let mut cbor = vec![0xa3];
         cbor_text(&mut cbor, "fmt");
-        cbor_text(&mut cbor, "none");
-        cbor_text(&mut cbor, "attStmt");
-        cbor.push(0xa0);
+        match &self.self_attestation {
+            None => {
+                cbor_text(&mut cbor, "none");
+                cbor_text(&mut cbor, "attStmt");
+                cbor.push(0xa0);
+            }
+            Some(signature) => {
+                cbor_text(&mut cbor, "packed");
+                cbor_text(&mut cbor, "attStmt");
+                cbor.push(0xa2);
+                cbor_text(&mut cbor, "alg");
+                // -7: a negative integer, 6 (major type 1).
+                cbor.push(0x26);
+                cbor_text(&mut cbor, "sig");
+                cbor_bytes(&mut cbor, signature);
+            }
+        }
         cbor_text(&mut cbor, "authData");
         cbor_bytes(&mut cbor, &self.authenticator_data);
         cbor
@@ -964,6 +995,33 @@ mod with_the_rp_library {
             )
             .unwrap_or_else(|e| panic!("registration refused: {e}"));
         let (id, _, handle, static_state, dynamic, _) = registered.into_parts();
+
+        // A "packed" self attestation of another credential is accepted too.
+        let user_id2 = UserHandle16::new();
+        let user2 = PublicKeyCredentialUserEntity {
+            name: "b@example.com".try_into().unwrap(),
+            id: &user_id2,
+            display_name: None,
+        };
+        let (server2, client2) =
+            PublicKeyCredentialCreationOptions::passkey(&rp_id, user2, Vec::new())
+                .start_ceremony()
+                .unwrap();
+        let mut other = SoftPasskey::new("https://example.com");
+        let mut attested = other
+            .create_with(&serde_json::to_value(&client2).unwrap(), &Client::default())
+            .await
+            .unwrap();
+        other.self_attest(&mut attested);
+        let registration2 =
+            Registration::from_json_relaxed(attested.json().to_string().as_bytes()).unwrap();
+        server2
+            .verify(
+                &rp_id,
+                &registration2,
+                &RegistrationVerificationOptions::<&str, &str>::default(),
+            )
+            .unwrap_or_else(|e| panic!("self attestation refused: {e}"));
         assert_eq!(id.as_ref(), passkey.credential_id().as_slice());
         assert_eq!(handle, user_id);
         let stored = static_state.encode().unwrap();
