@@ -1384,3 +1384,115 @@ async fn passkeys_false_removes_the_routes_and_the_factor() {
     let status = mfa_status(&app, &session.access).await;
     assert_eq!(status["methods"], json!([]), "{status}");
 }
+
+#[tokio::test]
+async fn a_delayed_reset_removes_the_passkeys_when_it_is_applied() {
+    let app = spawn_app_with(&[
+        ("MFA_RESET_DELAY_HOURS", "24"),
+        ("PURGE_INTERVAL_SECONDS", "1"),
+    ])
+    .await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    let (_, admin) = app.superuser().await;
+    let response = bare(
+        &app,
+        Method::DELETE,
+        &format!("/users/{}/mfa", user.id),
+        &admin.access,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Pending: the passkey still signs in and is still asked for.
+    password_step(&app, &user.email).await;
+    sign_in(&app, &mut user.passkey).await;
+
+    app.clock.advance_ms(24 * 3_600_000);
+    eventually(
+        "the delayed reset being applied",
+        std::time::Duration::from_secs(20),
+        || async { app.login(&user.email, PASSWORD).await.status() },
+        |status| *status == StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM passkeys WHERE user_id = $1", &user.id)
+            .await,
+        0
+    );
+    let options = usernameless_options(&app).await;
+    let credential = user.passkey.get(&options).await;
+    assert_problem(
+        passkey_login(&app, &credential).await,
+        401,
+        "INVALID_PASSKEY",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn expired_ceremonies_are_purged() {
+    let app = spawn_app_with(&[("PURGE_INTERVAL_SECONDS", "1")]).await;
+    freeze_clock(&app);
+    let user = holder(&app).await;
+    usernameless_options(&app).await;
+    email_options(&app, &user.email).await;
+    options_of(step_up_options(&app, &user.session.access).await).await;
+    const LEFT: &str = "SELECT COUNT(*) FROM webauthn_ceremonies WHERE purpose <> $1";
+    assert_eq!(app.count(LEFT, "none").await, 3);
+    app.clock.advance_ms(CHALLENGE_MS + 1_000);
+    app.wait_count(LEFT, "none", |n| n == 0).await;
+}
+
+#[tokio::test]
+async fn the_passkey_routes_are_in_the_api_document() {
+    let routes = [
+        ("/me/passkeys/options", "post", "passkeys"),
+        ("/me/passkeys", "post", "passkeys"),
+        ("/me/passkeys", "get", "passkeys"),
+        ("/me/passkeys/{id}", "patch", "passkeys"),
+        ("/me/passkeys/{id}", "delete", "passkeys"),
+        ("/me/passkeys/step-up/options", "post", "passkeys"),
+        ("/me/passkeys/step-up", "post", "passkeys"),
+        ("/login/passkey/options", "post", "authentication"),
+        ("/login/passkey", "post", "authentication"),
+        ("/login/mfa/passkey/options", "post", "authentication"),
+    ];
+    let app = spawn_app().await;
+    let document = app.get_json("/openapi.json").await;
+    for (path, method, tag) in routes {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        assert!(
+            operation["tags"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!(tag))),
+            "{method} {path} is tagged {tag}: {operation}"
+        );
+    }
+    assert!(document["paths"]["/me/password"]["delete"].is_object());
+    // POST /login/mfa's body has `passkey`.
+    let body = &document["paths"]["/login/mfa"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    let body = match body["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            &document["components"]["schemas"][name]
+        }
+        None => body,
+    };
+    assert!(
+        body.to_string().contains("\"passkey\""),
+        "POST /login/mfa documents `passkey`: {body}"
+    );
+
+    // spec-silent: with PASSKEYS=false the document does not list what is not served.
+    let app = spawn_app_with(&[("PASSKEYS", "false")]).await;
+    let document = app.get_json("/openapi.json").await;
+    for (path, method, _) in routes {
+        assert!(
+            document["paths"][path][method].is_null(),
+            "{method} {path} is not documented when not served"
+        );
+    }
+}
