@@ -384,7 +384,8 @@ async fn registration_options_describe_the_account_and_the_rp() {
     let options = creation_options(&app, &session.access).await;
     let pk = &options["publicKey"];
     assert_eq!(pk["rp"]["id"], "localhost", "{options}");
-    assert!(pk["rp"]["name"].is_string(), "{options}");
+    // WEBAUTHN_RP_NAME's default: MFA_ISSUER's.
+    assert_eq!(pk["rp"]["name"], "auth-server", "{options}");
     assert_eq!(
         pk["user"]["id"],
         b64(&uuid_bytes(id)),
@@ -442,6 +443,23 @@ async fn registration_options_describe_the_account_and_the_rp() {
         .post_json("/me/passkeys/options", &json!({ "password": PASSWORD }))
         .await;
     assert_problem(response, 401, "UNAUTHORIZED").await;
+
+    // The names, as configured.
+    for (vars, name) in [
+        (vec![("MFA_ISSUER", "Example Corp")], "Example Corp"),
+        (
+            vec![
+                ("MFA_ISSUER", "Example Corp"),
+                ("WEBAUTHN_RP_NAME", "Example Login"),
+            ],
+            "Example Login",
+        ),
+    ] {
+        let app = spawn_app_with(&vars).await;
+        let (_, session) = app.signed_up(&unique_email()).await;
+        let options = creation_options(&app, &session.access).await;
+        assert_eq!(options["publicKey"]["rp"]["name"], name, "{vars:?}");
+    }
 }
 
 #[tokio::test]
