@@ -115,6 +115,8 @@ CURRENT_PASSWORD_FIELD = {
     "PUT /me/password": "current_password",
     "PUT /me": "current_password",
     "PATCH /me": "current_password",
+    "POST /me/passkeys/options": "password",
+    "DELETE /me/passkeys/{id}": "password",
 }
 
 
@@ -165,6 +167,25 @@ NEW_PASSWORD_FIELD = {
     "POST /register": "password",
     "PUT /me/password": "new_password",
     "POST /password-reset/confirm": "new_password",
+}
+
+
+# A passkey's answer cannot be made up: a schema-valid object is no authenticator's credential,
+# so these operations answer 422 naming the field (or, for one that parses, 401: no live
+# ceremony, or a failed check). Only a 422 whose every error is on that field.
+PASSKEY_FIELD = {
+    "POST /me/passkeys": "credential",
+    "POST /login/passkey": "credential",
+    "POST /me/passkeys/step-up": "credential",
+    "POST /login/mfa": "passkey",
+}
+
+# The password a passkey change asks for is optional in the document (an account without a
+# password leaves it out), required of an account with one, as every fresh account is: no shape
+# says which. Only a 422 whose every error is "is required" on that field.
+PASSWORD_UNLESS_PASSWORDLESS = {
+    "POST /me/passkeys/options": "password",
+    "DELETE /me/passkeys/{id}": "password",
 }
 
 
@@ -220,8 +241,27 @@ def _keep(failure, case, response):
         and problem.get("code") == "INVALID_TOKEN"
     ):
         return False
-    field = NEW_PASSWORD_FIELD.get(label)
     errors = problem.get("errors") or []
+    field = PASSKEY_FIELD.get(label)
+    if (
+        field is not None
+        and response.status_code == 422
+        and errors
+        and all(error.get("field", "").startswith(field) for error in errors)
+    ):
+        return False
+    field = PASSWORD_UNLESS_PASSWORDLESS.get(label)
+    if (
+        field is not None
+        and response.status_code == 422
+        and errors
+        and all(
+            error.get("field") == field and error.get("message") == "is required"
+            for error in errors
+        )
+    ):
+        return False
+    field = NEW_PASSWORD_FIELD.get(label)
     if (
         field is not None
         and response.status_code == 422

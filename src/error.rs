@@ -70,7 +70,9 @@ pub enum Error {
     #[error("{}", step_up_detail(methods))]
     StepUpRequired { methods: Vec<&'static str> },
     /// MFA_REQUIRED_FOR covers the account and its session has not passed a second factor.
-    #[error("this account must set up a second factor first: POST /me/mfa/totp")]
+    #[error(
+        "this account must set up a second factor first: POST /me/mfa/totp, or a passkey at POST /me/passkeys/options"
+    )]
     MfaEnrolmentRequired,
     #[error("a TOTP authenticator is already enabled")]
     MfaAlreadyEnabled,

@@ -179,6 +179,15 @@ async fn login_passkey_options(
     body: OptionalJsonBody<PasskeyLoginOptionsRequest>,
 ) -> Result<Json<PasskeyOptionsResponse>> {
     let email = body.0.unwrap_or_default().email;
+    if email
+        .as_ref()
+        .is_some_and(|e| e.chars().count() > Email::MAX_LENGTH)
+    {
+        return Err(Error::validation(
+            "email",
+            format!("must be at most {} characters", Email::MAX_LENGTH),
+        ));
+    }
     let options = passkeys::login_options(&state, email.as_deref()).await?;
     Ok(Json(options.into()))
 }

@@ -58,11 +58,14 @@ const NEW_PASSWORDS: [(&str, &str); 3] = [
     ("PasswordResetConfirm", "new_password"),
 ];
 
-/// The request fields that take a display name (`domain::Name`).
-const NAMES: [(&str, &str); 3] = [
+/// The request fields that take a display name (`domain::Name`), or a passkey's name (the same
+/// rules, at most 64 characters).
+const NAMES: [(&str, &str); 5] = [
     ("RegisterRequest", "name"),
     ("UpdateMeRequest", "name"),
     ("AdminUpdateRequest", "name"),
+    ("RegisterPasskeyRequest", "name"),
+    ("RenamePasskeyRequest", "name"),
 ];
 
 /// What the document says that depends on more than the types: the configured

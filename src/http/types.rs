@@ -599,8 +599,8 @@ pub struct RegisterPasskeyRequest {
         "authenticatorAttachment": "platform", "clientExtensionResults": {"credProps": {"rk": true}}
     }))]
     pub credential: Option<serde_json::Value>,
-    /// 1 to 64 characters, no control characters; stored trimmed. Left out: the
-    /// authenticator's name when it is a known one, else "Passkey N".
+    /// At most 64 characters, no control characters, not only spaces; stored trimmed. Left out:
+    /// the authenticator's name when it is a known one, else "Passkey N".
     #[schema(example = "MacBook", min_length = 1, max_length = 64)]
     pub name: Option<String>,
 }
@@ -609,7 +609,7 @@ pub struct RegisterPasskeyRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenamePasskeyRequest {
-    /// 1 to 64 characters, no control characters; stored trimmed.
+    /// At most 64 characters, no control characters, not only spaces; stored trimmed.
     #[schema(
         required = true,
         nullable = false,

@@ -186,14 +186,10 @@ fn merged_amr(current: &str, add: &[&str]) -> String {
     values.join(" ")
 }
 
-/// The name a passkey is given: trimmed, 1 to 64 characters, no control characters.
+/// The name a passkey is given: at most 64 characters as sent, no control characters, not only
+/// spaces (the rules of `domain::Name`, whose `PATTERN` the document states); stored trimmed.
 pub fn valid_name(field: &str, name: &str) -> std::result::Result<String, FieldError> {
-    let name = name.trim();
-    let length = name.chars().count();
-    if length == 0 {
-        return Err(FieldError::new(field, "must not be empty"));
-    }
-    if length > NAME_MAX_LENGTH {
+    if name.chars().count() > NAME_MAX_LENGTH {
         return Err(FieldError::new(
             field,
             format!("must be at most {NAME_MAX_LENGTH} characters"),
@@ -204,6 +200,10 @@ pub fn valid_name(field: &str, name: &str) -> std::result::Result<String, FieldE
             field,
             "must not contain control characters",
         ));
+    }
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(FieldError::new(field, "must not be empty or only spaces"));
     }
     Ok(name.to_string())
 }
