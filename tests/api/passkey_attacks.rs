@@ -2131,3 +2131,310 @@ async fn passkey_sign_in_is_limited_per_client() {
     .unwrap();
     pair(response).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 13. Fields that say one thing where the signed bytes say another.
+
+#[tokio::test]
+async fn an_assertion_whose_id_and_raw_id_disagree_signs_no_one_in() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut attacker = holder(&app).await;
+    let victim = holder(&app).await;
+    let theirs = b64(&victim.passkey.credential_id());
+    for field in ["/id", "/rawId"] {
+        let options = usernameless_options(&app).await;
+        let mut assertion = attacker
+            .passkey
+            .get_with(&options, &Client::default())
+            .await
+            .unwrap();
+        assertion.user_handle = None;
+        let credential = with(&assertion.json(), field, json!(theirs));
+        let response = passkey_login(&app, &credential).await;
+        let status = response.status().as_u16();
+        assert!(
+            matches!(status, 401 | 422),
+            "{field}: {status} {}",
+            response.text().await.unwrap()
+        );
+    }
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM sessions WHERE user_id = $1",
+            &victim.id
+        )
+        .await,
+        1,
+        "no session opened for the victim"
+    );
+}
+
+#[tokio::test]
+async fn a_registration_cannot_claim_another_credentials_id() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut victim = holder(&app).await;
+    let (_, attacker) = app.signed_up(&unique_email()).await;
+    let theirs = b64(&victim.passkey.credential_id());
+    let options = creation_options(&app, &attacker.access).await;
+    let mut key = soft(&app);
+    let registration = key.create_with(&options, &Client::default()).await.unwrap();
+    let credential = with(
+        &with(&registration.json(), "/id", json!(theirs)),
+        "/rawId",
+        json!(theirs),
+    );
+    let response = register_credential(&app, &attacker.access, &credential, None).await;
+    let status = response.status().as_u16();
+    assert!(
+        matches!(status, 201 | 401 | 409 | 422),
+        "{status}: {}",
+        response.text().await.unwrap()
+    );
+    // Whatever was answered, the victim's credential is still the victim's, and the attacker's
+    // key (if registered at all) is registered under its own id.
+    let tokens = sign_in(&app, &mut victim.passkey).await;
+    assert_eq!(
+        ok_json(app.me(&tokens.access).await).await["email"],
+        victim.email.as_str()
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM passkeys WHERE credential_id = $1",
+            &theirs
+        )
+        .await,
+        1
+    );
+    if status == 201 {
+        let tokens = sign_in(&app, &mut key).await;
+        assert_ne!(
+            ok_json(app.me(&tokens.access).await).await["email"],
+            victim.email.as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cross_origin_assertion_is_refused() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    // spec-silent: the server allows no top origin, so an assertion made in a frame of another
+    // site (crossOrigin true) is refused, signed or not.
+    for client_data in [
+        r#"{"type":"webauthn.get","challenge":"C","origin":"http://localhost:8000","crossOrigin":true}"#,
+        r#"{"type":"webauthn.get","challenge":"C","origin":"http://localhost:8000","crossOrigin":true,"topOrigin":"https://evil.example.com"}"#,
+    ] {
+        let options = usernameless_options(&app).await;
+        let challenge = options["publicKey"]["challenge"].as_str().unwrap();
+        let mut assertion = user
+            .passkey
+            .get_with(&options, &Client::default())
+            .await
+            .unwrap();
+        assertion.client_data_json = client_data
+            .replace("\"C\"", &format!("\"{challenge}\""))
+            .into_bytes();
+        user.passkey.resign(&mut assertion);
+        assert_problem(
+            passkey_login(&app, &assertion.json()).await,
+            401,
+            "INVALID_PASSKEY",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn odd_but_harmless_fields_are_no_500() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    let access = user.session.access.clone();
+    // Transports no one knows, or too many, at registration.
+    for transports in [
+        json!(["usb", "bogus", "x".repeat(1000)]),
+        json!(vec!["internal"; 500]),
+        json!([]),
+        json!("internal"),
+    ] {
+        let options = creation_options(&app, &access).await;
+        let registration = soft(&app)
+            .create_with(&options, &Client::default())
+            .await
+            .unwrap();
+        let credential = with(
+            &registration.json(),
+            "/response/transports",
+            transports.clone(),
+        );
+        let response = register_credential(&app, &access, &credential, None).await;
+        let status = response.status().as_u16();
+        assert!(
+            matches!(status, 201 | 422),
+            "{transports}: {status} {}",
+            response.text().await.unwrap()
+        );
+    }
+    for listed in passkeys(&app, &access).await {
+        for transport in listed["transports"].as_array().unwrap() {
+            assert!(
+                transport.as_str().unwrap().len() < 32,
+                "stored as sent: {listed}"
+            );
+        }
+    }
+    // An empty user handle, and another attachment than at registration (a phone's passkey
+    // used from a computer is "cross-platform").
+    for (field, value) in [
+        ("/response/userHandle", json!("")),
+        ("/authenticatorAttachment", json!("cross-platform")),
+        ("/authenticatorAttachment", json!("spaceship")),
+        ("/type", json!("password")),
+    ] {
+        let options = usernameless_options(&app).await;
+        let credential = with(&user.passkey.get(&options).await, field, value.clone());
+        let response = passkey_login(&app, &credential).await;
+        let status = response.status().as_u16();
+        assert!(
+            status < 500,
+            "{field} = {value}: {status} {}",
+            response.text().await.unwrap()
+        );
+        // spec-silent: the attachment may change between uses (hybrid); it is not checked.
+        if value == "cross-platform" {
+            assert_eq!(status, 200, "{field} = {value}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. Races and limits.
+
+#[tokio::test]
+async fn one_credential_registered_by_two_accounts_at_once_goes_to_one() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let (_, first) = app.signed_up(&unique_email()).await;
+    let (_, second) = app.signed_up(&unique_email()).await;
+    let first_options = creation_options(&app, &first.access).await;
+    let second_options = creation_options(&app, &second.access).await;
+    let mut key = soft(&app);
+    let captured = key
+        .create_with(&first_options, &Client::default())
+        .await
+        .unwrap();
+    let replayed = captured.rechallenged(&second_options, &origin(&app));
+    let requests = [
+        (first.access.clone(), captured),
+        (second.access.clone(), replayed),
+    ]
+    .into_iter()
+    .map(|(access, attestation)| {
+        let client = app.client.clone();
+        let url = app.url("/me/passkeys");
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(access)
+                .json(&json!({ "credential": attestation.json() }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            (status, body)
+        }
+    })
+    .collect();
+    let results = concurrently(requests).await;
+    let created_count = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created_count, 1, "{results:?}");
+    let refused = results
+        .iter()
+        .find(|(s, _)| *s != StatusCode::CREATED)
+        .unwrap();
+    assert_eq!(refused.0, StatusCode::CONFLICT, "{refused:?}");
+    assert_eq!(
+        refused.1["code"], "PASSKEY_ALREADY_REGISTERED",
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_limit_holds_for_options_asked_before_it_was_reached() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let (_, session) = app.signed_up(&unique_email()).await;
+    for _ in 0..19 {
+        add_passkey(&app, &session.access, &mut soft(&app)).await;
+    }
+    // One after the other: the first registration moves the stamp, so the second's ceremony is
+    // refused (or the limit is, which would do as well).
+    let a = creation_options(&app, &session.access).await;
+    let b = creation_options(&app, &session.access).await;
+    let credential = soft(&app).create(&a).await;
+    created(register_credential(&app, &session.access, &credential, None).await).await;
+    let credential = soft(&app).create(&b).await;
+    let response = register_credential(&app, &session.access, &credential, None).await;
+    let body = assert_refused(
+        response,
+        &[(401, "PASSKEY_CHALLENGE_INVALID"), (409, "PASSKEY_LIMIT")],
+    )
+    .await;
+    assert!(body["detail"].is_string());
+    assert_eq!(passkeys(&app, &session.access).await.len(), 20);
+
+    // At the same time, from 19: never 21.
+    let (_, session) = app.signed_up(&unique_email()).await;
+    for _ in 0..19 {
+        add_passkey(&app, &session.access, &mut soft(&app)).await;
+    }
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        let options = creation_options(&app, &session.access).await;
+        let credential = soft(&app).create(&options).await;
+        let client = app.client.clone();
+        let url = app.url("/me/passkeys");
+        let access = session.access.clone();
+        requests.push(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(access)
+                .json(&json!({ "credential": credential }))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        });
+    }
+    let statuses = concurrently(requests).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, 201 | 401 | 409)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&201), "{statuses:?}");
+    assert_eq!(
+        passkeys(&app, &session.access).await.len(),
+        20,
+        "{statuses:?}"
+    );
+}
+
+/// Asserts a problem whose status and code are one of `allowed`; its body.
+async fn assert_refused(response: reqwest::Response, allowed: &[(u16, &str)]) -> Value {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        allowed
+            .iter()
+            .any(|(s, c)| *s == status && body["code"] == *c),
+        "{status} {body}, expected one of {allowed:?}"
+    );
+    body
+}
