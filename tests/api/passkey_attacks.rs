@@ -2438,3 +2438,194 @@ async fn assert_refused(response: reqwest::Response, allowed: &[(u16, &str)]) ->
     );
     body
 }
+
+/// DELETE `path` with `body` for each `(access, path, body)` at the same time: the statuses.
+async fn deletes_at_once(app: &TestApp, deletes: Vec<(String, String, Value)>) -> Vec<u16> {
+    let requests = deletes
+        .into_iter()
+        .map(|(access, path, body)| {
+            let client = app.client.clone();
+            let url = app.url(&path);
+            async move {
+                client
+                    .delete(url)
+                    .bearer_auth(access)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        })
+        .collect();
+    concurrently(requests).await
+}
+
+#[tokio::test]
+async fn two_passkeys_removed_at_once_leave_a_passwordless_account_one() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    for _ in 0..5 {
+        let user = passwordless(&app).await;
+        let options =
+            options_of(registration_options(&app, &user.session.access, &json!({})).await).await;
+        let credential = soft(&app).create(&options).await;
+        let second =
+            created(register_credential(&app, &user.session.access, &credential, None).await).await;
+        let access = user.session.access.clone();
+        let statuses = deletes_at_once(
+            &app,
+            vec![
+                (
+                    access.clone(),
+                    format!("/me/passkeys/{}", user.passkey_id),
+                    json!({}),
+                ),
+                (
+                    access.clone(),
+                    format!("/me/passkeys/{}", second["id"].as_str().unwrap()),
+                    json!({}),
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(
+            passkeys(&app, &access).await.len(),
+            1,
+            "the last way in is kept: {statuses:?}"
+        );
+        assert!(
+            statuses.contains(&204) && statuses.contains(&409),
+            "{statuses:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn removing_the_password_and_the_passkey_at_once_leaves_one_of_them() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    for _ in 0..5 {
+        let user = holder(&app).await;
+        let access = user.session.access.clone();
+        let statuses = deletes_at_once(
+            &app,
+            vec![
+                (access.clone(), "/me/password".to_string(), Value::Null),
+                (
+                    access.clone(),
+                    format!("/me/passkeys/{}", user.passkey_id),
+                    json!({ "password": PASSWORD }),
+                ),
+            ],
+        )
+        .await;
+        let status = mfa_status(&app, &access).await;
+        let has_password = status["has_password"] == true;
+        let has_passkey = !passkeys(&app, &access).await.is_empty();
+        assert!(
+            has_password || has_passkey,
+            "neither a password nor a passkey is left: {statuses:?} {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_factors_removed_at_once_under_the_policy_leave_one() {
+    let app = spawn_app_with(&[("MFA_REQUIRED_FOR", "everyone")]).await;
+    freeze_clock(&app);
+    let body = json!({ "password": PASSWORD });
+    // Two passkeys, each removed by its own request at the same time (a few times over: a race
+    // is not lost every time).
+    for _ in 0..5 {
+        let (_, session) = app.signed_up(&unique_email()).await;
+        let first = add_passkey(&app, &session.access, &mut soft(&app)).await;
+        let second = add_passkey(&app, &session.access, &mut soft(&app)).await;
+        let statuses = deletes_at_once(
+            &app,
+            vec![
+                (
+                    session.access.clone(),
+                    format!("/me/passkeys/{}", first["id"].as_str().unwrap()),
+                    body.clone(),
+                ),
+                (
+                    session.access.clone(),
+                    format!("/me/passkeys/{}", second["id"].as_str().unwrap()),
+                    body.clone(),
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(
+            passkeys(&app, &session.access).await.len(),
+            1,
+            "the last second factor is kept: {statuses:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn under_the_policy_totp_goes_when_a_passkey_stays_and_not_both_at_once() {
+    let app = spawn_app_with(&[("MFA_REQUIRED_FOR", "everyone")]).await;
+    freeze_clock(&app);
+    // One after the other: the passkey is a second factor, so TOTP may go; then the passkey may
+    // not.
+    let (_, session) = app.signed_up(&unique_email()).await;
+    let (secret, _) = enrol(&app, &session.access).await;
+    let key = add_passkey(&app, &session.access, &mut soft(&app)).await;
+    let response = call(
+        &app,
+        Method::DELETE,
+        "/me/mfa/totp",
+        &session.access,
+        &json!({ "password": PASSWORD, "code": next_code(&app, &secret) }),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        response.text().await.unwrap()
+    );
+    assert_problem(
+        delete_passkey(
+            &app,
+            &session.access,
+            key["id"].as_str().unwrap(),
+            &json!({ "password": PASSWORD }),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+
+    // At the same time: one of them stays.
+    for _ in 0..5 {
+        let (_, session) = app.signed_up(&unique_email()).await;
+        let (secret, _) = enrol(&app, &session.access).await;
+        let key = add_passkey(&app, &session.access, &mut soft(&app)).await;
+        let code = next_code(&app, &secret);
+        let statuses = deletes_at_once(
+            &app,
+            vec![
+                (
+                    session.access.clone(),
+                    "/me/mfa/totp".to_string(),
+                    json!({ "password": PASSWORD, "code": code }),
+                ),
+                (
+                    session.access.clone(),
+                    format!("/me/passkeys/{}", key["id"].as_str().unwrap()),
+                    json!({ "password": PASSWORD }),
+                ),
+            ],
+        )
+        .await;
+        let totp = mfa_status(&app, &session.access).await["totp"] == true;
+        let passkey = !passkeys(&app, &session.access).await.is_empty();
+        assert!(totp || passkey, "no second factor is left: {statuses:?}");
+    }
+}
