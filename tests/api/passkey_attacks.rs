@@ -2629,3 +2629,104 @@ async fn under_the_policy_totp_goes_when_a_passkey_stays_and_not_both_at_once() 
         assert!(totp || passkey, "no second factor is left: {statuses:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 15. What a passkey proof is not.
+
+#[tokio::test]
+async fn a_passkey_is_no_substitute_for_an_existing_password() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    // A fresh passkey sign-in (UV): the session has just proved a passkey.
+    let session = sign_in(&app, &mut user.passkey).await;
+    let response = call(
+        &app,
+        Method::PUT,
+        "/me/password",
+        &session.access,
+        &json!({ "new_password": NEW_PASSWORD }),
+    )
+    .await;
+    let body = assert_problem(response, 422, "VALIDATION_FAILED").await;
+    assert_eq!(error_fields(&body), ["current_password"]);
+    assert_problem(
+        call(
+            &app,
+            Method::PUT,
+            "/me/password",
+            &session.access,
+            &json!({ "current_password": WRONG_PASSWORD, "new_password": NEW_PASSWORD }),
+        )
+        .await,
+        403,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    for (method, path, body) in [
+        (Method::PUT, "/me", json!({ "email": unique_email() })),
+        (Method::DELETE, "/me", json!({})),
+    ] {
+        let response = call(&app, method.clone(), path, &session.access, &body).await;
+        assert_problem(response, 422, "VALIDATION_FAILED").await;
+    }
+    // The password is the same, and still the first step of a password login.
+    password_step(&app, &user.email).await;
+}
+
+#[tokio::test]
+async fn a_step_up_is_for_its_own_session() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    let other = sign_in(&app, &mut user.passkey).await;
+    app.clock.advance_ms(STEP_UP_MS + 1_000);
+    passkey_step_up(&app, &user.session.access, &mut user.passkey).await;
+    let change = json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD });
+    assert_problem(
+        call(&app, Method::PUT, "/me/password", &other.access, &change).await,
+        403,
+        "STEP_UP_REQUIRED",
+    )
+    .await;
+    let response = call(
+        &app,
+        Method::PUT,
+        "/me/password",
+        &user.session.access,
+        &change,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn a_passwordless_account_is_deleted_only_after_a_passkey_proof() {
+    let app = spawn_app().await;
+    freeze_clock(&app);
+    let mut user = passwordless(&app).await;
+    app.clock.advance_ms(STEP_UP_MS + 1_000);
+    let body = assert_problem(
+        call(
+            &app,
+            Method::DELETE,
+            "/me",
+            &user.session.access,
+            &json!({}),
+        )
+        .await,
+        403,
+        "STEP_UP_REQUIRED",
+    )
+    .await;
+    assert_eq!(body["methods"], json!(["passkey"]), "{body}");
+    let access = user.session.access.clone();
+    passkey_step_up(&app, &access, &mut user.passkey).await;
+    let response = call(&app, Method::DELETE, "/me", &access, &json!({})).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE id = $1", &user.id)
+            .await,
+        0
+    );
+}
