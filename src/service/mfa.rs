@@ -621,6 +621,12 @@ pub async fn complete_login(
 ) -> Result<TokenPair> {
     // A passkey's answer that cannot be read costs no try.
     let assertion = match factor {
+        SecondFactor::Passkey(_) if !state.config.passkeys.enabled => {
+            return Err(Error::validation(
+                "passkey",
+                "passkeys are turned off here (PASSKEYS=false): send a code",
+            ));
+        }
         SecondFactor::Passkey(credential) => {
             Some(passkeys_service::parse_assertion("passkey", credential)?)
         }
@@ -643,9 +649,6 @@ pub async fn complete_login(
             return Err(Error::InvalidPasskey(
                 "a sign-in that began with a passkey is finished with a code",
             ));
-        }
-        Some(_) if !state.config.passkeys.enabled => {
-            return Err(Error::InvalidPasskey("passkeys are turned off"));
         }
         Some(assertion) => Some(PasskeyFactor {
             assertion,
