@@ -5,6 +5,7 @@ mod hardening;
 mod harness;
 mod helpers;
 mod smtp;
+mod soft_passkey;
 
 mod admin;
 mod browser;
@@ -27,6 +28,8 @@ mod model;
 mod openapi;
 mod operations;
 mod pages;
+mod passkey_attacks;
+mod passkeys;
 mod refresh;
 mod register;
 mod sessions;
