@@ -5,6 +5,8 @@ mod hardening;
 mod harness;
 mod helpers;
 mod smtp;
+#[allow(dead_code)] // shared with wt-pk-tests, which uses all of it
+mod soft_passkey;
 
 mod admin;
 mod browser;
@@ -27,6 +29,7 @@ mod model;
 mod openapi;
 mod operations;
 mod pages;
+mod passkey_review;
 mod refresh;
 mod register;
 mod sessions;
