@@ -13,7 +13,8 @@
 //! - An assertion is checked against the stored credential it names (origin, RP ID hash, type,
 //!   challenge, user presence, signature, backup flags; the user handle, when sent, must be the
 //!   credential's user); anything wrong is 401 INVALID_PASSKEY naming the check, never whose
-//!   credential it is. Its use (counter, backup state, last use) is written conditionally on
+//!   credential it is. At sign-in (`login` ceremonies) the detail is one for all of these checks,
+//!   so that a real credential id cannot be told from a decoy by the check that refused it. Its use (counter, backup state, last use) is written conditionally on
 //!   the counter it was checked against, in the transaction that opens the session or passes the
 //!   step: of two concurrent uses, one wins.
 //! - A signature counter that did not grow (both non-zero) is logged at warn, flags the passkey
@@ -32,7 +33,9 @@
 //!   failed try of the `mfa_token` and of the account's second-factor lockout, as a wrong code is.
 //! - Email-first options do not tell whether an account exists or has passkeys: unknown,
 //!   passkey-less and disabled accounts get 1 to 3 decoy credentials derived from a keyed hash of
-//!   the address (stable per address), after the same queries a real account costs.
+//!   the address (stable per address), after the same queries a real account costs. Nor does
+//!   the answer: the ceremony names the account, or for an unknown address a marker that is no
+//!   account's, so any other passkey is refused by the same check, with the same detail.
 //! - An account without a password (`users.password_hash` empty) proves a passkey (within
 //!   MFA_STEP_UP_SECONDS, at least a minute) wherever a password is asked for
 //!   (`accounts::confirm_password`); it cannot delete its last passkey (409 LAST_CREDENTIAL), and
@@ -136,6 +139,17 @@ const NOT_ALLOWED: Error = Error::InvalidPasskey("the passkey is not one this ce
 const HANDLE_MISMATCH: Error = Error::InvalidPasskey("the user handle does not match the passkey");
 const USED_MEANWHILE: Error =
     Error::InvalidPasskey("the passkey was used by another request at the same time: try again");
+/// Every refusal of a `login` answer's credential, whichever check failed (not registered here,
+/// not the account the email-first ceremony named, the user handle, the origin, the signature...):
+/// which one it was would tell a real credential id from a decoy, or an address with an account
+/// from one without.
+const LOGIN_REFUSED: Error = Error::InvalidPasskey(
+    "the passkey was not accepted: it is not registered here, not one this sign-in asked for, or its answer failed verification",
+);
+/// The account an email-first `login` ceremony is for when the address has none: no account's
+/// id (ids are UUIDs), so that any passkey is refused by the check that refuses another
+/// account's, as for an address with an account.
+const NO_ACCOUNT: &str = "no account";
 const CREDENTIALS_CHANGED: Error =
     Error::Unauthorized("the account's credentials changed meanwhile; sign in again");
 
@@ -813,7 +827,7 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
         state,
         &started,
         LOGIN,
-        user.as_ref().map(|u| u.id.as_str()),
+        Some(user.as_ref().map_or(NO_ACCOUNT, |u| u.id.as_str())),
         None,
         None,
     )
@@ -870,10 +884,14 @@ pub async fn login(
         },
         now,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        Error::InvalidPasskey(_) => LOGIN_REFUSED,
+        e => e,
+    })?;
     let user = users::find_by_id(&state.db, &verified.passkey.user_id)
         .await?
-        .ok_or(UNKNOWN_CREDENTIAL)?;
+        .ok_or(LOGIN_REFUSED)?;
     if !user.is_active {
         return Err(Error::AccountDisabled);
     }

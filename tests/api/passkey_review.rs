@@ -880,6 +880,21 @@ async fn origins_and_rp_ids_are_compared_exactly() {
         "https://APP.example.test",
         "null",
     ];
+    // At sign-in every refusal has one detail (which check failed would tell a real credential
+    // from a decoy): the check is named at the step-up, which signs the same way.
+    let access = user.session.access.clone();
+    let step_up_options =
+        async || ok(bare(&app, Method::POST, "/me/passkeys/step-up/options", &access).await).await;
+    let step_up = async |credential: &Value| {
+        call(
+            &app,
+            Method::POST,
+            "/me/passkeys/step-up",
+            &access,
+            &json!({ "credential": credential }),
+        )
+        .await
+    };
     for origin in origins {
         let options = usernameless_options(&app).await;
         let credential = user
@@ -888,12 +903,20 @@ async fn origins_and_rp_ids_are_compared_exactly() {
             .await
             .unwrap()
             .json();
-        let body = assert_problem(
+        assert_problem(
             passkey_login(&app, &credential).await,
             401,
             "INVALID_PASSKEY",
         )
         .await;
+        let options = step_up_options().await;
+        let credential = user
+            .passkey
+            .get_with(&options, &Client::origin(origin))
+            .await
+            .unwrap()
+            .json();
+        let body = assert_problem(step_up(&credential).await, 401, "INVALID_PASSKEY").await;
         assert!(
             body["detail"].as_str().unwrap().contains("origin")
                 || body["detail"].as_str().unwrap().contains("clientDataJSON"),
@@ -916,12 +939,21 @@ async fn origins_and_rp_ids_are_compared_exactly() {
             .unwrap();
         assertion.authenticator_data[..32].copy_from_slice(&sha256(rp_id.as_bytes()));
         user.passkey.resign(&mut assertion);
-        let body = assert_problem(
+        assert_problem(
             passkey_login(&app, &assertion.json()).await,
             401,
             "INVALID_PASSKEY",
         )
         .await;
+        let options = step_up_options().await;
+        let mut assertion = user
+            .passkey
+            .get_with(&options, &Client::default())
+            .await
+            .unwrap();
+        assertion.authenticator_data[..32].copy_from_slice(&sha256(rp_id.as_bytes()));
+        user.passkey.resign(&mut assertion);
+        let body = assert_problem(step_up(&assertion.json()).await, 401, "INVALID_PASSKEY").await;
         assert!(
             body["detail"].as_str().unwrap().contains("RP ID"),
             "{rp_id}: {body}"
