@@ -222,6 +222,25 @@ fn descriptors(list: &[Descriptor]) -> Vec<PublicKeyCredentialDescriptor<Vec<u8>
         .collect()
 }
 
+/// Drops `transports: []` from the options' `allowCredentials` (the library always writes the
+/// key): no transports known is said by omitting them.
+fn omit_empty_transports(options: &mut serde_json::Value) {
+    if let Some(list) = options
+        .get_mut("allowCredentials")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for descriptor in list.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            if descriptor
+                .get("transports")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(Vec::is_empty)
+            {
+                descriptor.remove("transports");
+            }
+        }
+    }
+}
+
 fn requirement(uv: Verification) -> UserVerificationRequirement {
     match uv {
         Verification::Preferred => UserVerificationRequirement::Preferred,
@@ -343,7 +362,8 @@ impl WebAuthn {
                 options.options().timeout = self.timeout_ms;
                 options.options().user_verification = requirement(uv);
                 let (server, client) = options.start_ceremony().map_err(|e| e.to_string())?;
-                let json = serde_json::to_value(&client).map_err(|e| e.to_string())?;
+                let mut json = serde_json::to_value(&client).map_err(|e| e.to_string())?;
+                omit_empty_transports(&mut json);
                 let state = server.encode().map_err(|e| e.to_string())?;
                 (
                     json,
@@ -731,7 +751,23 @@ mod tests {
             .unwrap();
         let o = &named.options["publicKey"];
         assert_eq!(o["allowCredentials"][0]["id"], b64url(&[1; 32]));
+        assert_eq!(
+            o["allowCredentials"][0]["transports"],
+            serde_json::json!(["usb"])
+        );
         assert_eq!(o["userVerification"], "required");
+        let unknown = [Descriptor {
+            credential_id: b64url(&[2; 32]),
+            transports: Vec::new(),
+        }];
+        let o = &rp()
+            .start_authentication(Some(&unknown), Verification::Preferred)
+            .unwrap()
+            .options["publicKey"];
+        assert_eq!(
+            o["allowCredentials"],
+            serde_json::json!([{"type": "public-key", "id": b64url(&[2; 32])}])
+        );
         assert_ne!(usernameless.challenge_hash, named.challenge_hash);
         assert!(
             rp().start_authentication(Some(&[]), Verification::Preferred)

@@ -814,8 +814,15 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
     let keys =
         passkeys::list_of_user(&state.db, user.as_ref().map_or("", |u| u.id.as_str())).await?;
     let usable = user.as_ref().is_some_and(|u| u.is_active) && !keys.is_empty();
+    // No transports, real or decoy: a security key's `["usb"]` would tell a real account.
     let allow = if usable {
         descriptors(&keys)
+            .into_iter()
+            .map(|d| Descriptor {
+                transports: Vec::new(),
+                ..d
+            })
+            .collect()
     } else {
         decoys(state, &normalised)
     };
@@ -835,13 +842,18 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
     Ok(Options(started.options))
 }
 
-/// 1 to 3 credential descriptors for an address that has no usable passkey: 32 bytes each like
-/// real ids, derived from a keyed hash of the address (the same at every call).
+/// 1 to 3 credential descriptors (as many of each, for a given key) for an address that has no
+/// usable passkey: 32 bytes each like real ids, no transports (as real ones are listed here),
+/// derived from a keyed hash of the address (the same at every call).
 fn decoys(state: &AppState, email: &str) -> Vec<Descriptor> {
     let seed = state
         .seal
         .keyed_hash("passkey decoy count", &[email.as_bytes()]);
-    let count = 1 + usize::from(seed.as_bytes()[0] % 3);
+    let count = 1 + decoy_count_index(
+        &data_encoding::HEXLOWER
+            .decode(seed.as_bytes())
+            .unwrap_or_default(),
+    );
     (0..count)
         .map(|i| {
             let hex = state
@@ -855,10 +867,18 @@ fn decoys(state: &AppState, email: &str) -> Vec<Descriptor> {
                     &base64::engine::general_purpose::URL_SAFE_NO_PAD,
                     bytes,
                 ),
-                transports: vec!["internal".into(), "hybrid".into()],
+                transports: Vec::new(),
             }
         })
         .collect()
+}
+
+/// 0, 1 or 2, uniformly, from the first byte of `seed` below 255 (255 = 3 × 85: the rest would
+/// favour 0); 0 in the (2⁻²⁵⁶) case there is none.
+fn decoy_count_index(seed: &[u8]) -> usize {
+    seed.iter()
+        .find(|b| **b < 255)
+        .map_or(0, |b| usize::from(b % 3))
 }
 
 /// Signs in with a passkey (the answer to [`login_options`]). With user verification the session
@@ -1147,5 +1167,18 @@ mod tests {
             "Google Password Manager"
         );
         assert_eq!(default_name(None, 2), "Passkey 3");
+    }
+
+    #[test]
+    fn decoy_counts_are_uniform() {
+        let mut seen = [0usize; 3];
+        for b in 0..=u8::MAX {
+            if b < 255 {
+                seen[decoy_count_index(&[b])] += 1;
+            }
+        }
+        assert_eq!(seen, [85, 85, 85]);
+        assert_eq!(decoy_count_index(&[255, 4]), 1);
+        assert_eq!(decoy_count_index(&[]), 0);
     }
 }
