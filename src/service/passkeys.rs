@@ -23,7 +23,8 @@
 //! - Registering a passkey is a credential change: it needs what other sensitive changes need
 //!   (the password, or a recent passkey proof without one; the second factor, or a recent pass),
 //!   and it moves the security stamp, carries the caller's session forward, ends the others and
-//!   marks the caller's session as having passed a passkey. At most [`MAX_PER_ACCOUNT`].
+//!   marks the caller's session as having passed the second factor, and as having proved a
+//!   passkey only when the new one verified the user. At most [`MAX_PER_ACCOUNT`].
 //! - A passkey that verified the user (UV) is two factors: a sign-in with it opens a session that
 //!   passed the second factor (`amr` `hwk|swk user mfa`). Without UV it is one, like a password:
 //!   an account with TOTP is then asked for a code (403 MFA_REQUIRED), which never offers a
@@ -679,7 +680,8 @@ pub async fn register(
     } else {
         merged_amr(&caller.amr, &[kind, "mfa"])
     };
-    sessions::passed_passkey_in(&mut tx, &caller.session_id, &amr, true, now).await?;
+    // A passkey proof (`passkey_at`) only if it verified the user, as at a step-up.
+    sessions::passed_passkey_in(&mut tx, &caller.session_id, &amr, row.user_verified, now).await?;
     recovery::queue_notice(
         state,
         &mut tx,
