@@ -748,6 +748,10 @@ pub async fn step_up(
     Ok(())
 }
 
+const LAST_FACTOR: Error = Error::Forbidden(
+    "MFA_REQUIRED_FOR requires a second factor for this account: it cannot be removed",
+);
+
 /// Disables TOTP (and drops the recovery codes): needs the password and a code, always.
 #[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn disable(
@@ -760,22 +764,25 @@ pub async fn disable(
     if !mfa::has_totp(&state.db, id).await? {
         return Err(Error::MfaNotEnabled);
     }
-    if state
+    let policy = state
         .config
         .mfa
         .required_for
-        .covers(caller.account.is_superuser)
-        && passkeys_service::count_as_factor(state, id).await? == 0
-    {
-        return Err(Error::Forbidden(
-            "MFA_REQUIRED_FOR requires a second factor for this account: it cannot be removed",
-        ));
+        .covers(caller.account.is_superuser);
+    if policy && passkeys_service::count_as_factor(state, id).await? == 0 {
+        return Err(LAST_FACTOR);
     }
     step_up(state, caller, Some(password), factor, StepUp::Code).await?;
     let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
+    // A concurrent removal of the last passkey waits here (or this waits for it), and the rule is
+    // checked again on what it left.
+    users::lock_in(&mut tx, id).await?;
     if !mfa::remove_all(&mut tx, id).await? {
         return Err(Error::MfaNotEnabled);
+    }
+    if policy && passkeys_service::count_as_factor_in(state, &mut tx, id).await? == 0 {
+        return Err(LAST_FACTOR);
     }
     recovery::queue_notice(
         state,

@@ -747,29 +747,29 @@ pub async fn delete(
     if !caller.account.has_password && count <= 1 {
         return Err(LAST_PASSKEY);
     }
-    if count <= 1
-        && state
-            .config
-            .mfa
-            .required_for
-            .covers(caller.account.is_superuser)
-        && !mfa_db::has_totp(&state.db, user_id).await?
-    {
-        return Err(Error::Forbidden(
-            "MFA_REQUIRED_FOR requires a second factor for this account: its last one cannot be removed",
-        ));
+    let policy = state
+        .config
+        .mfa
+        .required_for
+        .covers(caller.account.is_superuser);
+    if count <= 1 && policy && !mfa_db::has_totp(&state.db, user_id).await? {
+        return Err(LAST_FACTOR);
     }
     confirm_change(state, caller, password, factor).await?;
     let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
-    // Concurrent removals of an account's last passkeys wait for each other here.
+    // Concurrent removals of an account's last credentials (passkeys, TOTP) wait for each other
+    // here, and the rules are checked again on what the others left.
     users::lock_in(&mut tx, user_id).await?;
     if !passkeys::delete(&mut tx, user_id, id).await? {
         return Err(NO_SUCH_PASSKEY);
     }
-    let (left, has_password) = passkeys::remaining_credentials_in(&mut tx, user_id).await?;
-    if left == 0 && !has_password {
+    let left = passkeys::remaining_in(&mut tx, user_id).await?;
+    if left.passkeys == 0 && !left.password {
         return Err(LAST_PASSKEY);
+    }
+    if policy && left.passkeys == 0 && !left.totp {
+        return Err(LAST_FACTOR);
     }
     recovery::queue_notice(
         state,
@@ -782,9 +782,13 @@ pub async fn delete(
     .await?;
     tx.commit().await?;
     state.mail_wakeup.notify_one();
-    tracing::info!(passkey_id = %key.id, passkeys_left = left, "passkey removed");
+    tracing::info!(passkey_id = %key.id, passkeys_left = left.passkeys, "passkey removed");
     Ok(())
 }
+
+const LAST_FACTOR: Error = Error::Forbidden(
+    "MFA_REQUIRED_FOR requires a second factor for this account: its last one cannot be removed",
+);
 
 const LAST_PASSKEY: Error = Error::LastCredential(
     "this is the last passkey of an account without a password: set a password or add another passkey first",
@@ -1130,6 +1134,18 @@ pub(crate) async fn count_as_factor(state: &AppState, user_id: &str) -> Result<i
         return Ok(0);
     }
     Ok(passkeys::count_of_user(&state.db, user_id).await?)
+}
+
+/// The same, inside `tx`.
+pub(crate) async fn count_as_factor_in(
+    state: &AppState,
+    tx: &mut Tx,
+    user_id: &str,
+) -> Result<i64> {
+    if !state.config.passkeys.enabled {
+        return Ok(0);
+    }
+    Ok(passkeys::count_of_user_in(tx, user_id).await?)
 }
 
 /// Removes every passkey of the account inside `tx` (a superuser's reset). Returns how many.
