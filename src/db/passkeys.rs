@@ -105,6 +105,8 @@ pub async fn count_user_verified_in(tx: &mut Tx, user_id: &str) -> Result<i64, s
 pub struct Remaining {
     /// Its passkeys.
     pub passkeys: i64,
+    /// Those of its passkeys registered with user verification.
+    pub verifying_passkeys: i64,
     /// Whether it has a password.
     pub password: bool,
     /// Whether it has a confirmed TOTP authenticator.
@@ -115,12 +117,14 @@ pub struct Remaining {
 /// removals see each other's). One query.
 pub async fn remaining_in(tx: &mut Tx, user_id: &str) -> Result<Remaining, sqlx::Error> {
     let sql = "SELECT (SELECT COUNT(*) FROM passkeys WHERE user_id = $1), \
+               (SELECT COUNT(*) FROM passkeys WHERE user_id = $1 AND user_verified), \
                (SELECT COUNT(*) FROM users WHERE id = $1 AND password_hash <> ''), \
                (SELECT COUNT(*) FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)";
-    let (passkeys, password, totp): (i64, i64, i64) =
+    let (passkeys, verifying_passkeys, password, totp): (i64, i64, i64, i64) =
         with_tx!(tx, conn => sqlx::query_as(sql).bind(user_id).fetch_one(conn).await)?;
     Ok(Remaining {
         passkeys,
+        verifying_passkeys,
         password: password > 0,
         totp: totp > 0,
     })

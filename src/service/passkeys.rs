@@ -39,8 +39,9 @@
 //!   account's, so any other passkey is refused by the same check, with the same detail.
 //! - An account without a password (`users.password_hash` empty) proves a passkey (within
 //!   MFA_STEP_UP_SECONDS, at least a minute) wherever a password is asked for
-//!   (`accounts::confirm_password`); it cannot delete its last passkey (409 LAST_CREDENTIAL), and
-//!   only an account with a passkey registered with UV may drop its password.
+//!   (`accounts::confirm_password`); it keeps at least one passkey registered with UV (deleting
+//!   the last is 409 LAST_CREDENTIAL, checked again under the account's lock), and only an
+//!   account with one may drop its password.
 
 use crate::auth::tokens::hash_token_id;
 use crate::auth::webauthn::{
@@ -728,8 +729,8 @@ pub async fn rename(
 }
 
 /// Removes one of the caller's passkeys, after what a sensitive change needs. Not the last
-/// passkey of an account without a password (409 LAST_CREDENTIAL), nor the last second factor of
-/// an account MFA_REQUIRED_FOR covers (403).
+/// passkey registered with user verification of an account without a password (409
+/// LAST_CREDENTIAL), nor the last second factor of an account MFA_REQUIRED_FOR covers (403).
 #[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn delete(
     state: &AppState,
@@ -744,8 +745,14 @@ pub async fn delete(
         .await?
         .ok_or(NO_SUCH_PASSKEY)?;
     let count = passkeys::count_of_user(&state.db, user_id).await?;
-    if !caller.account.has_password && count <= 1 {
-        return Err(LAST_PASSKEY);
+    if !caller.account.has_password {
+        if count <= 1 {
+            return Err(LAST_PASSKEY);
+        }
+        let verifying = passkeys::count_user_verified(&state.db, user_id).await?;
+        if verifying - i64::from(key.user_verified) <= 0 {
+            return Err(LAST_VERIFYING_PASSKEY);
+        }
     }
     let policy = state
         .config
@@ -765,8 +772,11 @@ pub async fn delete(
         return Err(NO_SUCH_PASSKEY);
     }
     let left = passkeys::remaining_in(&mut tx, user_id).await?;
-    if left.passkeys == 0 && !left.password {
+    if !left.password && left.passkeys == 0 {
         return Err(LAST_PASSKEY);
+    }
+    if !left.password && left.verifying_passkeys == 0 {
+        return Err(LAST_VERIFYING_PASSKEY);
     }
     if policy && left.passkeys == 0 && !left.totp {
         return Err(LAST_FACTOR);
@@ -785,6 +795,10 @@ pub async fn delete(
     tracing::info!(passkey_id = %key.id, passkeys_left = left.passkeys, "passkey removed");
     Ok(())
 }
+
+const LAST_VERIFYING_PASSKEY: Error = Error::LastCredential(
+    "this is the last passkey that verifies you (with a PIN or biometrics) of an account without a password, the only kind that signs it in: set a password or add another such passkey first",
+);
 
 const LAST_FACTOR: Error = Error::Forbidden(
     "MFA_REQUIRED_FOR requires a second factor for this account: its last one cannot be removed",
