@@ -45,7 +45,3 @@ CREATE INDEX webauthn_ceremonies_expires_idx ON webauthn_ceremonies (expires_at)
 
 -- When the session last proved a passkey (a sign-in with user verification, or a step-up).
 ALTER TABLE sessions ADD COLUMN passkey_at BIGINT;
-
--- A login waiting for its second factor remembers its first: the password, or a passkey that
--- did not verify the user (`hwk`, `swk`), for the session's `amr`.
-ALTER TABLE mfa_challenges ADD COLUMN first_factor TEXT NOT NULL DEFAULT 'pwd';

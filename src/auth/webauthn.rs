@@ -110,7 +110,12 @@ pub struct Descriptor {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verification {
     Preferred,
+    /// Asked for, and an assertion without it refused here (before its signature is checked).
     Required,
+    /// Asked for (`"required"`), but an assertion without it is verified all the same: the
+    /// caller refuses it once the signature is known to be good (see [`Asserted::user_verified`]),
+    /// so that only the passkey's holder learns it was the reason.
+    RequiredByCaller,
 }
 
 /// Why an answer was refused.
@@ -241,9 +246,12 @@ fn omit_empty_transports(options: &mut serde_json::Value) {
     }
 }
 
+/// What the library checks (the options say `"required"` for [`Verification::RequiredByCaller`]).
 fn requirement(uv: Verification) -> UserVerificationRequirement {
     match uv {
-        Verification::Preferred => UserVerificationRequirement::Preferred,
+        Verification::Preferred | Verification::RequiredByCaller => {
+            UserVerificationRequirement::Preferred
+        }
         Verification::Required => UserVerificationRequirement::Required,
     }
 }
@@ -372,6 +380,10 @@ impl WebAuthn {
                 )
             }
         };
+        let mut public_key = public_key;
+        if uv == Verification::RequiredByCaller {
+            public_key["userVerification"] = serde_json::Value::String("required".into());
+        }
         Ok(Started {
             options: serde_json::json!({ "publicKey": public_key }),
             challenge_hash: challenge_hash(challenge),
@@ -769,6 +781,13 @@ mod tests {
             serde_json::json!([{"type": "public-key", "id": b64url(&[2; 32])}])
         );
         assert_ne!(usernameless.challenge_hash, named.challenge_hash);
+        let by_caller = rp()
+            .start_authentication(None, Verification::RequiredByCaller)
+            .unwrap();
+        assert_eq!(
+            by_caller.options["publicKey"]["userVerification"],
+            "required"
+        );
         assert!(
             rp().start_authentication(Some(&[]), Verification::Preferred)
                 .is_err()

@@ -25,10 +25,12 @@
 //!   and it moves the security stamp, carries the caller's session forward, ends the others and
 //!   marks the caller's session as having passed the second factor, and as having proved a
 //!   passkey only when the new one verified the user. At most [`MAX_PER_ACCOUNT`].
-//! - A passkey that verified the user (UV) is two factors: a sign-in with it opens a session that
-//!   passed the second factor (`amr` `hwk|swk user mfa`). Without UV it is one, like a password:
-//!   an account with TOTP is then asked for a code (403 MFA_REQUIRED), which never offers a
-//!   passkey again.
+//! - Signing in with a passkey alone (POST /login/passkey) needs user verification (UV: a PIN,
+//!   biometrics): the options ask for it, and an assertion without it is refused (401
+//!   INVALID_PASSKEY, once its signature is known to be good) — a security key without a PIN
+//!   alone must not sign in where a password alone would not. Such a passkey is still
+//!   registered (UV preferred) and is a second factor after the password. A sign-in with UV is
+//!   two factors: the session passed the second factor (`amr` `hwk|swk user mfa`).
 //! - As a second factor (PASSKEYS=true), a passkey counts wherever TOTP does: MFA_REQUIRED,
 //!   MFA_REQUIRED_FOR, step-up, the superuser's reset; at POST /login/mfa a wrong assertion is a
 //!   failed try of the `mfa_token` and of the account's second-factor lockout, as a wrong code is.
@@ -69,8 +71,8 @@ pub const NAME_MAX_LENGTH: usize = 64;
 /// RFC 8176 `amr` values of a passkey: `hwk` a device-bound key, `swk` a synced one (backup
 /// eligible); `user` when it verified the user. (`pin` and `fpt` are never said: an assertion
 /// does not tell how the user was verified.)
-pub const AMR_HWK: &str = "hwk";
-pub const AMR_SWK: &str = "swk";
+const HWK: &str = "hwk";
+const SWK: &str = "swk";
 pub const AMR_HWK_UV: &str = "hwk user mfa";
 pub const AMR_SWK_UV: &str = "swk user mfa";
 pub const AMR_PASSWORD_HWK: &str = "pwd hwk mfa";
@@ -148,6 +150,10 @@ const USED_MEANWHILE: Error =
 const LOGIN_REFUSED: Error = Error::InvalidPasskey(
     "the passkey was not accepted: it is not registered here, not one this sign-in asked for, or its answer failed verification",
 );
+/// A sign-in with a passkey that did not verify the user (once its signature is good).
+const NOT_VERIFIED: Error = Error::InvalidPasskey(
+    "the passkey did not verify the user (a PIN or biometrics): sign in with the password, and use the passkey as the second step",
+);
 /// The account an email-first `login` ceremony is for when the address has none: no account's
 /// id (ids are UUIDs), so that any passkey is refused by the check that refuses another
 /// account's, as for an address with an account.
@@ -168,14 +174,10 @@ fn ttl(state: &AppState) -> i64 {
     ms(state.config.passkeys.challenge_ttl)
 }
 
-/// The `amr` of a sign-in with a passkey: `synced` when it is backup eligible.
-pub(crate) fn first_factor_amr(synced: bool, user_verified: bool) -> &'static str {
-    match (synced, user_verified) {
-        (false, false) => AMR_HWK,
-        (true, false) => AMR_SWK,
-        (false, true) => AMR_HWK_UV,
-        (true, true) => AMR_SWK_UV,
-    }
+/// The `amr` of a sign-in with a passkey (that verified the user): `synced` when it is backup
+/// eligible.
+pub(crate) fn first_factor_amr(synced: bool) -> &'static str {
+    if synced { AMR_SWK_UV } else { AMR_HWK_UV }
 }
 
 /// The `amr` of a password login completed with a passkey.
@@ -671,11 +673,7 @@ pub async fn register(
         Some(&caller.session_id),
     )
     .await?;
-    let kind = if row.backup_eligible {
-        AMR_SWK
-    } else {
-        AMR_HWK
-    };
+    let kind = if row.backup_eligible { SWK } else { HWK };
     let amr = if row.user_verified {
         merged_amr(&caller.amr, &[kind, "user", "mfa"])
     } else {
@@ -817,7 +815,7 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
     let Some(email) = email else {
         let started = state
             .webauthn
-            .start_authentication(None, Verification::Preferred)
+            .start_authentication(None, Verification::RequiredByCaller)
             .map_err(Error::internal)?;
         store(state, &started, LOGIN, None, None, None).await?;
         return Ok(Options(started.options));
@@ -848,7 +846,7 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
     };
     let started = state
         .webauthn
-        .start_authentication(Some(&allow), Verification::Preferred)
+        .start_authentication(Some(&allow), Verification::RequiredByCaller)
         .map_err(Error::internal)?;
     store(
         state,
@@ -901,9 +899,8 @@ fn decoy_count_index(seed: &[u8]) -> usize {
         .map_or(0, |b| usize::from(b % 3))
 }
 
-/// Signs in with a passkey (the answer to [`login_options`]). With user verification the session
-/// has passed the second factor; without it, an account with TOTP is asked for a code (the
-/// error `MfaRequired`).
+/// Signs in with a passkey (the answer to [`login_options`]): it must have verified the user, and
+/// the session has then passed the second factor.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
@@ -929,6 +926,11 @@ pub async fn login(
         Error::InvalidPasskey(_) => LOGIN_REFUSED,
         e => e,
     })?;
+    // Only now, the signature being good: only the passkey's holder learns this was the reason.
+    if !verified.asserted.user_verified {
+        tracing::info!(user_id = %verified.passkey.user_id, "passkey sign-in without user verification refused");
+        return Err(NOT_VERIFIED);
+    }
     let user = users::find_by_id(&state.db, &verified.passkey.user_id)
         .await?
         .ok_or(LOGIN_REFUSED)?;
@@ -938,15 +940,8 @@ pub async fn login(
     if state.config.accounts.require_verified_email && !user.is_verified {
         return Err(Error::EmailNotVerified);
     }
-    let uv = verified.asserted.user_verified;
-    let amr = first_factor_amr(verified.synced(), uv);
-    let needs_code = !uv && mfa_db::has_totp(&state.db, &user.id).await?;
+    let amr = first_factor_amr(verified.synced());
     let mut tx = begin_use(state, &verified, now).await?;
-    if needs_code {
-        tx.commit().await?;
-        tracing::info!(user_id = %user.id, "passkey without user verification; asking for a code");
-        return Err(mfa::challenge_after(state, &user, client, amr).await?);
-    }
     let pair = open_session_in(
         state,
         &mut tx,
@@ -955,15 +950,15 @@ pub async fn login(
         Authentication {
             amr,
             auth_time: now,
-            mfa_at: uv.then_some(now),
-            passkey_at: uv.then_some(now),
+            mfa_at: Some(now),
+            passkey_at: Some(now),
         },
         now,
     )
     .await?
     .ok_or(CREDENTIALS_CHANGED)?;
     tx.commit().await?;
-    tracing::info!(user_id = %user.id, user_verified = uv, "signed in with a passkey");
+    tracing::info!(user_id = %user.id, "signed in with a passkey");
     Ok(pair)
 }
 
@@ -976,10 +971,6 @@ pub async fn mfa_options(state: &AppState, mfa_token: &str) -> Result<Options> {
     let challenge = mfa_db::peek_challenge(&state.db, &token_hash, now, mfa::MAX_TRIES)
         .await?
         .ok_or(Error::InvalidMfaToken(mfa::INVALID_MFA_TOKEN))?;
-    if challenge.first_factor != mfa::FIRST_FACTOR_PASSWORD {
-        // A sign-in that began with a passkey finishes with a code.
-        return Err(Error::NoPasskey);
-    }
     let keys = passkeys::list_of_user(&state.db, &challenge.user_id).await?;
     if keys.is_empty() {
         return Err(Error::NoPasskey);
@@ -1057,9 +1048,8 @@ pub async fn step_up(
         now,
     )
     .await?;
-    // The session has now shown this passkey too (a session kept to enrolment by
-    // MFA_REQUIRED_FOR after a sign-in without user verification passes it here).
-    let kind = if verified.synced() { AMR_SWK } else { AMR_HWK };
+    // The session has now shown this passkey too.
+    let kind = if verified.synced() { SWK } else { HWK };
     let amr = if verified.asserted.user_verified {
         merged_amr(&caller.amr, &[kind, "user", "mfa"])
     } else {
@@ -1182,7 +1172,8 @@ mod tests {
             "pwd swk otp mfa"
         );
         assert_eq!(merged_amr("", &["hwk", "mfa"]), "hwk mfa");
-        assert_eq!(first_factor_amr(true, true), "swk user mfa");
+        assert_eq!(first_factor_amr(true), "swk user mfa");
+        assert_eq!(first_factor_amr(false), "hwk user mfa");
         assert_eq!(second_factor_amr(false, false), "pwd hwk mfa");
     }
 

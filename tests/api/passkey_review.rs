@@ -645,8 +645,9 @@ async fn a_reset_or_a_deactivation_leaves_no_passkey_usable() {
 // ---------------------------------------------------------------------------------------------
 // Attacks that held: step-up and passwordless accounts.
 
-/// A sign-in with a passkey that does not verify the user is no passkey proof: DELETE
-/// /me/password is refused (403), and the step-up with that passkey is refused too.
+/// A passkey that does not verify the user signs in alone nowhere (usernameless or email-first:
+/// 401, once its signature is good), and as the second factor after the password it is no
+/// passkey proof: DELETE /me/password is refused (403), and the step-up with it is refused too.
 #[tokio::test]
 async fn a_passkey_without_user_verification_proves_nothing() {
     let app = spawn_app().await;
@@ -660,9 +661,39 @@ async fn a_passkey_without_user_verification_proves_nothing() {
         &json!({ "password": PASSWORD }),
     )
     .await;
-    let options = usernameless_options(&app).await;
+    for options in [
+        usernameless_options(&app).await,
+        email_options(&app, &user.email).await,
+    ] {
+        assert_eq!(options["publicKey"]["userVerification"], "required");
+        let credential = plain.get(&options).await;
+        let body = assert_problem(
+            passkey_login(&app, &credential).await,
+            401,
+            "INVALID_PASSKEY",
+        )
+        .await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("did not verify the user"),
+            "{body}"
+        );
+    }
+    let token = mfa_token(&app, &user.email).await;
+    let options = ok(app
+        .post_json("/login/mfa/passkey/options", &json!({ "mfa_token": token }))
+        .await)
+    .await;
+    assert_eq!(options["publicKey"]["userVerification"], "preferred");
     let credential = plain.get(&options).await;
-    let session = pair(passkey_login(&app, &credential).await).await;
+    let session =
+        pair(login_mfa(&app, &json!({ "mfa_token": token, "passkey": credential })).await).await;
+    assert_eq!(
+        claims_of(&session.access)["amr"],
+        json!(["pwd", "swk", "mfa"])
+    );
     assert_problem(
         remove_password(&app, &session.access).await,
         403,
