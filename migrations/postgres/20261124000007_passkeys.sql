@@ -28,11 +28,13 @@ CREATE INDEX passkeys_user_idx ON passkeys (user_id);
 
 -- A ceremony waiting for its answer, by the SHA-256 of its challenge; taken (deleted) when the
 -- answer comes, whether or not the answer is good. `binding` ties it to what started it: the
--- session (register, step_up), the mfa_token's hash (mfa), nothing (login).
+-- session (register, step_up), the mfa_token's hash (mfa), nothing (login). `user_id` is the
+-- account it is for, and no foreign key: an email-first login for an address without an account
+-- stores a marker that is no account's id (so that an answer is refused as for another account).
 CREATE TABLE webauthn_ceremonies (
     challenge_hash TEXT   PRIMARY KEY NOT NULL,
     purpose        TEXT   NOT NULL,
-    user_id        TEXT   REFERENCES users (id) ON DELETE CASCADE,
+    user_id        TEXT,
     binding        TEXT,
     user_stamp     BIGINT,
     state          TEXT   NOT NULL,
@@ -43,7 +45,3 @@ CREATE INDEX webauthn_ceremonies_expires_idx ON webauthn_ceremonies (expires_at)
 
 -- When the session last proved a passkey (a sign-in with user verification, or a step-up).
 ALTER TABLE sessions ADD COLUMN passkey_at BIGINT;
-
--- A login waiting for its second factor remembers its first: the password, or a passkey that
--- did not verify the user (`hwk`, `swk`), for the session's `amr`.
-ALTER TABLE mfa_challenges ADD COLUMN first_factor TEXT NOT NULL DEFAULT 'pwd';

@@ -110,7 +110,12 @@ pub struct Descriptor {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verification {
     Preferred,
+    /// Asked for, and an assertion without it refused here (before its signature is checked).
     Required,
+    /// Asked for (`"required"`), but an assertion without it is verified all the same: the
+    /// caller refuses it once the signature is known to be good (see [`Asserted::user_verified`]),
+    /// so that only the passkey's holder learns it was the reason.
+    RequiredByCaller,
 }
 
 /// Why an answer was refused.
@@ -222,9 +227,31 @@ fn descriptors(list: &[Descriptor]) -> Vec<PublicKeyCredentialDescriptor<Vec<u8>
         .collect()
 }
 
+/// Drops `transports: []` from the options' `allowCredentials` (the library always writes the
+/// key): no transports known is said by omitting them.
+fn omit_empty_transports(options: &mut serde_json::Value) {
+    if let Some(list) = options
+        .get_mut("allowCredentials")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for descriptor in list.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            if descriptor
+                .get("transports")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(Vec::is_empty)
+            {
+                descriptor.remove("transports");
+            }
+        }
+    }
+}
+
+/// What the library checks (the options say `"required"` for [`Verification::RequiredByCaller`]).
 fn requirement(uv: Verification) -> UserVerificationRequirement {
     match uv {
-        Verification::Preferred => UserVerificationRequirement::Preferred,
+        Verification::Preferred | Verification::RequiredByCaller => {
+            UserVerificationRequirement::Preferred
+        }
         Verification::Required => UserVerificationRequirement::Required,
     }
 }
@@ -343,7 +370,8 @@ impl WebAuthn {
                 options.options().timeout = self.timeout_ms;
                 options.options().user_verification = requirement(uv);
                 let (server, client) = options.start_ceremony().map_err(|e| e.to_string())?;
-                let json = serde_json::to_value(&client).map_err(|e| e.to_string())?;
+                let mut json = serde_json::to_value(&client).map_err(|e| e.to_string())?;
+                omit_empty_transports(&mut json);
                 let state = server.encode().map_err(|e| e.to_string())?;
                 (
                     json,
@@ -352,6 +380,10 @@ impl WebAuthn {
                 )
             }
         };
+        let mut public_key = public_key;
+        if uv == Verification::RequiredByCaller {
+            public_key["userVerification"] = serde_json::Value::String("required".into());
+        }
         Ok(Started {
             options: serde_json::json!({ "publicKey": public_key }),
             challenge_hash: challenge_hash(challenge),
@@ -731,8 +763,31 @@ mod tests {
             .unwrap();
         let o = &named.options["publicKey"];
         assert_eq!(o["allowCredentials"][0]["id"], b64url(&[1; 32]));
+        assert_eq!(
+            o["allowCredentials"][0]["transports"],
+            serde_json::json!(["usb"])
+        );
         assert_eq!(o["userVerification"], "required");
+        let unknown = [Descriptor {
+            credential_id: b64url(&[2; 32]),
+            transports: Vec::new(),
+        }];
+        let o = &rp()
+            .start_authentication(Some(&unknown), Verification::Preferred)
+            .unwrap()
+            .options["publicKey"];
+        assert_eq!(
+            o["allowCredentials"],
+            serde_json::json!([{"type": "public-key", "id": b64url(&[2; 32])}])
+        );
         assert_ne!(usernameless.challenge_hash, named.challenge_hash);
+        let by_caller = rp()
+            .start_authentication(None, Verification::RequiredByCaller)
+            .unwrap();
+        assert_eq!(
+            by_caller.options["publicKey"]["userVerification"],
+            "required"
+        );
         assert!(
             rp().start_authentication(Some(&[]), Verification::Preferred)
                 .is_err()

@@ -268,14 +268,12 @@ pub struct Challenge {
     pub attempts: i64,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
-    /// The `amr` of the first factor: `pwd`, or a passkey without user verification.
-    pub first_factor: String,
 }
 
 pub async fn insert_challenge(db: &Db, c: &Challenge) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO mfa_challenges \
-               (token_hash, user_id, user_stamp, created_at, expires_at, attempts, user_agent, ip, \
-               first_factor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+               (token_hash, user_id, user_stamp, created_at, expires_at, attempts, user_agent, ip) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
     with_pool!(db, pool => sqlx::query(sql)
         .bind(&c.token_hash)
         .bind(&c.user_id)
@@ -285,7 +283,6 @@ pub async fn insert_challenge(db: &Db, c: &Challenge) -> Result<(), sqlx::Error>
         .bind(c.attempts)
         .bind(&c.user_agent)
         .bind(&c.ip)
-        .bind(&c.first_factor)
         .execute(pool)
         .await
         .map(|_| ()))
@@ -306,7 +303,7 @@ pub async fn try_challenge(
                AND EXISTS (SELECT 1 FROM users u WHERE u.id = mfa_challenges.user_id \
                AND u.security_stamp = mfa_challenges.user_stamp AND u.is_active) \
                RETURNING token_hash, user_id, user_stamp, created_at, expires_at, attempts, \
-               user_agent, ip, first_factor";
+               user_agent, ip";
     with_pool!(db, pool => sqlx::query_as(sql)
         .bind(token_hash)
         .bind(now)
@@ -324,7 +321,7 @@ pub async fn peek_challenge(
     max_attempts: i64,
 ) -> Result<Option<Challenge>, sqlx::Error> {
     let sql = "SELECT token_hash, user_id, user_stamp, created_at, expires_at, attempts, \
-               user_agent, ip, first_factor FROM mfa_challenges \
+               user_agent, ip FROM mfa_challenges \
                WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3 \
                AND EXISTS (SELECT 1 FROM users u WHERE u.id = mfa_challenges.user_id \
                AND u.security_stamp = mfa_challenges.user_stamp AND u.is_active)";

@@ -100,17 +100,34 @@ pub async fn count_user_verified_in(tx: &mut Tx, user_id: &str) -> Result<i64, s
     with_tx!(tx, conn => sqlx::query_scalar(sql).bind(user_id).fetch_one(conn).await)
 }
 
-/// What the account can still sign in with, inside a transaction: how many passkeys, and
-/// whether it has a password.
-pub async fn remaining_credentials_in(
-    tx: &mut Tx,
-    user_id: &str,
-) -> Result<(i64, bool), sqlx::Error> {
+/// What an account has left of its credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remaining {
+    /// Its passkeys.
+    pub passkeys: i64,
+    /// Those of its passkeys registered with user verification.
+    pub verifying_passkeys: i64,
+    /// Whether it has a password.
+    pub password: bool,
+    /// Whether it has a confirmed TOTP authenticator.
+    pub totp: bool,
+}
+
+/// What the account has left, inside a transaction (after `users::lock_in`, so that concurrent
+/// removals see each other's). One query.
+pub async fn remaining_in(tx: &mut Tx, user_id: &str) -> Result<Remaining, sqlx::Error> {
     let sql = "SELECT (SELECT COUNT(*) FROM passkeys WHERE user_id = $1), \
-               (SELECT COUNT(*) FROM users WHERE id = $1 AND password_hash <> '')";
-    let (passkeys, with_password): (i64, i64) =
+               (SELECT COUNT(*) FROM passkeys WHERE user_id = $1 AND user_verified), \
+               (SELECT COUNT(*) FROM users WHERE id = $1 AND password_hash <> ''), \
+               (SELECT COUNT(*) FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)";
+    let (passkeys, verifying_passkeys, password, totp): (i64, i64, i64, i64) =
         with_tx!(tx, conn => sqlx::query_as(sql).bind(user_id).fetch_one(conn).await)?;
-    Ok((passkeys, with_password > 0))
+    Ok(Remaining {
+        passkeys,
+        verifying_passkeys,
+        password: password > 0,
+        totp: totp > 0,
+    })
 }
 
 /// The passkey with this credential id (base64url), whoever's it is.

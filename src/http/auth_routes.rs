@@ -162,7 +162,8 @@ async fn login_mfa(
 ///
 /// Without a body (or `email`), for any passkey of this site the browser holds: usernameless
 /// sign-in and conditional UI (`mediation: "conditional"`). With `email`, for that account's
-/// passkeys. The answer does not tell whether the address has an account or passkeys. Then
+/// passkeys. User verification is required (a PIN, biometrics). The answer does not tell
+/// whether the address has an account or passkeys (no `transports` are named). Then
 /// `navigator.credentials.get({publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(publicKey)})`,
 /// and POST /login/passkey with the credential, within WEBAUTHN_CHALLENGE_SECONDS.
 #[utoipa::path(
@@ -195,17 +196,18 @@ async fn login_passkey_options(
 /// Sign in with a passkey.
 ///
 /// Send the credential `navigator.credentials.get()` returned (`PublicKeyCredential.toJSON()`)
-/// for the options of POST /login/passkey/options. A passkey that verified the user (PIN,
-/// biometrics) is two factors: the session's `amr` is `["hwk"|"swk", "user", "mfa"]` (`swk`: a
-/// synced passkey). Without user verification it is one factor (`["hwk"|"swk"]`), and an
-/// account with TOTP is asked for a code (403 MFA_REQUIRED, as after a password).
+/// for the options of POST /login/passkey/options. The passkey must verify the user (a PIN,
+/// biometrics; the options say `userVerification: "required"`): it is then two factors, and the
+/// session's `amr` is `["hwk"|"swk", "user", "mfa"]` (`swk`: a synced passkey). A passkey that
+/// cannot (a security key without a PIN) is refused here (401 INVALID_PASSKEY): it is used as
+/// the second factor after the password (POST /login/mfa).
 #[utoipa::path(
     post, path = "/login/passkey", tag = "authentication",
     request_body = PasskeyAssertionRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenPairResponse),
-        (status = 401, description = "INVALID_PASSKEY: the passkey failed verification (unknown credential, origin, RP ID, type, signature, user handle, user presence; the detail names the check); PASSKEY_CHALLENGE_INVALID: the challenge is unknown, used, expired or another ceremony's (ask for new options); PASSKEY_COUNTER_REGRESSED: the signature counter did not grow (WEBAUTHN_COUNTER_POLICY=refuse)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, or MFA_REQUIRED: the passkey did not verify the user and the account has TOTP; finish with POST /login/mfa", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "INVALID_PASSKEY: the passkey failed verification (unknown credential, not the account the email-first options named, origin, RP ID, type, signature, user handle, user presence: one detail for all, so that a real credential cannot be told from a decoy), or it did not verify the user (its own detail: use the password and the passkey as the second step); PASSKEY_CHALLENGE_INVALID: the challenge is unknown, used, expired or another ceremony's (ask for new options); PASSKEY_COUNTER_REGRESSED: the signature counter did not grow (WEBAUTHN_COUNTER_POLICY=refuse)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "NOT_FOUND: passkeys are turned off (PASSKEYS=false)", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -148,8 +148,9 @@ async fn rename_passkey(
 /// Remove one of the caller's passkeys.
 ///
 /// Needs what other sensitive changes need (see POST /me/passkeys/options). Not the last passkey
-/// of an account without a password (409 LAST_CREDENTIAL), nor the last second factor of an
-/// account MFA_REQUIRED_FOR covers (403 FORBIDDEN). The account is mailed.
+/// registered with user verification of an account without a password (409 LAST_CREDENTIAL), nor
+/// the last second factor of an account MFA_REQUIRED_FOR covers (403 FORBIDDEN). The account is
+/// mailed.
 #[utoipa::path(
     delete, path = "/me/passkeys/{id}", tag = "passkeys",
     params(("id" = uuid::Uuid, Path, description = "A passkey id from GET /me/passkeys (a UUID: any other is 404)")),
@@ -159,7 +160,7 @@ async fn rename_passkey(
         (status = 204, description = "Removed"),
         (status = 403, description = "INVALID_CREDENTIALS, INVALID_MFA_CODE, STEP_UP_REQUIRED, or FORBIDDEN (MFA_REQUIRED_FOR needs this last second factor)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "NOT_FOUND: not a passkey of the caller's (or passkeys are turned off)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "LAST_CREDENTIAL: the account has no password and this is its last passkey", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "LAST_CREDENTIAL: the account has no password and this is its last passkey registered with user verification", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn delete_passkey(

@@ -547,7 +547,7 @@ pub struct PasskeyOptionsResponse {
     #[serde(rename = "publicKey")]
     #[schema(value_type = Object, example = json!({
         "challenge": "3q2-7wx8Kx0p9vYgA1b2cw", "timeout": 300000, "rpId": "example.com",
-        "allowCredentials": [], "userVerification": "preferred", "hints": [], "extensions": {}
+        "allowCredentials": [], "userVerification": "required", "hints": [], "extensions": {}
     }))]
     pub public_key: serde_json::Value,
 }

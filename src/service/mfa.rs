@@ -42,22 +42,6 @@ pub const AMR_PASSWORD: &str = "pwd";
 pub const AMR_PASSWORD_TOTP: &str = "pwd otp mfa";
 pub const AMR_PASSWORD_RECOVERY_CODE: &str = "pwd mfa";
 
-/// The first factor of a login waiting for its second: the password (else a passkey that did
-/// not verify the user, by its `amr`).
-pub const FIRST_FACTOR_PASSWORD: &str = "pwd";
-
-/// The `amr` of a login whose first factor was `first` (`pwd`, `hwk`, `swk`) and whose second
-/// earned `second` (as after a password).
-fn after_first_factor(first: &str, second: &'static str) -> &'static str {
-    match (first, second) {
-        ("hwk", AMR_PASSWORD_TOTP) => "hwk otp mfa",
-        ("swk", AMR_PASSWORD_TOTP) => "swk otp mfa",
-        ("hwk", AMR_PASSWORD_RECOVERY_CODE) => "hwk mfa",
-        ("swk", AMR_PASSWORD_RECOVERY_CODE) => "swk mfa",
-        _ => second,
-    }
-}
-
 /// The notices, each limited per address on its own (MAIL_RATE_LIMIT_SECONDS); a superuser's
 /// reset is always mailed (`recovery::queue_security_notice`).
 const NOTICE_MFA_ADDED: &str = "notice_mfa_added";
@@ -569,21 +553,7 @@ pub(crate) const INVALID_MFA_TOKEN: &str =
 /// The first step of a login for an account with a second factor, after its password was
 /// right: a single-use `mfa_token` for [`complete_login`], as the 403 MFA_REQUIRED error.
 pub async fn challenge(state: &AppState, user: &users::User, client: ClientInfo) -> Result<Error> {
-    challenge_after(state, user, client, FIRST_FACTOR_PASSWORD).await
-}
-
-/// The same after the first factor `first` (`pwd`, or the `amr` of a passkey that did not
-/// verify the user: then the methods are TOTP's only, never a passkey again).
-pub(crate) async fn challenge_after(
-    state: &AppState,
-    user: &users::User,
-    client: ClientInfo,
-    first: &'static str,
-) -> Result<Error> {
-    let mut factors = Factors::of(state, &user.id).await?;
-    if first != FIRST_FACTOR_PASSWORD {
-        factors.passkeys = 0;
-    }
+    let factors = Factors::of(state, &user.id).await?;
     let token = random_token();
     let now = state.clock.now_ms();
     let ttl = ms(state.config.mfa.token_ttl);
@@ -598,11 +568,10 @@ pub(crate) async fn challenge_after(
             attempts: 0,
             user_agent: client.user_agent,
             ip: client.ip,
-            first_factor: first.to_string(),
         },
     )
     .await?;
-    tracing::info!(user_id = %user.id, first_factor = first, "first factor right; waiting for the second");
+    tracing::info!(user_id = %user.id, "password right; waiting for the second factor");
     Ok(Error::MfaRequired {
         mfa_token: token,
         methods: factors.methods(),
@@ -643,18 +612,10 @@ pub async fn complete_login(
     if state.config.accounts.require_verified_email && !user.is_verified {
         return Err(Error::EmailNotVerified);
     }
-    let passkey = match &assertion {
-        None => None,
-        Some(_) if challenge.first_factor != FIRST_FACTOR_PASSWORD => {
-            return Err(Error::InvalidPasskey(
-                "a sign-in that began with a passkey is finished with a code",
-            ));
-        }
-        Some(assertion) => Some(PasskeyFactor {
-            assertion,
-            expect: passkeys_service::mfa_expect(&token_hash, &user.id, challenge.user_stamp),
-        }),
-    };
+    let passkey = assertion.as_ref().map(|assertion| PasskeyFactor {
+        assertion,
+        expect: passkeys_service::mfa_expect(&token_hash, &user.id, challenge.user_stamp),
+    });
     let (amr, ()) = with_factor(
         state,
         &user.id,
@@ -678,7 +639,7 @@ pub async fn complete_login(
             user_agent: client.user_agent.or(challenge.user_agent),
         },
         Authentication {
-            amr: after_first_factor(&challenge.first_factor, amr),
+            amr,
             auth_time: challenge.created_at,
             mfa_at: Some(now),
             passkey_at: None,
@@ -748,6 +709,10 @@ pub async fn step_up(
     Ok(())
 }
 
+const LAST_FACTOR: Error = Error::Forbidden(
+    "MFA_REQUIRED_FOR requires a second factor for this account: it cannot be removed",
+);
+
 /// Disables TOTP (and drops the recovery codes): needs the password and a code, always.
 #[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn disable(
@@ -760,22 +725,25 @@ pub async fn disable(
     if !mfa::has_totp(&state.db, id).await? {
         return Err(Error::MfaNotEnabled);
     }
-    if state
+    let policy = state
         .config
         .mfa
         .required_for
-        .covers(caller.account.is_superuser)
-        && passkeys_service::count_as_factor(state, id).await? == 0
-    {
-        return Err(Error::Forbidden(
-            "MFA_REQUIRED_FOR requires a second factor for this account: it cannot be removed",
-        ));
+        .covers(caller.account.is_superuser);
+    if policy && passkeys_service::count_as_factor(state, id).await? == 0 {
+        return Err(LAST_FACTOR);
     }
     step_up(state, caller, Some(password), factor, StepUp::Code).await?;
     let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
+    // A concurrent removal of the last passkey waits here (or this waits for it), and the rule is
+    // checked again on what it left.
+    users::lock_in(&mut tx, id).await?;
     if !mfa::remove_all(&mut tx, id).await? {
         return Err(Error::MfaNotEnabled);
+    }
+    if policy && passkeys_service::count_as_factor_in(state, &mut tx, id).await? == 0 {
+        return Err(LAST_FACTOR);
     }
     recovery::queue_notice(
         state,

@@ -13,7 +13,8 @@
 //! - An assertion is checked against the stored credential it names (origin, RP ID hash, type,
 //!   challenge, user presence, signature, backup flags; the user handle, when sent, must be the
 //!   credential's user); anything wrong is 401 INVALID_PASSKEY naming the check, never whose
-//!   credential it is. Its use (counter, backup state, last use) is written conditionally on
+//!   credential it is. At sign-in (`login` ceremonies) the detail is one for all of these checks,
+//!   so that a real credential id cannot be told from a decoy by the check that refused it. Its use (counter, backup state, last use) is written conditionally on
 //!   the counter it was checked against, in the transaction that opens the session or passes the
 //!   step: of two concurrent uses, one wins.
 //! - A signature counter that did not grow (both non-zero) is logged at warn, flags the passkey
@@ -22,21 +23,27 @@
 //! - Registering a passkey is a credential change: it needs what other sensitive changes need
 //!   (the password, or a recent passkey proof without one; the second factor, or a recent pass),
 //!   and it moves the security stamp, carries the caller's session forward, ends the others and
-//!   marks the caller's session as having passed a passkey. At most [`MAX_PER_ACCOUNT`].
-//! - A passkey that verified the user (UV) is two factors: a sign-in with it opens a session that
-//!   passed the second factor (`amr` `hwk|swk user mfa`). Without UV it is one, like a password:
-//!   an account with TOTP is then asked for a code (403 MFA_REQUIRED), which never offers a
-//!   passkey again.
+//!   marks the caller's session as having passed the second factor, and as having proved a
+//!   passkey only when the new one verified the user. At most [`MAX_PER_ACCOUNT`].
+//! - Signing in with a passkey alone (POST /login/passkey) needs user verification (UV: a PIN,
+//!   biometrics): the options ask for it, and an assertion without it is refused (401
+//!   INVALID_PASSKEY, once its signature is known to be good) — a security key without a PIN
+//!   alone must not sign in where a password alone would not. Such a passkey is still
+//!   registered (UV preferred) and is a second factor after the password. A sign-in with UV is
+//!   two factors: the session passed the second factor (`amr` `hwk|swk user mfa`).
 //! - As a second factor (PASSKEYS=true), a passkey counts wherever TOTP does: MFA_REQUIRED,
 //!   MFA_REQUIRED_FOR, step-up, the superuser's reset; at POST /login/mfa a wrong assertion is a
 //!   failed try of the `mfa_token` and of the account's second-factor lockout, as a wrong code is.
 //! - Email-first options do not tell whether an account exists or has passkeys: unknown,
 //!   passkey-less and disabled accounts get 1 to 3 decoy credentials derived from a keyed hash of
-//!   the address (stable per address), after the same queries a real account costs.
+//!   the address (stable per address), after the same queries a real account costs. Nor does
+//!   the answer: the ceremony names the account, or for an unknown address a marker that is no
+//!   account's, so any other passkey is refused by the same check, with the same detail.
 //! - An account without a password (`users.password_hash` empty) proves a passkey (within
 //!   MFA_STEP_UP_SECONDS, at least a minute) wherever a password is asked for
-//!   (`accounts::confirm_password`); it cannot delete its last passkey (409 LAST_CREDENTIAL), and
-//!   only an account with a passkey registered with UV may drop its password.
+//!   (`accounts::confirm_password`); it keeps at least one passkey registered with UV (deleting
+//!   the last is 409 LAST_CREDENTIAL, checked again under the account's lock), and only an
+//!   account with one may drop its password.
 
 use crate::auth::tokens::hash_token_id;
 use crate::auth::webauthn::{
@@ -64,8 +71,8 @@ pub const NAME_MAX_LENGTH: usize = 64;
 /// RFC 8176 `amr` values of a passkey: `hwk` a device-bound key, `swk` a synced one (backup
 /// eligible); `user` when it verified the user. (`pin` and `fpt` are never said: an assertion
 /// does not tell how the user was verified.)
-pub const AMR_HWK: &str = "hwk";
-pub const AMR_SWK: &str = "swk";
+const HWK: &str = "hwk";
+const SWK: &str = "swk";
 pub const AMR_HWK_UV: &str = "hwk user mfa";
 pub const AMR_SWK_UV: &str = "swk user mfa";
 pub const AMR_PASSWORD_HWK: &str = "pwd hwk mfa";
@@ -136,6 +143,21 @@ const NOT_ALLOWED: Error = Error::InvalidPasskey("the passkey is not one this ce
 const HANDLE_MISMATCH: Error = Error::InvalidPasskey("the user handle does not match the passkey");
 const USED_MEANWHILE: Error =
     Error::InvalidPasskey("the passkey was used by another request at the same time: try again");
+/// Every refusal of a `login` answer's credential, whichever check failed (not registered here,
+/// not the account the email-first ceremony named, the user handle, the origin, the signature...):
+/// which one it was would tell a real credential id from a decoy, or an address with an account
+/// from one without.
+const LOGIN_REFUSED: Error = Error::InvalidPasskey(
+    "the passkey was not accepted: it is not registered here, not one this sign-in asked for, or its answer failed verification",
+);
+/// A sign-in with a passkey that did not verify the user (once its signature is good).
+const NOT_VERIFIED: Error = Error::InvalidPasskey(
+    "the passkey did not verify the user (a PIN or biometrics): sign in with the password, and use the passkey as the second step",
+);
+/// The account an email-first `login` ceremony is for when the address has none: no account's
+/// id (ids are UUIDs), so that any passkey is refused by the check that refuses another
+/// account's, as for an address with an account.
+const NO_ACCOUNT: &str = "no account";
 const CREDENTIALS_CHANGED: Error =
     Error::Unauthorized("the account's credentials changed meanwhile; sign in again");
 
@@ -152,14 +174,10 @@ fn ttl(state: &AppState) -> i64 {
     ms(state.config.passkeys.challenge_ttl)
 }
 
-/// The `amr` of a sign-in with a passkey: `synced` when it is backup eligible.
-pub(crate) fn first_factor_amr(synced: bool, user_verified: bool) -> &'static str {
-    match (synced, user_verified) {
-        (false, false) => AMR_HWK,
-        (true, false) => AMR_SWK,
-        (false, true) => AMR_HWK_UV,
-        (true, true) => AMR_SWK_UV,
-    }
+/// The `amr` of a sign-in with a passkey (that verified the user): `synced` when it is backup
+/// eligible.
+pub(crate) fn first_factor_amr(synced: bool) -> &'static str {
+    if synced { AMR_SWK_UV } else { AMR_HWK_UV }
 }
 
 /// The `amr` of a password login completed with a passkey.
@@ -655,17 +673,14 @@ pub async fn register(
         Some(&caller.session_id),
     )
     .await?;
-    let kind = if row.backup_eligible {
-        AMR_SWK
-    } else {
-        AMR_HWK
-    };
+    let kind = if row.backup_eligible { SWK } else { HWK };
     let amr = if row.user_verified {
         merged_amr(&caller.amr, &[kind, "user", "mfa"])
     } else {
         merged_amr(&caller.amr, &[kind, "mfa"])
     };
-    sessions::passed_passkey_in(&mut tx, &caller.session_id, &amr, true, now).await?;
+    // A passkey proof (`passkey_at`) only if it verified the user, as at a step-up.
+    sessions::passed_passkey_in(&mut tx, &caller.session_id, &amr, row.user_verified, now).await?;
     recovery::queue_notice(
         state,
         &mut tx,
@@ -712,8 +727,8 @@ pub async fn rename(
 }
 
 /// Removes one of the caller's passkeys, after what a sensitive change needs. Not the last
-/// passkey of an account without a password (409 LAST_CREDENTIAL), nor the last second factor of
-/// an account MFA_REQUIRED_FOR covers (403).
+/// passkey registered with user verification of an account without a password (409
+/// LAST_CREDENTIAL), nor the last second factor of an account MFA_REQUIRED_FOR covers (403).
 #[tracing::instrument(skip_all, fields(user_id = %caller.account.id))]
 pub async fn delete(
     state: &AppState,
@@ -728,32 +743,41 @@ pub async fn delete(
         .await?
         .ok_or(NO_SUCH_PASSKEY)?;
     let count = passkeys::count_of_user(&state.db, user_id).await?;
-    if !caller.account.has_password && count <= 1 {
-        return Err(LAST_PASSKEY);
+    if !caller.account.has_password {
+        if count <= 1 {
+            return Err(LAST_PASSKEY);
+        }
+        let verifying = passkeys::count_user_verified(&state.db, user_id).await?;
+        if verifying - i64::from(key.user_verified) <= 0 {
+            return Err(LAST_VERIFYING_PASSKEY);
+        }
     }
-    if count <= 1
-        && state
-            .config
-            .mfa
-            .required_for
-            .covers(caller.account.is_superuser)
-        && !mfa_db::has_totp(&state.db, user_id).await?
-    {
-        return Err(Error::Forbidden(
-            "MFA_REQUIRED_FOR requires a second factor for this account: its last one cannot be removed",
-        ));
+    let policy = state
+        .config
+        .mfa
+        .required_for
+        .covers(caller.account.is_superuser);
+    if count <= 1 && policy && !mfa_db::has_totp(&state.db, user_id).await? {
+        return Err(LAST_FACTOR);
     }
     confirm_change(state, caller, password, factor).await?;
     let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
-    // Concurrent removals of an account's last passkeys wait for each other here.
+    // Concurrent removals of an account's last credentials (passkeys, TOTP) wait for each other
+    // here, and the rules are checked again on what the others left.
     users::lock_in(&mut tx, user_id).await?;
     if !passkeys::delete(&mut tx, user_id, id).await? {
         return Err(NO_SUCH_PASSKEY);
     }
-    let (left, has_password) = passkeys::remaining_credentials_in(&mut tx, user_id).await?;
-    if left == 0 && !has_password {
+    let left = passkeys::remaining_in(&mut tx, user_id).await?;
+    if !left.password && left.passkeys == 0 {
         return Err(LAST_PASSKEY);
+    }
+    if !left.password && left.verifying_passkeys == 0 {
+        return Err(LAST_VERIFYING_PASSKEY);
+    }
+    if policy && left.passkeys == 0 && !left.totp {
+        return Err(LAST_FACTOR);
     }
     recovery::queue_notice(
         state,
@@ -766,9 +790,17 @@ pub async fn delete(
     .await?;
     tx.commit().await?;
     state.mail_wakeup.notify_one();
-    tracing::info!(passkey_id = %key.id, passkeys_left = left, "passkey removed");
+    tracing::info!(passkey_id = %key.id, passkeys_left = left.passkeys, "passkey removed");
     Ok(())
 }
+
+const LAST_VERIFYING_PASSKEY: Error = Error::LastCredential(
+    "this is the last passkey that verifies you (with a PIN or biometrics) of an account without a password, the only kind that signs it in: set a password or add another such passkey first",
+);
+
+const LAST_FACTOR: Error = Error::Forbidden(
+    "MFA_REQUIRED_FOR requires a second factor for this account: its last one cannot be removed",
+);
 
 const LAST_PASSKEY: Error = Error::LastCredential(
     "this is the last passkey of an account without a password: set a password or add another passkey first",
@@ -783,7 +815,7 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
     let Some(email) = email else {
         let started = state
             .webauthn
-            .start_authentication(None, Verification::Preferred)
+            .start_authentication(None, Verification::RequiredByCaller)
             .map_err(Error::internal)?;
         store(state, &started, LOGIN, None, None, None).await?;
         return Ok(Options(started.options));
@@ -800,20 +832,27 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
     let keys =
         passkeys::list_of_user(&state.db, user.as_ref().map_or("", |u| u.id.as_str())).await?;
     let usable = user.as_ref().is_some_and(|u| u.is_active) && !keys.is_empty();
+    // No transports, real or decoy: a security key's `["usb"]` would tell a real account.
     let allow = if usable {
         descriptors(&keys)
+            .into_iter()
+            .map(|d| Descriptor {
+                transports: Vec::new(),
+                ..d
+            })
+            .collect()
     } else {
         decoys(state, &normalised)
     };
     let started = state
         .webauthn
-        .start_authentication(Some(&allow), Verification::Preferred)
+        .start_authentication(Some(&allow), Verification::RequiredByCaller)
         .map_err(Error::internal)?;
     store(
         state,
         &started,
         LOGIN,
-        user.as_ref().map(|u| u.id.as_str()),
+        Some(user.as_ref().map_or(NO_ACCOUNT, |u| u.id.as_str())),
         None,
         None,
     )
@@ -821,13 +860,18 @@ pub async fn login_options(state: &AppState, email: Option<&str>) -> Result<Opti
     Ok(Options(started.options))
 }
 
-/// 1 to 3 credential descriptors for an address that has no usable passkey: 32 bytes each like
-/// real ids, derived from a keyed hash of the address (the same at every call).
+/// 1 to 3 credential descriptors (as many of each, for a given key) for an address that has no
+/// usable passkey: 32 bytes each like real ids, no transports (as real ones are listed here),
+/// derived from a keyed hash of the address (the same at every call).
 fn decoys(state: &AppState, email: &str) -> Vec<Descriptor> {
     let seed = state
         .seal
         .keyed_hash("passkey decoy count", &[email.as_bytes()]);
-    let count = 1 + usize::from(seed.as_bytes()[0] % 3);
+    let count = 1 + decoy_count_index(
+        &data_encoding::HEXLOWER
+            .decode(seed.as_bytes())
+            .unwrap_or_default(),
+    );
     (0..count)
         .map(|i| {
             let hex = state
@@ -841,15 +885,22 @@ fn decoys(state: &AppState, email: &str) -> Vec<Descriptor> {
                     &base64::engine::general_purpose::URL_SAFE_NO_PAD,
                     bytes,
                 ),
-                transports: vec!["internal".into(), "hybrid".into()],
+                transports: Vec::new(),
             }
         })
         .collect()
 }
 
-/// Signs in with a passkey (the answer to [`login_options`]). With user verification the session
-/// has passed the second factor; without it, an account with TOTP is asked for a code (the
-/// error `MfaRequired`).
+/// 0, 1 or 2, uniformly, from the first byte of `seed` below 255 (255 = 3 × 85: the rest would
+/// favour 0); 0 in the (2⁻²⁵⁶) case there is none.
+fn decoy_count_index(seed: &[u8]) -> usize {
+    seed.iter()
+        .find(|b| **b < 255)
+        .map_or(0, |b| usize::from(b % 3))
+}
+
+/// Signs in with a passkey (the answer to [`login_options`]): it must have verified the user, and
+/// the session has then passed the second factor.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
@@ -870,25 +921,27 @@ pub async fn login(
         },
         now,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        Error::InvalidPasskey(_) => LOGIN_REFUSED,
+        e => e,
+    })?;
+    // Only now, the signature being good: only the passkey's holder learns this was the reason.
+    if !verified.asserted.user_verified {
+        tracing::info!(user_id = %verified.passkey.user_id, "passkey sign-in without user verification refused");
+        return Err(NOT_VERIFIED);
+    }
     let user = users::find_by_id(&state.db, &verified.passkey.user_id)
         .await?
-        .ok_or(UNKNOWN_CREDENTIAL)?;
+        .ok_or(LOGIN_REFUSED)?;
     if !user.is_active {
         return Err(Error::AccountDisabled);
     }
     if state.config.accounts.require_verified_email && !user.is_verified {
         return Err(Error::EmailNotVerified);
     }
-    let uv = verified.asserted.user_verified;
-    let amr = first_factor_amr(verified.synced(), uv);
-    let needs_code = !uv && mfa_db::has_totp(&state.db, &user.id).await?;
+    let amr = first_factor_amr(verified.synced());
     let mut tx = begin_use(state, &verified, now).await?;
-    if needs_code {
-        tx.commit().await?;
-        tracing::info!(user_id = %user.id, "passkey without user verification; asking for a code");
-        return Err(mfa::challenge_after(state, &user, client, amr).await?);
-    }
     let pair = open_session_in(
         state,
         &mut tx,
@@ -897,15 +950,15 @@ pub async fn login(
         Authentication {
             amr,
             auth_time: now,
-            mfa_at: uv.then_some(now),
-            passkey_at: uv.then_some(now),
+            mfa_at: Some(now),
+            passkey_at: Some(now),
         },
         now,
     )
     .await?
     .ok_or(CREDENTIALS_CHANGED)?;
     tx.commit().await?;
-    tracing::info!(user_id = %user.id, user_verified = uv, "signed in with a passkey");
+    tracing::info!(user_id = %user.id, "signed in with a passkey");
     Ok(pair)
 }
 
@@ -918,10 +971,6 @@ pub async fn mfa_options(state: &AppState, mfa_token: &str) -> Result<Options> {
     let challenge = mfa_db::peek_challenge(&state.db, &token_hash, now, mfa::MAX_TRIES)
         .await?
         .ok_or(Error::InvalidMfaToken(mfa::INVALID_MFA_TOKEN))?;
-    if challenge.first_factor != mfa::FIRST_FACTOR_PASSWORD {
-        // A sign-in that began with a passkey finishes with a code.
-        return Err(Error::NoPasskey);
-    }
     let keys = passkeys::list_of_user(&state.db, &challenge.user_id).await?;
     if keys.is_empty() {
         return Err(Error::NoPasskey);
@@ -999,9 +1048,8 @@ pub async fn step_up(
         now,
     )
     .await?;
-    // The session has now shown this passkey too (a session kept to enrolment by
-    // MFA_REQUIRED_FOR after a sign-in without user verification passes it here).
-    let kind = if verified.synced() { AMR_SWK } else { AMR_HWK };
+    // The session has now shown this passkey too.
+    let kind = if verified.synced() { SWK } else { HWK };
     let amr = if verified.asserted.user_verified {
         merged_amr(&caller.amr, &[kind, "user", "mfa"])
     } else {
@@ -1092,6 +1140,18 @@ pub(crate) async fn count_as_factor(state: &AppState, user_id: &str) -> Result<i
     Ok(passkeys::count_of_user(&state.db, user_id).await?)
 }
 
+/// The same, inside `tx`.
+pub(crate) async fn count_as_factor_in(
+    state: &AppState,
+    tx: &mut Tx,
+    user_id: &str,
+) -> Result<i64> {
+    if !state.config.passkeys.enabled {
+        return Ok(0);
+    }
+    Ok(passkeys::count_of_user_in(tx, user_id).await?)
+}
+
 /// Removes every passkey of the account inside `tx` (a superuser's reset). Returns how many.
 pub(crate) async fn remove_all_in(tx: &mut Tx, user_id: &str) -> Result<u64> {
     Ok(passkeys::remove_all_of_user(tx, user_id).await?)
@@ -1112,7 +1172,8 @@ mod tests {
             "pwd swk otp mfa"
         );
         assert_eq!(merged_amr("", &["hwk", "mfa"]), "hwk mfa");
-        assert_eq!(first_factor_amr(true, true), "swk user mfa");
+        assert_eq!(first_factor_amr(true), "swk user mfa");
+        assert_eq!(first_factor_amr(false), "hwk user mfa");
         assert_eq!(second_factor_amr(false, false), "pwd hwk mfa");
     }
 
@@ -1129,5 +1190,18 @@ mod tests {
             "Google Password Manager"
         );
         assert_eq!(default_name(None, 2), "Passkey 3");
+    }
+
+    #[test]
+    fn decoy_counts_are_uniform() {
+        let mut seen = [0usize; 3];
+        for b in 0..=u8::MAX {
+            if b < 255 {
+                seen[decoy_count_index(&[b])] += 1;
+            }
+        }
+        assert_eq!(seen, [85, 85, 85]);
+        assert_eq!(decoy_count_index(&[255, 4]), 1);
+        assert_eq!(decoy_count_index(&[]), 0);
     }
 }

@@ -29,6 +29,7 @@ mod openapi;
 mod operations;
 mod pages;
 mod passkey_attacks;
+mod passkey_review;
 mod passkeys;
 mod refresh;
 mod register;
