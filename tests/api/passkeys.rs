@@ -702,7 +702,8 @@ async fn usernameless_sign_in() {
         let pk = &options["publicKey"];
         assert_eq!(pk["allowCredentials"], json!([]), "{options}");
         assert_eq!(pk["rpId"], "localhost");
-        assert_eq!(pk["userVerification"], "preferred");
+        // A first factor that must stand alone: the user is verified (PIN or biometrics).
+        assert_eq!(pk["userVerification"], "required");
         assert_eq!(pk["timeout"], 300_000);
     }
     let options = usernameless_options(&app).await;
@@ -764,7 +765,7 @@ async fn email_first_sign_in_with_a_credential_that_is_not_discoverable() {
             vec![user.passkey.credential_id()],
             "{options}"
         );
-        assert_eq!(pk["userVerification"], "preferred");
+        assert_eq!(pk["userVerification"], "required");
         assert_eq!(pk["rpId"], "localhost");
         let credential = user.passkey.get(&options).await;
         assert!(credential["response"].get("userHandle").is_none());
@@ -776,29 +777,34 @@ async fn email_first_sign_in_with_a_credential_that_is_not_discoverable() {
 }
 
 #[tokio::test]
-async fn a_passkey_without_user_verification_is_one_factor() {
+async fn a_passkey_without_user_verification_signs_in_only_as_the_second_step() {
     let app = spawn_app().await;
     freeze_clock(&app);
-    // An account with nothing else: the session opens, with one factor.
+    // A key without a PIN alone is possession only: no first factor, usernameless or
+    // email-first, whatever else the account has.
     let mut user = holder_of(&app, soft(&app).without_user_verification()).await;
     app.clock.advance_ms(1_000);
-    let tokens = sign_in(&app, &mut user.passkey).await;
-    assert_eq!(amr(&tokens), json!(["swk"]));
-    assert_eq!(app.me(&tokens.access).await.status(), StatusCode::OK);
+    for options in [
+        usernameless_options(&app).await,
+        email_options(&app, &user.email).await,
+    ] {
+        let credential = user.passkey.get(&options).await;
+        let body =
+            assert_problem(passkey_login(&app, &credential).await, 401, "INVALID_PASSKEY").await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("verify"),
+            "{body}"
+        );
+    }
 
-    // An account with TOTP too: the second step, whose methods leave the passkey out.
-    let totp = enrolled(&app).await;
-    let mut key = soft(&app).without_user_verification().device_bound();
-    add_passkey(&app, &totp.session.access, &mut key).await;
-    app.clock.advance_ms(STEP_MS);
-    let options = usernameless_options(&app).await;
-    let credential = key.get(&options).await;
-    let body = assert_problem(passkey_login(&app, &credential).await, 403, "MFA_REQUIRED").await;
-    assert_eq!(body["methods"], json!(["totp", "recovery_code"]), "{body}");
-    let token = body["mfa_token"].as_str().unwrap();
-    let tokens = pair(with_code(&app, token, &code_now(&app, &totp.secret)).await).await;
-    // spec-silent: the amr of a device-bound passkey then a TOTP code is `hwk otp mfa`.
-    assert_eq!(amr(&tokens), json!(["hwk", "otp", "mfa"]));
+    // After the password, the same key is the second step.
+    app.clock.advance_ms(1_000);
+    let (token, methods) = password_step(&app, &user.email).await;
+    assert_eq!(methods, json!(["passkey"]));
+    let options = options_of(mfa_passkey_options(&app, &token).await).await;
+    let credential = user.passkey.get(&options).await;
+    let tokens = pair(with_passkey(&app, &token, &credential).await).await;
+    assert_eq!(amr(&tokens), json!(["pwd", "swk", "mfa"]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1222,8 +1228,8 @@ async fn removing_the_password_needs_a_passkey_that_verifies_the_user() {
         "LAST_CREDENTIAL",
     )
     .await;
-    // A passkey without UV. spec-silent: registering it marked the session's passkey proof
-    // (the spec's "mfa_at = passkey_at = now"), so the refusal is for the passkey.
+    // A passkey without UV: registering it is no passkey proof, but the account is refused
+    // first for having no passkey that verifies the user.
     add_passkey(
         &app,
         &session.access,
