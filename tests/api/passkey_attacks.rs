@@ -468,32 +468,29 @@ const WRONG_ORIGINS: [&str; 7] = [
     "null",
 ];
 
+/// A sign-in and a registration through the lying `client` are both 401 INVALID_PASSKEY.
+async fn sign_in_and_registration_refused(app: &TestApp, user: &mut Holder, client: &Client) {
+    let options = usernameless_options(app).await;
+    let credential = lie(&mut user.passkey, &options, client).await;
+    assert_problem(passkey_login(app, &credential).await, 401, "INVALID_PASSKEY").await;
+
+    let options = creation_options(app, &user.session.access).await;
+    let registration = soft(app).create_with(&options, client).await.unwrap();
+    assert_problem(
+        register_credential(app, &user.session.access, &registration.json(), None).await,
+        401,
+        "INVALID_PASSKEY",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_wrong_origin_is_refused() {
     let app = spawn_app().await;
     freeze_clock(&app);
     let mut user = holder(&app).await;
     for origin in WRONG_ORIGINS {
-        let options = usernameless_options(&app).await;
-        let credential = lie(&mut user.passkey, &options, &Client::origin(origin)).await;
-        assert_problem(
-            passkey_login(&app, &credential).await,
-            401,
-            "INVALID_PASSKEY",
-        )
-        .await;
-
-        let options = creation_options(&app, &user.session.access).await;
-        let registration = soft(&app)
-            .create_with(&options, &Client::origin(origin))
-            .await
-            .unwrap();
-        assert_problem(
-            register_credential(&app, &user.session.access, &registration.json(), None).await,
-            401,
-            "INVALID_PASSKEY",
-        )
-        .await;
+        sign_in_and_registration_refused(&app, &mut user, &Client::origin(origin)).await;
     }
     assert_eq!(passkeys(&app, &user.session.access).await.len(), 1);
 }
@@ -583,26 +580,7 @@ async fn a_wrong_rp_id_is_refused() {
     let mut user = holder(&app).await;
     // Another domain, a subdomain of the RP ID (the origin's host), a parent.
     for rp in ["evil.com", "app.example.com", "com", "example.co"] {
-        let options = usernameless_options(&app).await;
-        let credential = lie(&mut user.passkey, &options, &Client::rp_id(rp)).await;
-        assert_problem(
-            passkey_login(&app, &credential).await,
-            401,
-            "INVALID_PASSKEY",
-        )
-        .await;
-
-        let options = creation_options(&app, &user.session.access).await;
-        let registration = soft(&app)
-            .create_with(&options, &Client::rp_id(rp))
-            .await
-            .unwrap();
-        assert_problem(
-            register_credential(&app, &user.session.access, &registration.json(), None).await,
-            401,
-            "INVALID_PASSKEY",
-        )
-        .await;
+        sign_in_and_registration_refused(&app, &mut user, &Client::rp_id(rp)).await;
     }
     assert_eq!(passkeys(&app, &user.session.access).await.len(), 1);
 }
