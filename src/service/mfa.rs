@@ -648,12 +648,27 @@ pub async fn complete_login(
     .await
 }
 
-/// Whether the caller's session passed the second factor within MFA_STEP_UP_SECONDS.
-fn recently_passed(state: &AppState, caller: &Caller) -> bool {
+/// The shortest a passkey's proof lasts, whatever MFA_STEP_UP_SECONDS says: a passkey is proved
+/// at a step-up route of its own and then stands for a while, so with a window of 0 it could
+/// never be used (a code, sent in the body of the change itself, can).
+pub(crate) const PASSKEY_PROOF_MIN_MS: i64 = 60_000;
+
+/// Whether `at` lies within MFA_STEP_UP_SECONDS (at least [`PASSKEY_PROOF_MIN_MS`] when a
+/// passkey may have made it).
+pub(crate) fn within_step_up(state: &AppState, at: Option<i64>, passkey: bool) -> bool {
     let window = ms(state.config.mfa.step_up);
-    caller
-        .mfa_at
-        .is_some_and(|at| state.clock.now_ms() < at.saturating_add(window))
+    let window = if passkey {
+        window.max(PASSKEY_PROOF_MIN_MS)
+    } else {
+        window
+    };
+    at.is_some_and(|at| state.clock.now_ms() < at.saturating_add(window))
+}
+
+/// Whether the caller's session passed the second factor within MFA_STEP_UP_SECONDS; for an
+/// account with a passkey, at least [`PASSKEY_PROOF_MIN_MS`].
+pub(crate) fn recently_passed(state: &AppState, caller: &Caller, passkeys: bool) -> bool {
+    within_step_up(state, caller.mfa_at, passkeys)
 }
 
 /// How a sensitive change is allowed for an account with a second factor.
@@ -679,7 +694,10 @@ pub async fn step_up(
     let id = &caller.account.id;
     let factors = Factors::of(state, id).await?;
     let has_factor = factors.any();
-    if has_factor && factor.is_none() && (rule == StepUp::Code || !recently_passed(state, caller)) {
+    if has_factor
+        && factor.is_none()
+        && (rule == StepUp::Code || !recently_passed(state, caller, factors.passkeys > 0))
+    {
         return Err(Error::StepUpRequired {
             methods: factors.methods(),
         });

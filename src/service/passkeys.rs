@@ -92,10 +92,6 @@ const NOTICE_PASSKEY_REMOVED: &str = "notice_passkey_removed";
 const NOTICE_PASSKEY_COUNTER: &str = "notice_passkey_counter";
 const NOTICE_PASSWORD_REMOVED: &str = "notice_password_removed";
 
-/// The shortest window of a passkey proof standing in for a password (MFA_STEP_UP_SECONDS may
-/// be 0, "always send a code": a passkey cannot be sent in the same body).
-const MIN_PROOF_WINDOW_MS: i64 = 60_000;
-
 /// Options for `navigator.credentials.create/get`: `{"publicKey": {...}}`.
 #[derive(Clone, Debug)]
 pub struct Options(pub serde_json::Value);
@@ -514,12 +510,10 @@ pub(crate) async fn begin_use(state: &AppState, verified: &Verified, now: i64) -
     }
 }
 
-/// Whether the caller's session proved a passkey recently enough to stand in for a password.
-fn recently_proved(state: &AppState, caller: &Caller) -> bool {
-    let window = ms(state.config.mfa.step_up).max(MIN_PROOF_WINDOW_MS);
-    caller
-        .passkey_at
-        .is_some_and(|at| state.clock.now_ms() < at.saturating_add(window))
+/// Whether the caller's session proved a passkey recently enough to stand in for a password
+/// (MFA_STEP_UP_SECONDS, at least [`mfa::PASSKEY_PROOF_MIN_MS`]).
+pub(crate) fn recently_proved(state: &AppState, caller: &Caller) -> bool {
+    mfa::within_step_up(state, caller.passkey_at, true)
 }
 
 /// What an account without a password needs where a password is asked for: a passkey proved

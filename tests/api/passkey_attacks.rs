@@ -472,7 +472,12 @@ const WRONG_ORIGINS: [&str; 7] = [
 async fn sign_in_and_registration_refused(app: &TestApp, user: &mut Holder, client: &Client) {
     let options = usernameless_options(app).await;
     let credential = lie(&mut user.passkey, &options, client).await;
-    assert_problem(passkey_login(app, &credential).await, 401, "INVALID_PASSKEY").await;
+    assert_problem(
+        passkey_login(app, &credential).await,
+        401,
+        "INVALID_PASSKEY",
+    )
+    .await;
 
     let options = creation_options(app, &user.session.access).await;
     let registration = soft(app).create_with(&options, client).await.unwrap();
@@ -1541,7 +1546,12 @@ async fn a_passkey_without_user_verification_is_no_first_factor_even_beside_totp
     // Email-first, the same.
     let options = email_options(&app, &user.email).await;
     let credential = key.get(&options).await;
-    assert_problem(passkey_login(&app, &credential).await, 401, "INVALID_PASSKEY").await;
+    assert_problem(
+        passkey_login(&app, &credential).await,
+        401,
+        "INVALID_PASSKEY",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

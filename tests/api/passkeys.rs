@@ -789,8 +789,12 @@ async fn a_passkey_without_user_verification_signs_in_only_as_the_second_step() 
         email_options(&app, &user.email).await,
     ] {
         let credential = user.passkey.get(&options).await;
-        let body =
-            assert_problem(passkey_login(&app, &credential).await, 401, "INVALID_PASSKEY").await;
+        let body = assert_problem(
+            passkey_login(&app, &credential).await,
+            401,
+            "INVALID_PASSKEY",
+        )
+        .await;
         assert!(
             body["detail"].as_str().unwrap().contains("verify"),
             "{body}"
@@ -1519,4 +1523,57 @@ async fn the_passkey_routes_are_in_the_api_document() {
             "{method} {path} is not documented when not served"
         );
     }
+}
+
+/// MFA_STEP_UP_SECONDS=0 asks for a code in the body of every sensitive change; a passkey
+/// cannot travel there, so its proof at the step-up route lasts a minute, and an account whose
+/// second factor is a passkey can still make a change.
+#[tokio::test]
+async fn a_passkey_step_up_lasts_a_minute_when_mfa_step_up_seconds_is_0() {
+    let app = spawn_app_with(&[("MFA_STEP_UP_SECONDS", "0")]).await;
+    freeze_clock(&app);
+    let mut user = holder(&app).await;
+    let change = |password: &'static str, new: &'static str| json!({ "current_password": password, "new_password": new });
+    // The registration's pass is a minute old.
+    app.clock.advance_ms(60_000);
+    let access = user.session.access.clone();
+    assert_problem(
+        call(
+            &app,
+            Method::PUT,
+            "/me/password",
+            &access,
+            &change(PASSWORD, NEW_PASSWORD),
+        )
+        .await,
+        403,
+        "STEP_UP_REQUIRED",
+    )
+    .await;
+    passkey_step_up(&app, &access, &mut user.passkey).await;
+    app.clock.advance_ms(59_000);
+    let response = call(
+        &app,
+        Method::PUT,
+        "/me/password",
+        &access,
+        &change(PASSWORD, NEW_PASSWORD),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // And no longer than that.
+    app.clock.advance_ms(1_000);
+    assert_problem(
+        call(
+            &app,
+            Method::PUT,
+            "/me/password",
+            &access,
+            &change(NEW_PASSWORD, PASSWORD),
+        )
+        .await,
+        403,
+        "STEP_UP_REQUIRED",
+    )
+    .await;
 }

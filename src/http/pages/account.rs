@@ -80,14 +80,8 @@ struct Proofs {
 
 impl Proofs {
     fn of(pages: &Pages, caller: &Caller, has_passkeys: bool) -> Self {
-        let now = pages.app.clock.now_ms();
-        let window = crate::service::ms(pages.app.config.mfa.step_up);
-        let fresh =
-            |at: Option<i64>, window: i64| at.is_some_and(|at| now < at.saturating_add(window));
-        let mfa_fresh = fresh(caller.mfa_at, window);
-        // A passkey proof stands for a password for at least a minute, as
-        // `service::passkeys` counts it.
-        let passkey_fresh = fresh(caller.passkey_at, window.max(60_000));
+        let mfa_fresh = mfa::recently_passed(&pages.app, caller, has_passkeys);
+        let passkey_fresh = passkeys::recently_proved(&pages.app, caller);
         let has_password = caller.account.has_password;
         let always = |needed: bool| if needed { "always" } else { "" };
         Self {
