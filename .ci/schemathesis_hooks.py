@@ -202,7 +202,9 @@ def filter_failure(context, failure, case, response):
     keep = _keep(failure, case, response)
     if not keep and FILTERED_LOG:
         with open(FILTERED_LOG, "a", encoding="utf-8") as log:
-            log.write(f"{_label(case.operation)} {response.status_code} {response.text_lossy()}\n")
+            # One line per failure: a page's HTML body has line breaks of its own.
+            body = " ".join(response.text_lossy().split())
+            log.write(f"{_label(case.operation)} {response.status_code} {body}\n")
     return keep
 
 
