@@ -90,11 +90,17 @@ impl Name {
     pub const PATTERN: &'static str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$";
 
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        Self::text(field, raw, Self::MAX_LENGTH).map(Self)
+    }
+
+    /// A name's rules (and [`Name::PATTERN`]) with another bound: at most `max` characters as
+    /// sent, no control characters, not only whitespace; trimmed.
+    pub fn text(field: &str, raw: &str, max: usize) -> Result<String, FieldError> {
         // The length as sent: what a client checks against `maxLength`.
-        if raw.chars().count() > Self::MAX_LENGTH {
+        if raw.chars().count() > max {
             return Err(FieldError::new(
                 field,
-                format!("must be at most {} characters", Self::MAX_LENGTH),
+                format!("must be at most {max} characters"),
             ));
         }
         if raw.chars().any(char::is_control) {
@@ -107,7 +113,7 @@ impl Name {
         if name.is_empty() {
             return Err(FieldError::new(field, "must not be empty"));
         }
-        Ok(Self(name.to_string()))
+        Ok(name.to_string())
     }
 
     pub fn as_str(&self) -> &str {

@@ -236,7 +236,7 @@ async fn login_passkey(
         (status = 200, description = "The options for `navigator.credentials.get()`", body = PasskeyOptionsResponse),
         (status = 401, description = "INVALID_TOKEN: the mfa_token is unknown, used, expired or out of tries (log in again)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "NOT_FOUND: passkeys are turned off (PASSKEYS=false)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "MFA_NOT_ENABLED: the account has no passkey (or the login began with one)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "MFA_NOT_ENABLED: the account has no passkey", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn login_mfa_passkey_options(

@@ -123,7 +123,7 @@ pub async fn confirm_password(
 
 /// The caller's credentials changed while its request was under way (another session changed
 /// the password, say): it must sign in again.
-const CREDENTIALS_CHANGED: Error =
+pub(crate) const CREDENTIALS_CHANGED: Error =
     Error::Unauthorized("the account's credentials changed meanwhile; sign in again");
 
 /// A profile update as validated at the boundary; `None` leaves a field as it is.

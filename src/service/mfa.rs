@@ -23,7 +23,7 @@ use crate::db::{Tx, mfa, sessions, users};
 use crate::domain::Password;
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
-use crate::service::accounts::confirm_password;
+use crate::service::accounts::{CREDENTIALS_CHANGED, confirm_password};
 use crate::service::login::{Authentication, open_session};
 use crate::service::passkeys::{self as passkeys_service, PASSKEY};
 use crate::service::sessions::{Caller, ClientInfo, TokenPair};
@@ -365,9 +365,7 @@ pub async fn confirm_enrolment(
     else {
         drop(tx);
         attempt.abandoned(state).await?;
-        return Err(Error::Unauthorized(
-            "the account's credentials changed meanwhile; sign in again",
-        ));
+        return Err(CREDENTIALS_CHANGED);
     };
     mfa::replace_recovery_codes(&mut tx, id, &hashes, now).await?;
     let ended = sessions::revoke_all_of_user_in(&mut tx, id, Some(&caller.session_id), now).await?;

@@ -50,9 +50,10 @@ use crate::auth::webauthn::{
     self, Descriptor, ParsedAssertion, Refusal, StoredCredential, Verification,
 };
 use crate::db::{self, Tx, mfa as mfa_db, passkeys, sessions, users};
-use crate::domain::{Email, Password};
+use crate::domain::{Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
+use crate::service::accounts::CREDENTIALS_CHANGED;
 use crate::service::login::{Authentication, open_session_in};
 use crate::service::mfa::{self, SecondFactor, StepUp};
 use crate::service::sessions::{Caller, ClientInfo, TokenPair};
@@ -154,8 +155,6 @@ const NOT_VERIFIED: Error = Error::InvalidPasskey(
 /// id (ids are UUIDs), so that any passkey is refused by the check that refuses another
 /// account's, as for an address with an account.
 const NO_ACCOUNT: &str = "no account";
-const CREDENTIALS_CHANGED: Error =
-    Error::Unauthorized("the account's credentials changed meanwhile; sign in again");
 
 /// Passkeys are off (PASSKEYS=false): there is nothing here.
 fn enabled(state: &AppState) -> Result<()> {
@@ -200,26 +199,10 @@ fn merged_amr(current: &str, add: &[&str]) -> String {
     values.join(" ")
 }
 
-/// The name a passkey is given: at most 64 characters as sent, no control characters, not only
-/// spaces (the rules of `domain::Name`, whose `PATTERN` the document states); stored trimmed.
+/// The name a passkey is given: `domain::Name`'s rules (whose `PATTERN` the document states)
+/// with at most [`NAME_MAX_LENGTH`] characters as sent; stored trimmed.
 pub fn valid_name(field: &str, name: &str) -> std::result::Result<String, FieldError> {
-    if name.chars().count() > NAME_MAX_LENGTH {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {NAME_MAX_LENGTH} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(FieldError::new(field, "must not be empty or only spaces"));
-    }
-    Ok(name.to_string())
+    Name::text(field, name, NAME_MAX_LENGTH)
 }
 
 /// Well-known authenticators, by AAGUID (the passkey provider's model): their name is a
