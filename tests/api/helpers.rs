@@ -292,6 +292,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// PUT /me/password from `current` to `new`.
+    pub async fn change_password(&self, access_token: &str, current: &str, new: &str) -> Response {
+        self.client
+            .put(self.url("/me/password"))
+            .bearer_auth(access_token)
+            .json(&serde_json::json!({ "current_password": current, "new_password": new }))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// GET `path`, asserting 200: its JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.client.get(self.url(path)).send().await.unwrap();

@@ -338,14 +338,9 @@ async fn a_registration_ceremony_dies_with_a_credential_change() {
     let (_, session) = app.signed_up(&unique_email()).await;
     let options = creation_options(&app, &session.access).await;
     // The password changes (the stamp moves; this session is carried forward).
-    let changed = call(
-        &app,
-        Method::PUT,
-        "/me/password",
-        &session.access,
-        &json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
-    )
-    .await;
+    let changed = app
+        .change_password(&session.access, PASSWORD, NEW_PASSWORD)
+        .await;
     assert_eq!(changed.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.me(&session.access).await.status(), StatusCode::OK);
     let credential = soft(&app).create(&options).await;
@@ -785,14 +780,8 @@ async fn a_step_up_requires_user_verification() {
     .await;
     // Neither passed: the sensitive change is still refused.
     assert_problem(
-        call(
-            &app,
-            Method::PUT,
-            "/me/password",
-            &user.session.access,
-            &json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
-        )
-        .await,
+        app.change_password(&user.session.access, PASSWORD, NEW_PASSWORD)
+            .await,
         403,
         "STEP_UP_REQUIRED",
     )
@@ -949,14 +938,8 @@ async fn a_step_up_is_the_sessions_own_passkey() {
     )
     .await;
     assert_problem(
-        call(
-            &app,
-            Method::PUT,
-            "/me/password",
-            &user.session.access,
-            &json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
-        )
-        .await,
+        app.change_password(&user.session.access, PASSWORD, NEW_PASSWORD)
+            .await,
         403,
         "STEP_UP_REQUIRED",
     )
@@ -2670,21 +2653,16 @@ async fn a_step_up_is_for_its_own_session() {
     let other = sign_in(&app, &mut user.passkey).await;
     app.clock.advance_ms(STEP_UP_MS + 1_000);
     passkey_step_up(&app, &user.session.access, &mut user.passkey).await;
-    let change = json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD });
     assert_problem(
-        call(&app, Method::PUT, "/me/password", &other.access, &change).await,
+        app.change_password(&other.access, PASSWORD, NEW_PASSWORD)
+            .await,
         403,
         "STEP_UP_REQUIRED",
     )
     .await;
-    let response = call(
-        &app,
-        Method::PUT,
-        "/me/password",
-        &user.session.access,
-        &change,
-    )
-    .await;
+    let response = app
+        .change_password(&user.session.access, PASSWORD, NEW_PASSWORD)
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 

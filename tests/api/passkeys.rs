@@ -727,14 +727,9 @@ async fn usernameless_sign_in() {
     assert_eq!(amr(&refreshed), json!(["swk", "user", "mfa"]));
     // The session counts as having passed the second factor: a sensitive change needs nothing
     // more than the password.
-    let response = call(
-        &app,
-        Method::PUT,
-        "/me/password",
-        &refreshed.access,
-        &json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
-    )
-    .await;
+    let response = app
+        .change_password(&refreshed.access, PASSWORD, NEW_PASSWORD)
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     // And it can be used again (the counter grows).
     app.clock.advance_ms(1_000);
@@ -941,16 +936,7 @@ async fn a_passkey_passes_step_up() {
 
     let change = |access: String| {
         let app = &app;
-        async move {
-            call(
-                app,
-                Method::PUT,
-                "/me/password",
-                &access,
-                &json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
-            )
-            .await
-        }
+        async move { app.change_password(&access, PASSWORD, NEW_PASSWORD).await }
     };
     let body = assert_problem(
         change(user.session.access.clone()).await,

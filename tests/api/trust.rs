@@ -46,13 +46,7 @@ async fn change_email(app: &TestApp, access: &str, email: &str) -> reqwest::Resp
 }
 
 async fn change_password(app: &TestApp, access: &str, current: &str) -> reqwest::Response {
-    app.client
-        .put(app.url("/me/password"))
-        .bearer_auth(access)
-        .json(&json!({"current_password": current, "new_password": NEW_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
+    app.change_password(access, current, NEW_PASSWORD).await
 }
 
 async fn admin_patch(app: &TestApp, admin: &str, id: &str, body: &Value) -> reqwest::Response {
