@@ -4,6 +4,7 @@ use crate::db::{self, sessions, users};
 use crate::domain::{Account, Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
+use crate::service::audit::{self, EventType};
 use crate::service::lockout;
 use crate::service::mfa::{self, SecondFactor, StepUp};
 use crate::service::recovery::{self, Allowance, TokenOwner};
@@ -42,6 +43,11 @@ pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
         Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
         Err(e) => return Err(e.into()),
     }
+    let created = audit::Event::new(EventType::UserCreated)
+        .user(&user.id)
+        .actor(&user.id)
+        .detail(serde_json::json!({"via": "registration"}));
+    audit::record_in(state, &mut tx, created).await?;
     // Registering, deleting and registering again must not spray one address with mail.
     let granted = recovery::allowance(
         state,
