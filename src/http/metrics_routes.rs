@@ -32,6 +32,8 @@ pub fn router(state: AppState) -> Router {
 pub fn separate_app(state: AppState) -> Router {
     router(state)
         .fallback(|| async { Error::NotFound("there is nothing at this path") })
+        // A wrong method's 405 as a problem document too.
+        .layer(axum::middleware::map_response(super::problem::problemize))
         .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -677,6 +677,16 @@ async fn metrics_address_serves_them_on_a_listener_of_their_own() {
         "{}",
         m.text
     );
+    assert_problem(
+        app.client
+            .post(format!("{separate}/metrics"))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+    .await;
     // Nothing else is served there.
     for path in ["/health", "/login", "/openapi.json", "/metrics/x"] {
         assert_problem(
