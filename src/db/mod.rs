@@ -5,6 +5,7 @@
 //! queries use `$n` placeholders, which both SQLite and PostgreSQL read, so one SQL text serves
 //! both; [`with_pool!`] runs it on whichever pool is configured.
 
+pub mod invitations;
 pub mod login_attempts;
 pub mod mail_quota;
 pub mod mfa;

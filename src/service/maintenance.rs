@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::db::{
-    Db, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys, sessions, throttle,
+    Db, invitations, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys, sessions,
+    throttle,
 };
 use crate::state::AppState;
 
@@ -25,6 +26,8 @@ pub struct Purged {
     pub mails: u64,
     pub throttles: u64,
     pub login_attempts: u64,
+    /// Invitations accepted, revoked or expired.
+    pub invitations: u64,
 }
 
 /// Deletes what ended long enough before `now`.
@@ -39,6 +42,7 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
         throttles: throttle::purge_before(db, now - RETENTION_MS).await?
             + mail_quota::purge_before(db, now - RETENTION_MS).await?,
         login_attempts: login_attempts::purge_before(db, now - RETENTION_MS, now).await?,
+        invitations: invitations::purge_ended(db, now - RETENTION_MS).await?,
     })
 }
 
@@ -67,6 +71,7 @@ pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Re
                 webauthn_ceremonies = p.webauthn_ceremonies,
                 mails = p.mails,
                 throttles = p.throttles,
+                invitations = p.invitations,
                 "purged ended sessions, spent tokens and old mail"
             ),
             Err(e) => tracing::warn!(error = %e, "purge failed; will try again"),

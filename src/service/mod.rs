@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod import;
+pub mod invitations;
 pub mod lockout;
 pub mod login;
 pub mod maintenance;

@@ -16,6 +16,7 @@ mod errors;
 mod faults;
 mod hashing;
 mod instances;
+mod invitations;
 mod login;
 mod logout;
 mod mail;
