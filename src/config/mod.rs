@@ -21,6 +21,7 @@
 //! an empty value counts as unset.
 
 mod accounts;
+mod audit;
 mod connections;
 mod database;
 mod hashing;
@@ -41,6 +42,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, FromArgMatches};
 
 pub use accounts::{AccountPolicy, PASSWORD_MAX_LENGTH, RegistrationMode};
+pub use audit::AuditConfig;
 pub use connections::ConnectionConfig;
 pub use database::{DatabaseConfig, DatabaseUrl, SqliteSynchronous};
 pub use hashing::{Argon2Config, HashingConfig};
@@ -84,6 +86,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[command(flatten)]
     pub pages: PagesConfig,
+    #[command(flatten)]
+    pub audit: AuditConfig,
 }
 
 /// A configuration error: names the variable and says what is wrong, on one line.

@@ -156,7 +156,7 @@ pub async fn list_pending(
 }
 
 /// Revokes a pending invitation; `None` when there is no pending invitation with this id.
-pub async fn revoke(db: &Db, id: &str, now: i64) -> Result<Option<Invitation>, sqlx::Error> {
+pub async fn revoke(tx: &mut Tx, id: &str, now: i64) -> Result<Option<Invitation>, sqlx::Error> {
     if !super::can_be_stored(id) {
         return Ok(None);
     }
@@ -166,10 +166,10 @@ pub async fn revoke(db: &Db, id: &str, now: i64) -> Result<Option<Invitation>, s
         " RETURNING ",
         columns!()
     );
-    with_pool!(db, pool => sqlx::query_as(sql)
+    with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(id)
         .bind(now)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await)
 }
 

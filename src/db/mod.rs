@@ -5,6 +5,7 @@
 //! queries use `$n` placeholders, which both SQLite and PostgreSQL read, so one SQL text serves
 //! both; [`with_pool!`] runs it on whichever pool is configured.
 
+pub mod events;
 pub mod invitations;
 pub mod login_attempts;
 pub mod mail_quota;
@@ -59,8 +60,16 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
-/// A transaction on the configured backend. Dropped without `commit`, it rolls back.
-pub enum Tx {
+/// A transaction on the configured backend. Dropped without `commit`, it rolls back, and what
+/// was to happen after its commit does not happen.
+pub struct Tx {
+    inner: TxInner,
+    /// Run in order once the commit succeeded (the audit trail's log lines: a line is written
+    /// for what the database kept, never for what was rolled back).
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+pub(crate) enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
@@ -68,12 +77,12 @@ pub enum Tx {
 /// Runs `$body` with `$conn` bound to the transaction's connection.
 macro_rules! with_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Sqlite(tx) => {
+        match &mut $tx.inner {
+            $crate::db::TxInner::Sqlite(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
-            $crate::db::Tx::Postgres(tx) => {
+            $crate::db::TxInner::Postgres(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
@@ -83,11 +92,33 @@ macro_rules! with_tx {
 pub(crate) use with_tx;
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Sqlite(tx) => tx.commit().await,
-            Self::Postgres(tx) => tx.commit().await,
+    fn new(inner: TxInner) -> Self {
+        Self {
+            inner,
+            after_commit: Vec::new(),
         }
+    }
+
+    /// Commits, then runs what was registered with [`Tx::after_commit`].
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.inner {
+            TxInner::Sqlite(tx) => tx.commit().await?,
+            TxInner::Postgres(tx) => tx.commit().await?,
+        }
+        for then in self.after_commit {
+            then();
+        }
+        Ok(())
+    }
+
+    /// Runs `then` once this transaction has committed; never if it rolls back.
+    pub fn after_commit(&mut self, then: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(then));
+    }
+
+    /// True on PostgreSQL, false on SQLite.
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.inner, TxInner::Postgres(_))
     }
 }
 
@@ -206,8 +237,10 @@ impl Db {
     /// that it waits its turn instead of failing when it would upgrade a read lock.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match &self.pool {
-            Pool::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Pool::Sqlite(db) => Tx::new(TxInner::Sqlite(
+                db.pool.begin_with("BEGIN IMMEDIATE").await?,
+            )),
+            Pool::Postgres(pool) => Tx::new(TxInner::Postgres(pool.begin().await?)),
         })
     }
 

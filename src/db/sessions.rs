@@ -75,7 +75,7 @@ pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
 
 /// [`insert`] inside a transaction.
 pub async fn insert_in(tx: &mut Tx, s: &Session) -> Result<bool, sqlx::Error> {
-    let sql = insert_sql(matches!(tx, Tx::Postgres(_)));
+    let sql = insert_sql(tx.is_postgres());
     let done = with_tx!(tx, conn => bind_session!(sqlx::query(sql), s)
         .execute(conn)
         .await

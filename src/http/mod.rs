@@ -63,6 +63,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole application: API, docs, and the middleware stack.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
+    let state_for_origin = state.clone();
     let (api, discovery, openapi) = api();
     let openapi = openapi::configure(openapi, &config);
 
@@ -101,7 +102,12 @@ pub fn app(state: AppState) -> Router {
             pages::register_form_first,
         ));
     }
-    let mut app = app.fallback(|| async { Error::NotFound("there is nothing at this path") });
+    let mut app = app
+        .fallback(|| async { Error::NotFound("there is nothing at this path") })
+        .layer(from_fn_with_state(
+            state_for_origin,
+            extract::client::audit_origin,
+        ));
     if !config.server.cors_origins.is_empty() {
         app = app.layer(cors(&config.server.cors_origins));
     }

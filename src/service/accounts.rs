@@ -4,6 +4,7 @@ use crate::db::{self, sessions, users};
 use crate::domain::{Account, Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
+use crate::service::audit::{self, EventType};
 use crate::service::mfa::{self, SecondFactor, StepUp};
 use crate::service::recovery::{self, Allowance, TokenOwner};
 use crate::service::sessions::Caller;
@@ -57,6 +58,15 @@ pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
         Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
         Err(e) => return Err(e.into()),
     }
+    let via = match &invitation {
+        Some(id) => serde_json::json!({"via": "invitation", "invitation_id": id}),
+        None => serde_json::json!({"via": "registration"}),
+    };
+    let created = audit::Event::new(EventType::UserCreated)
+        .user(&user.id)
+        .actor(&user.id)
+        .detail(via);
+    audit::record_in(state, &mut tx, created).await?;
     if let Some(invitation) = &invitation {
         invitations::link_account_in(&mut tx, invitation, &user.id).await?;
         tx.commit().await?;

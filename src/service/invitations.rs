@@ -23,6 +23,12 @@
 //!   ask, and a superuser may know (GET /users). Nothing else here tells whether an address has
 //!   an account: a registration with an invitation answers as one without would (409
 //!   EMAIL_TAKEN only after the invitation is found good, i.e. to its holder).
+//! - Audit: `invitation.created` and `invitation.revoked` (actor: the superuser; detail: the
+//!   invitation's id and address) in the transaction of the change; the account an invitation
+//!   makes is `user.created` with `{"via": "invitation", "invitation_id"}` (`accounts::register`).
+//!   Never the token.
+
+use serde_json::json;
 
 use crate::auth::tokens::{hash_token_id, random_token};
 use crate::config::RegistrationMode;
@@ -30,6 +36,7 @@ use crate::db::{self, Tx, outbox, users};
 use crate::domain::{Email, Name};
 use crate::error::{Error, Result};
 use crate::mail::templates;
+use crate::service::audit::{self, EventType};
 use crate::service::ms;
 use crate::service::sessions::Caller;
 use crate::state::AppState;
@@ -112,6 +119,11 @@ pub async fn create(
     };
     let mut tx = state.db.begin().await?;
     let replaced = db::invitations::insert(&mut tx, &new).await?;
+    let created = audit::Event::new(EventType::InvitationCreated)
+        .actor(&admin.account.id)
+        .session(&admin.session_id)
+        .detail(json!({"invitation_id": id, "email": email.as_str(), "replaced": replaced}));
+    audit::record_in(state, &mut tx, created).await?;
     let mail = templates::invitation(
         &state.config.server.public_url,
         &token,
@@ -144,11 +156,18 @@ pub async fn list(state: &AppState, limit: i64, offset: i64) -> Result<(Vec<Invi
 #[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, invitation_id = %id))]
 pub async fn revoke(state: &AppState, admin: &Caller, id: &str) -> Result<InvitationView> {
     let now = state.clock.now_ms();
-    let revoked = db::invitations::revoke(&state.db, id, now)
+    let mut tx = state.db.begin().await?;
+    let revoked = db::invitations::revoke(&mut tx, id, now)
         .await?
         .ok_or(Error::NotFound(
             "there is no pending invitation with this id",
         ))?;
+    let event = audit::Event::new(EventType::InvitationRevoked)
+        .actor(&admin.account.id)
+        .session(&admin.session_id)
+        .detail(json!({"invitation_id": revoked.id, "email": revoked.email}));
+    audit::record_in(state, &mut tx, event).await?;
+    tx.commit().await?;
     tracing::info!("invitation revoked");
     Ok(revoked.into())
 }

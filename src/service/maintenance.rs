@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::db::{
-    Db, invitations, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys, sessions,
-    throttle,
+    Db, events, invitations, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys,
+    sessions, throttle,
 };
 use crate::state::AppState;
 
@@ -28,10 +28,12 @@ pub struct Purged {
     pub login_attempts: u64,
     /// Invitations accepted, revoked or expired.
     pub invitations: u64,
+    /// Security events older than AUDIT_RETENTION_DAYS.
+    pub events: u64,
 }
 
 /// Deletes what ended long enough before `now`.
-pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
+pub async fn purge(db: &Db, now: i64, audit_retention_ms: i64) -> Result<Purged, sqlx::Error> {
     Ok(Purged {
         sessions: sessions::purge_ended(db, now - RETENTION_MS).await?,
         tokens: one_time_tokens::purge_spent(db, now - RETENTION_MS).await?,
@@ -43,6 +45,7 @@ pub async fn purge(db: &Db, now: i64) -> Result<Purged, sqlx::Error> {
             + mail_quota::purge_before(db, now - RETENTION_MS).await?,
         login_attempts: login_attempts::purge_before(db, now - RETENTION_MS, now).await?,
         invitations: invitations::purge_ended(db, now - RETENTION_MS).await?,
+        events: events::purge_before(db, now.saturating_sub(audit_retention_ms)).await?,
     })
 }
 
@@ -63,13 +66,15 @@ pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Re
                 tracing::warn!(error = %e, "applying second-factor resets failed; will try again")
             }
         }
-        match purge(&state.db, state.clock.now_ms()).await {
+        let audit_retention = crate::service::ms(state.config.audit.retention);
+        match purge(&state.db, state.clock.now_ms(), audit_retention).await {
             Ok(p) if p == Purged::default() => {}
             Ok(p) => tracing::info!(
                 sessions = p.sessions,
                 tokens = p.tokens,
                 webauthn_ceremonies = p.webauthn_ceremonies,
                 mails = p.mails,
+                events = p.events,
                 throttles = p.throttles,
                 invitations = p.invitations,
                 "purged ended sessions, spent tokens and old mail"

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit;
 pub mod import;
 pub mod invitations;
 pub mod lockout;

@@ -104,6 +104,32 @@ async fn accounts_of(app: &TestApp, email: &str) -> i64 {
         .await
 }
 
+/// How many security events of `kind` have `column` = `value` (the audit trail).
+async fn events(app: &TestApp, kind: &str, column: &str, value: &str) -> i64 {
+    let sql = match column {
+        "actor_id" => "SELECT COUNT(*) FROM security_events WHERE type || ' ' || actor_id = $1",
+        "user_id" => "SELECT COUNT(*) FROM security_events WHERE type || ' ' || user_id = $1",
+        _ => "SELECT COUNT(*) FROM security_events WHERE type || ' ' || detail LIKE $1",
+    };
+    let bind = if column == "detail" {
+        format!("{kind} %{value}%")
+    } else {
+        format!("{kind} {value}")
+    };
+    app.count(sql, &bind).await
+}
+
+/// No event anywhere holds `secret`.
+async fn no_event_holds(app: &TestApp, secret: &str) {
+    let n = app
+        .count(
+            "SELECT COUNT(*) FROM security_events WHERE detail LIKE '%' || $1 || '%'",
+            secret,
+        )
+        .await;
+    assert_eq!(n, 0, "an event holds a secret");
+}
+
 /// A forged token: the shape of a real one, no invitation's.
 const FORGED: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
@@ -221,6 +247,17 @@ async fn invite_mode_needs_an_invitation_and_the_mailed_link_registers_once() {
         "INVITATION_EXPIRE_HOURS defaults to 72"
     );
     let id = invitation["id"].as_str().unwrap().to_string();
+    // Audited: the superuser as the actor, the invitation and its address in the detail.
+    let admin_id = admin_me["id"].as_str().unwrap();
+    assert_eq!(
+        events(&app, "invitation.created", "actor_id", admin_id).await,
+        1
+    );
+    assert_eq!(events(&app, "invitation.created", "detail", &id).await, 1);
+    assert_eq!(
+        events(&app, "invitation.created", "detail", &email).await,
+        1
+    );
     let listed = pending(&app, &admin).await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["items"][0], invitation);
@@ -278,6 +315,14 @@ async fn invite_mode_needs_an_invitation_and_the_mailed_link_registers_once() {
         user["id"].as_str().unwrap()
     );
     assert!(sink.mails_to(&email, VERIFY).is_empty());
+    // Audited as an account made by an invitation.
+    let user_id = user["id"].as_str().unwrap();
+    assert_eq!(events(&app, "user.created", "user_id", user_id).await, 1);
+    assert_eq!(
+        events(&app, "user.created", "detail", r#""via":"invitation""#).await,
+        1
+    );
+    no_event_holds(&app, &token).await;
 
     // Once: again (with the same address or another) is refused; it is no longer pending.
     for address in [&email, &other] {
@@ -486,6 +531,15 @@ async fn a_revoked_or_replaced_invitation_no_longer_registers() {
         revoke(&app, &admin, &id).await.status(),
         StatusCode::NO_CONTENT
     );
+    assert_eq!(events(&app, "invitation.revoked", "detail", &id).await, 1);
+    let admin_id = app.me(&admin.access).await.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        events(&app, "invitation.revoked", "actor_id", &admin_id).await,
+        1
+    );
     assert_problem(
         register_invited(&app, &email, &token).await,
         400,
@@ -501,6 +555,12 @@ async fn a_revoked_or_replaced_invitation_no_longer_registers() {
     ] {
         assert_problem(revoke(&app, &admin, id).await, 404, "NOT_FOUND").await;
     }
+    // A refused revocation records nothing.
+    assert_eq!(
+        events(&app, "invitation.revoked", "actor_id", &admin_id).await,
+        1
+    );
+    no_event_holds(&app, &token).await;
 
     // Invited again: the new link replaces the old one.
     let again = unique_email();
@@ -678,7 +738,7 @@ async fn ended_invitations_are_purged_after_a_day() {
     ] {
         app.execute2(set, at, id).await;
     }
-    let purged = auth_server::service::maintenance::purge(&app.state.db, now)
+    let purged = auth_server::service::maintenance::purge(&app.state.db, now, i64::MAX)
         .await
         .unwrap();
     assert_eq!(purged.invitations, 3);

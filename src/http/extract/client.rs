@@ -17,15 +17,21 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The client's address: the peer, or through `TRUSTED_PROXIES` only, X-Forwarded-For (all of
 /// its lines, in order, as one list).
 fn client_addr(parts: &Parts, state: &AppState) -> Option<IpAddr> {
-    parts
-        .extensions
+    client_addr_of(&parts.extensions, &parts.headers, state)
+}
+
+fn client_addr_of(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Option<IpAddr> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
             // Bytes that are not text (a client may send them, and a proxy that appends its own
             // entry to the same line keeps them) spoil only the entry they are in: the walk from
             // the right reaches the proxy's entry first.
-            let lines: Vec<String> = parts
-                .headers
+            let lines: Vec<String> = headers
                 .get_all(X_FORWARDED_FOR)
                 .iter()
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -118,11 +124,31 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let ip = client_addr(parts, &state).map(|ip| ip.to_string());
-        let user_agent = parts
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
-        Ok(Self(ClientInfo { ip, user_agent }))
+        Ok(Self(ClientInfo {
+            ip,
+            user_agent: user_agent(&parts.headers),
+        }))
     }
+}
+
+fn user_agent(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(USER_AGENT_MAX).collect())
+}
+
+/// Middleware: the request's origin (the client's address as [`Client`] reads it, and its user
+/// agent) for the audit events recorded while it is served (`service::audit::with_origin`).
+pub async fn audit_origin(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let origin = crate::service::audit::Origin {
+        ip: client_addr_of(request.extensions(), request.headers(), &state)
+            .map(|ip| ip.to_string()),
+        user_agent: user_agent(request.headers()),
+    };
+    crate::service::audit::with_origin(origin, next.run(request)).await
 }

@@ -5,7 +5,7 @@
 
 mod body;
 mod caller;
-mod client;
+pub mod client;
 
 pub use body::is_form;
 pub use body::{
