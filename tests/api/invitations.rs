@@ -373,8 +373,28 @@ async fn closed_mode_refuses_every_registration_but_superusers_still_make_accoun
         assert!(body["detail"].as_str().unwrap().contains("closed"));
     }
     assert_eq!(accounts_of(&app, &email).await, 0);
-    // create-superuser is not a registration.
+    // create-superuser is not a registration, nor is import-users.
     let admin = superuser(&app).await;
+    let dir = std::env::temp_dir().join(format!(
+        "auth-server-import-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("sqlite.db");
+    let imported = unique_email();
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    crate::hardening::original_database(&old, &[(&imported, "Imported", &hash)]);
+    let report = auth_server::service::import::import_users(
+        &app.state.db,
+        app.clock.now_ms(),
+        &format!("sqlite://{}", old.display()),
+        &auth_server::auth::password::HashLimits::from_config(&app.state.config.argon2),
+    )
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(report.imported, 1);
+    assert_eq!(me(&app, &imported).await["name"], "Imported");
     // Nobody could use an invitation: none is made, nothing is mailed.
     assert_problem(
         invite(&app, &admin, &json!({ "email": email })).await,
