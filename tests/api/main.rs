@@ -22,6 +22,7 @@ mod login;
 mod logout;
 mod mail;
 mod me;
+mod metrics;
 mod mfa;
 mod mfa_attacks;
 mod mfa_policy;
