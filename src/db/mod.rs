@@ -6,6 +6,7 @@
 //! both; [`with_pool!`] runs it on whichever pool is configured.
 
 pub mod events;
+pub mod invitations;
 pub mod login_attempts;
 pub mod mail_quota;
 pub mod mfa;
@@ -296,7 +297,9 @@ impl Db {
             }
             Pool::Postgres(pool) => {
                 let conn = self.acquired(started, pool.acquire().await)?;
-                Tx::new(TxInner::Postgres(sqlx::Transaction::begin(conn, None).await?))
+                Tx::new(TxInner::Postgres(
+                    sqlx::Transaction::begin(conn, None).await?,
+                ))
             }
         })
     }

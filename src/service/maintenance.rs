@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::db::{
-    Db, events, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys, sessions,
-    throttle,
+    Db, events, invitations, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys,
+    sessions, throttle,
 };
 use crate::state::AppState;
 
@@ -26,6 +26,8 @@ pub struct Purged {
     pub mails: u64,
     pub throttles: u64,
     pub login_attempts: u64,
+    /// Invitations accepted, revoked or expired.
+    pub invitations: u64,
     /// Security events older than AUDIT_RETENTION_DAYS.
     pub events: u64,
 }
@@ -42,6 +44,7 @@ pub async fn purge(db: &Db, now: i64, audit_retention_ms: i64) -> Result<Purged,
         throttles: throttle::purge_before(db, now - RETENTION_MS).await?
             + mail_quota::purge_before(db, now - RETENTION_MS).await?,
         login_attempts: login_attempts::purge_before(db, now - RETENTION_MS, now).await?,
+        invitations: invitations::purge_ended(db, now - RETENTION_MS).await?,
         events: events::purge_before(db, now.saturating_sub(audit_retention_ms)).await?,
     })
 }
@@ -73,6 +76,7 @@ pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Re
                 mails = p.mails,
                 events = p.events,
                 throttles = p.throttles,
+                invitations = p.invitations,
                 "purged ended sessions, spent tokens and old mail"
             ),
             Err(e) => tracing::warn!(error = %e, "purge failed; will try again"),
