@@ -3,6 +3,7 @@
 mod admin_routes;
 mod auth_routes;
 mod discovery_routes;
+mod events_routes;
 pub mod extract;
 mod me_routes;
 mod mfa_routes;
@@ -52,6 +53,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(passkey_routes::router())
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
+        .merge(events_routes::router())
         .merge(ops_routes::router())
         .split_for_parts();
     api.merge(discovery_doc);
