@@ -65,9 +65,10 @@ struct Query {
 
 impl Query {
     fn read(raw: Option<&str>, known: &[&str], errors: &mut Vec<FieldError>) -> Self {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
         let mut reported = Vec::new();
         for (name, _) in &pairs {
             if !known.contains(&name.as_str()) && !reported.contains(name) {

@@ -175,7 +175,10 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
     let mut tx = state.db.begin().await?;
     // Anyone may ask for a reset of any address: it is limited per address only, and does not
     // spend the account's allowance (which a stranger could otherwise use up).
-    if queue_reset_mail(state, &mut tx, &user, now).await?.is_some() {
+    if queue_reset_mail(state, &mut tx, &user, now)
+        .await?
+        .is_some()
+    {
         tracing::info!(user_id = %user.id, "password reset mail limit reached; no mail");
         return Ok(());
     }
@@ -204,7 +207,9 @@ async fn queue_reset_mail(
             .saturating_add(ms(state.config.mail.rate_limit))
             .saturating_sub(now)
             .max(1_000);
-        return Ok(Some(Duration::from_millis(u64::try_from(wait).unwrap_or(1_000))));
+        return Ok(Some(Duration::from_millis(
+            u64::try_from(wait).unwrap_or(1_000),
+        )));
     }
     let token = random_token();
     one_time_tokens::replace(

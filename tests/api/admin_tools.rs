@@ -44,10 +44,24 @@ async fn a_superuser_lists_and_ends_a_users_sessions() {
     assert_eq!(ids(&listed), [sid(&first), sid(&second)].into());
     for session in listed.as_array().unwrap() {
         assert_eq!(session["current"], false);
-        let keys: BTreeSet<&str> = session.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: BTreeSet<&str> = session
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
-            ["created_at", "current", "expires_at", "id", "ip", "last_used_at", "user_agent"].into()
+            [
+                "created_at",
+                "current",
+                "expires_at",
+                "id",
+                "ip",
+                "last_used_at",
+                "user_agent"
+            ]
+            .into()
         );
     }
 
@@ -122,15 +136,30 @@ async fn a_superuser_clears_both_lockouts() {
     let token = challenge(&app, &user.email).await;
     for _ in 0..2 {
         let wrong = wrong_code(&app, &user.secret);
-        assert_problem(with_code(&app, &token, &wrong).await, 401, "INVALID_MFA_CODE").await;
+        assert_problem(
+            with_code(&app, &token, &wrong).await,
+            401,
+            "INVALID_MFA_CODE",
+        )
+        .await;
     }
     let code = next_code(&app, &user.secret);
-    assert_problem(with_code(&app, &token, &code).await, 429, "TOO_MANY_REQUESTS").await;
+    assert_problem(
+        with_code(&app, &token, &code).await,
+        429,
+        "TOO_MANY_REQUESTS",
+    )
+    .await;
     // The address's lock: two wrong passwords, then the right one is turned away.
     for _ in 0..2 {
         app.login(&user.email, WRONG_PASSWORD).await;
     }
-    assert_problem(app.login(&user.email, PASSWORD).await, 429, "TOO_MANY_REQUESTS").await;
+    assert_problem(
+        app.login(&user.email, PASSWORD).await,
+        429,
+        "TOO_MANY_REQUESTS",
+    )
+    .await;
 
     let path = format!("/users/{}/lockout", user.id);
     let response = bare(&app, Method::DELETE, &path, &admin.access).await;
@@ -198,12 +227,22 @@ async fn a_superuser_sends_a_reset_mail() {
 
     // A deactivated account gets none; no such user is 404.
     let patch = json!({"is_active": false});
-    let response = call(&app, Method::PATCH, &format!("/users/{user}"), &admin.access, &patch).await;
+    let response = call(
+        &app,
+        Method::PATCH,
+        &format!("/users/{user}"),
+        &admin.access,
+        &patch,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     app.clock.advance_ms(3_600_000);
     let admin_email = app
         .sql
-        .text("SELECT email FROM users WHERE id <> $1 AND is_superuser", &user)
+        .text(
+            "SELECT email FROM users WHERE id <> $1 AND is_superuser",
+            &user,
+        )
         .await;
     let admin = app.login_ok(&admin_email).await;
     let response = bare(&app, Method::POST, &path, &admin.access).await;

@@ -111,7 +111,13 @@ impl Expect {
     }
 
     /// Done to `user` by the superuser `admin` from its session `session`.
-    pub fn admin(kind: &'static str, user: &str, admin: &str, session: &str, detail: Value) -> Self {
+    pub fn admin(
+        kind: &'static str,
+        user: &str,
+        admin: &str,
+        session: &str,
+        detail: Value,
+    ) -> Self {
         Self {
             kind,
             user: Some(user.to_string()),
@@ -145,7 +151,11 @@ impl Expect {
     pub fn check(&self, event: &Value) {
         let what = format!("{} in {event:#}", self.kind);
         assert_eq!(event["type"], self.kind, "{what}");
-        assert_eq!(event["user_id"].as_str(), self.user.as_deref(), "user of {what}");
+        assert_eq!(
+            event["user_id"].as_str(),
+            self.user.as_deref(),
+            "user of {what}"
+        );
         assert_eq!(event["actor"], self.actor, "actor of {what}");
         assert_eq!(
             event["actor_id"].as_str(),
@@ -327,26 +337,50 @@ async fn sign_ins_sign_outs_and_session_events() {
     freeze_clock(&app);
     let (_, admin) = app.superuser().await;
     let email = unique_email();
-    let user = id_of(&app.register(&email, PASSWORD, "Sign In").await.json().await.unwrap());
+    let user = id_of(
+        &app.register(&email, PASSWORD, "Sign In")
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
     let mut trail = Trail::new(&app, &admin.access).await;
     let mut secrets = vec![PASSWORD.to_string(), WRONG_PASSWORD.to_string()];
 
     // A wrong password at a known address, then at an unknown one: the same event but for
     // `user`.
-    assert_problem(app.login(&email, WRONG_PASSWORD).await, 401, "INVALID_CREDENTIALS").await;
+    assert_problem(
+        app.login(&email, WRONG_PASSWORD).await,
+        401,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
     let failed = json!({"method": "password", "reason": "invalid_credentials"});
     trail
         .expect(
             "a wrong password",
-            &[Expect::anonymous("user.sign_in_failed", Some(&user), failed.clone())],
+            &[Expect::anonymous(
+                "user.sign_in_failed",
+                Some(&user),
+                failed.clone(),
+            )],
         )
         .await;
     let nobody = unique_email();
-    assert_problem(app.login(&nobody, WRONG_PASSWORD).await, 401, "INVALID_CREDENTIALS").await;
+    assert_problem(
+        app.login(&nobody, WRONG_PASSWORD).await,
+        401,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
     trail
         .expect(
             "an unknown address",
-            &[Expect::anonymous("user.sign_in_failed", None, failed.clone())],
+            &[Expect::anonymous(
+                "user.sign_in_failed",
+                None,
+                failed.clone(),
+            )],
         )
         .await;
 
@@ -357,7 +391,12 @@ async fn sign_ins_sign_outs_and_session_events() {
     trail
         .expect(
             "a sign-in",
-            &[Expect::own("user.signed_in", &user, Some(&sid(&first)), signed_in.clone())],
+            &[Expect::own(
+                "user.signed_in",
+                &user,
+                Some(&sid(&first)),
+                signed_in.clone(),
+            )],
         )
         .await;
 
@@ -444,15 +483,29 @@ async fn sign_ins_sign_outs_and_session_events() {
         .await;
 
     // A locked address: the attempt that reaches the limit, then one while it is locked.
-    assert_problem(app.login(&email, WRONG_PASSWORD).await, 401, "INVALID_CREDENTIALS").await;
-    assert_problem(app.login(&email, WRONG_PASSWORD).await, 401, "INVALID_CREDENTIALS").await;
+    assert_problem(
+        app.login(&email, WRONG_PASSWORD).await,
+        401,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    assert_problem(
+        app.login(&email, WRONG_PASSWORD).await,
+        401,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
     trail.fresh().await;
     assert_problem(app.login(&email, PASSWORD).await, 429, "TOO_MANY_REQUESTS").await;
     let locked = json!({"method": "password", "reason": "locked"});
     trail
         .expect(
             "a locked address",
-            &[Expect::anonymous("user.sign_in_failed", Some(&user), locked.clone())],
+            &[Expect::anonymous(
+                "user.sign_in_failed",
+                Some(&user),
+                locked.clone(),
+            )],
         )
         .await;
     // Locked unknown addresses are recorded the same, with no account.
@@ -470,9 +523,18 @@ async fn sign_ins_sign_outs_and_session_events() {
 
     // A deactivated account, with the right password.
     let other = unique_email();
-    let other_id = id_of(&app.register(&other, PASSWORD, "Other").await.json().await.unwrap());
-    app.execute("UPDATE users SET is_active = FALSE WHERE email = $1", &other)
-        .await;
+    let other_id = id_of(
+        &app.register(&other, PASSWORD, "Other")
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    app.execute(
+        "UPDATE users SET is_active = FALSE WHERE email = $1",
+        &other,
+    )
+    .await;
     trail.fresh().await;
     assert_problem(app.login(&other, PASSWORD).await, 403, "ACCOUNT_DISABLED").await;
     trail
@@ -548,7 +610,12 @@ async fn second_factor_events() {
     trail.expect("a password with a second factor", &[]).await;
     let wrong = wrong_code(&app, &secret);
     secrets.push(wrong.clone());
-    assert_problem(with_code(&app, &token, &wrong).await, 401, "INVALID_MFA_CODE").await;
+    assert_problem(
+        with_code(&app, &token, &wrong).await,
+        401,
+        "INVALID_MFA_CODE",
+    )
+    .await;
     trail
         .expect(
             "a wrong code",
@@ -574,7 +641,12 @@ async fn second_factor_events() {
         )
         .await;
     // A token that is no token: no account.
-    assert_problem(with_code(&app, "no-such-token", &code).await, 401, "INVALID_TOKEN").await;
+    assert_problem(
+        with_code(&app, "no-such-token", &code).await,
+        401,
+        "INVALID_TOKEN",
+    )
+    .await;
     trail
         .expect(
             "an unknown mfa_token",
@@ -779,14 +851,21 @@ async fn account_events_by_its_user() {
         .await;
     let token = mailed_token(&sink, &new_email, VERIFY, 1).await;
     secrets.push(token.clone());
-    let response = app.post_json("/verify/confirm", &json!({"token": token})).await;
+    let response = app
+        .post_json("/verify/confirm", &json!({"token": token}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     trail
         .expect(
             "a verification",
             &[Expect {
                 session: None,
-                ..Expect::own("user.email_verified", &user, None, json!({"email": new_email}))
+                ..Expect::own(
+                    "user.email_verified",
+                    &user,
+                    None,
+                    json!({"email": new_email}),
+                )
             }],
         )
         .await;
@@ -799,7 +878,9 @@ async fn account_events_by_its_user() {
     trail.expect("a refused password change", &[]).await;
     let other = app.login_ok(&new_email).await;
     trail.fresh().await;
-    let response = app.change_password(&session.access, PASSWORD, NEW_PASS).await;
+    let response = app
+        .change_password(&session.access, PASSWORD, NEW_PASS)
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     trail
         .expect(
@@ -822,7 +903,11 @@ async fn account_events_by_its_user() {
     trail
         .expect_soon(
             "a reset request",
-            &[Expect::anonymous("user.password_reset_requested", Some(&user), json!({}))],
+            &[Expect::anonymous(
+                "user.password_reset_requested",
+                Some(&user),
+                json!({}),
+            )],
         )
         .await;
     // An address with no account records nothing.
@@ -915,7 +1000,10 @@ async fn a_superusers_actions_name_the_superuser() {
         .expect(
             "a new address",
             &[
-                by_admin("user.email_changed", json!({"from": email, "to": new_email})),
+                by_admin(
+                    "user.email_changed",
+                    json!({"from": email, "to": new_email}),
+                ),
                 by_admin(
                     "user.updated",
                     json!({"fields": ["is_verified"], "is_verified": false}),
@@ -939,7 +1027,13 @@ async fn a_superusers_actions_name_the_superuser() {
     // The second factor, removed at once.
     let session = app.login(&new_email, PASSWORD).await;
     assert_eq!(session.status(), StatusCode::FORBIDDEN, "MFA_REQUIRED");
-    let response = bare(&app, Method::DELETE, &format!("/users/{user}/mfa"), &admin.access).await;
+    let response = bare(
+        &app,
+        Method::DELETE,
+        &format!("/users/{user}/mfa"),
+        &admin.access,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     trail
         .expect(
@@ -1012,7 +1106,13 @@ async fn a_superusers_actions_name_the_superuser() {
         .await;
     let token = mailed_token(&sink, &new_email, RESET, 1).await;
 
-    let response = bare(&app, Method::DELETE, &format!("/users/{user}"), &admin.access).await;
+    let response = bare(
+        &app,
+        Method::DELETE,
+        &format!("/users/{user}"),
+        &admin.access,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     trail
         .expect(
@@ -1079,9 +1179,18 @@ async fn a_delayed_reset_is_recorded_when_scheduled_cancelled_and_applied() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let events = trail.expect("a scheduled reset", &[scheduled()]).await;
     let effective: Value = response.json().await.unwrap();
-    assert_eq!(events[0]["detail"]["effective_at"], effective["effective_at"]);
+    assert_eq!(
+        events[0]["detail"]["effective_at"],
+        effective["effective_at"]
+    );
 
-    let response = bare(&app, Method::DELETE, "/me/mfa/reset", &enrolled.session.access).await;
+    let response = bare(
+        &app,
+        Method::DELETE,
+        "/me/mfa/reset",
+        &enrolled.session.access,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     trail
         .expect(
@@ -1097,7 +1206,9 @@ async fn a_delayed_reset_is_recorded_when_scheduled_cancelled_and_applied() {
 
     let response = bare(&app, Method::DELETE, &path, &admin.access).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    trail.expect("a reset scheduled again", &[scheduled()]).await;
+    trail
+        .expect("a reset scheduled again", &[scheduled()])
+        .await;
     app.clock.advance_ms(3_600_000);
     let applied = trail
         .expect_soon(
@@ -1151,14 +1262,27 @@ async fn create_superuser_records_the_account_it_creates_or_promotes() {
     trail
         .expect(
             "create-superuser",
-            &[system("user.created", &id, json!({"via": "cli", "is_superuser": true}))],
+            &[system(
+                "user.created",
+                &id,
+                json!({"via": "cli", "is_superuser": true}),
+            )],
         )
         .await;
 
     let existing = unique_email();
-    let id = id_of(&app.register(&existing, PASSWORD, "Existing").await.json().await.unwrap());
-    app.execute("UPDATE users SET is_verified = TRUE WHERE email = $1", &existing)
-        .await;
+    let id = id_of(
+        &app.register(&existing, PASSWORD, "Existing")
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    app.execute(
+        "UPDATE users SET is_verified = TRUE WHERE email = $1",
+        &existing,
+    )
+    .await;
     trail.fresh().await;
     let promote = async || {
         auth_server::service::admin::create_superuser(
@@ -1209,7 +1333,11 @@ async fn a_change_rolled_back_leaves_no_event_and_no_log_line() {
     let email = format!("refused-{}@example.com", uuid::Uuid::new_v4().simple());
     let (me, session) = app.signed_up(&email).await;
     let user = id_of(&me);
-    assert_eq!(log.lines_of("user.signed_in", &user).len(), 1, "the sign-in's line");
+    assert_eq!(
+        log.lines_of("user.signed_in", &user).len(),
+        1,
+        "the sign-in's line"
+    );
     let mut trail = Trail::new(&app, &admin.access).await;
     if app.sql.backend() == "sqlite" {
         ddl(
@@ -1229,7 +1357,9 @@ async fn a_change_rolled_back_leaves_no_event_and_no_log_line() {
         )
         .await;
     }
-    let response = app.change_password(&session.access, PASSWORD, NEW_PASS).await;
+    let response = app
+        .change_password(&session.access, PASSWORD, NEW_PASS)
+        .await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     trail.expect("a password change rolled back", &[]).await;
     assert!(log.lines_of("user.password_changed", &user).is_empty());
@@ -1241,11 +1371,16 @@ async fn a_change_rolled_back_leaves_no_event_and_no_log_line() {
     } else {
         ddl(&app, "DROP TRIGGER refuse_notice ON mail_outbox").await;
     }
-    let response = app.change_password(&session.access, PASSWORD, NEW_PASS).await;
+    let response = app
+        .change_password(&session.access, PASSWORD, NEW_PASS)
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let events = trail.fresh().await;
     assert_eq!(
-        events.iter().filter(|e| e["type"] == "user.password_changed").count(),
+        events
+            .iter()
+            .filter(|e| e["type"] == "user.password_changed")
+            .count(),
         1
     );
     assert_eq!(log.lines_of("user.password_changed", &user).len(), 1);
@@ -1333,7 +1468,10 @@ async fn each_event_is_one_log_line_with_its_fields() {
     app.login(&email, WRONG_PASSWORD).await;
     let events = read_all(&app, &admin.access, &format!("/users/{user}/events")).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["user.sign_in_failed", "user.signed_in", "user.created"]);
+    assert_eq!(
+        kinds,
+        ["user.sign_in_failed", "user.signed_in", "user.created"]
+    );
     for event in &events {
         let lines = log.lines_of(event["type"].as_str().unwrap(), &user);
         assert_eq!(lines.len(), 1, "one line for {event}: {lines:?}");
@@ -1372,12 +1510,12 @@ async fn a_user_reads_only_its_own_events() {
     let (bob_user, bob) = app.signed_up(&unique_email()).await;
     let (alice_id, bob_id) = (id_of(&alice_user), id_of(&bob_user));
     // The superuser acts on Alice: ends her other sessions.
-    let extra = app
-        .login_ok(alice_user["email"].as_str().unwrap())
-        .await;
+    let extra = app.login_ok(alice_user["email"].as_str().unwrap()).await;
     let path = format!("/users/{alice_id}/sessions/{}", sid(&extra));
     assert_eq!(
-        bare(&app, Method::DELETE, &path, &admin.access).await.status(),
+        bare(&app, Method::DELETE, &path, &admin.access)
+            .await
+            .status(),
         StatusCode::NO_CONTENT
     );
     // Bob acts on his own.
@@ -1387,7 +1525,12 @@ async fn a_user_reads_only_its_own_events() {
     let kinds: Vec<&str> = own.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["session.revoked", "user.signed_in", "user.signed_in", "user.created"]
+        [
+            "session.revoked",
+            "user.signed_in",
+            "user.signed_in",
+            "user.created"
+        ]
     );
     for event in &own {
         assert_eq!(event["user_id"], alice_id.as_str(), "{event}");
@@ -1398,7 +1541,10 @@ async fn a_user_reads_only_its_own_events() {
     for field in ["actor_id", "session_id", "ip", "user_agent"] {
         assert!(revoked[field].is_null(), "{field} in {revoked}");
     }
-    assert_eq!(revoked["detail"], json!({"revoked_session_id": sid(&extra)}));
+    assert_eq!(
+        revoked["detail"],
+        json!({"revoked_session_id": sid(&extra)})
+    );
     assert!(!revoked.to_string().contains(&admin_id));
     // Her own: `self`, with her id and her request.
     let signed_in = &own[1];
@@ -1424,7 +1570,12 @@ async fn a_user_reads_only_its_own_events() {
         format!("/me/events?user_id={alice_id}"),
         "/me/events?type=user.created".to_string(),
     ] {
-        let body = assert_problem(get(&app, &bob.access, &path).await, 400, "INVALID_PARAMETER").await;
+        let body = assert_problem(
+            get(&app, &bob.access, &path).await,
+            400,
+            "INVALID_PARAMETER",
+        )
+        .await;
         assert!(!error_fields(&body).is_empty(), "{body}");
     }
     for path in [
@@ -1477,9 +1628,16 @@ async fn listings_filter_and_page() {
         app.login_ok(&email).await;
     }
     let all = read_all(&app, &admin.access, &format!("/users/{user}/events")).await;
-    assert_eq!(all.len(), 12, "created, signed in, then 5 × (failed, signed in)");
+    assert_eq!(
+        all.len(),
+        12,
+        "created, signed in, then 5 × (failed, signed in)"
+    );
     let times: Vec<i64> = all.iter().map(|e| ms_of(&e["at"])).collect();
-    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
 
     // Paging by 5 (and by 1 through /events?user=): the same events, once each, in order.
     for (path, limit) in [
@@ -1521,7 +1679,11 @@ async fn listings_filter_and_page() {
     assert_eq!(count("type=user.sign_in_failed,%20user.created").await, 6);
     assert_eq!(count("type=user.deleted").await, 0);
     // Time: `since` is inclusive, `until` exclusive (the failures at t0 + 1 s .. t0 + 5 s).
-    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
     let failures = |since: i64, until: i64| {
         format!(
             "type=user.sign_in_failed&since={}&until={}",
@@ -1548,8 +1710,12 @@ async fn listings_filter_and_page() {
     );
     // Another account's id: none of these.
     assert_eq!(
-        get_ok(&app, &admin.access, &format!("/events?user={}", uuid::Uuid::new_v4()))
-            .await["events"],
+        get_ok(
+            &app,
+            &admin.access,
+            &format!("/events?user={}", uuid::Uuid::new_v4())
+        )
+        .await["events"],
         json!([])
     );
 }
@@ -1595,7 +1761,10 @@ async fn bad_parameters_are_400_naming_them() {
     for (path, field) in &cases {
         let response = get(&app, &admin.access, path).await;
         let body = assert_problem(response, 400, "INVALID_PARAMETER").await;
-        assert!(error_fields(&body).contains(&field.to_string()), "{path}: {body}");
+        assert!(
+            error_fields(&body).contains(&field.to_string()),
+            "{path}: {body}"
+        );
     }
     for (path, field) in [
         ("/me/events?limit=0", "limit"),
@@ -1604,7 +1773,10 @@ async fn bad_parameters_are_400_naming_them() {
     ] {
         let response = get(&app, &user.access, path).await;
         let body = assert_problem(response, 400, "INVALID_PARAMETER").await;
-        assert!(error_fields(&body).contains(&field.to_string()), "{path}: {body}");
+        assert!(
+            error_fields(&body).contains(&field.to_string()),
+            "{path}: {body}"
+        );
     }
     // Several at once: each named.
     let body = assert_problem(
@@ -1641,10 +1813,22 @@ async fn events_are_kept_for_their_retention_and_then_purged() {
     let t0 = freeze_clock(&app);
     let old = unique_email();
     app.clock.set_ms(t0 + 1_000);
-    let old_id = id_of(&app.register(&old, PASSWORD, "Old").await.json().await.unwrap());
+    let old_id = id_of(
+        &app.register(&old, PASSWORD, "Old")
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
     let edge = unique_email();
     app.clock.set_ms(t0 + 1_001);
-    let edge_id = id_of(&app.register(&edge, PASSWORD, "Edge").await.json().await.unwrap());
+    let edge_id = id_of(
+        &app.register(&edge, PASSWORD, "Edge")
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
     let created = "SELECT COUNT(*) FROM security_events WHERE user_id = $1";
     assert_eq!(app.count(created, &old_id).await, 1);
     assert_eq!(app.count(created, &edge_id).await, 1);
