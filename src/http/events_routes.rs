@@ -34,7 +34,7 @@ struct PageParams {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page (an opaque string: anything else is 400).
-    #[param(min_length = 1, max_length = 19, pattern = "^[0-9]+$")]
+    #[param(min_length = 1, max_length = 18, pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
 }
 
@@ -109,8 +109,10 @@ fn limit(query: &Query, errors: &mut Vec<FieldError>) -> i64 {
     let Some(raw) = query.one("limit", errors) else {
         return audit::DEFAULT_PAGE;
     };
-    match raw.trim().parse::<i64>() {
-        Ok(n) if (1..=audit::MAX_PAGE).contains(&n) => n,
+    // Digits only (no sign, no spaces): what the document's integer is.
+    let digits = !raw.is_empty() && raw.len() <= 3 && raw.bytes().all(|b| b.is_ascii_digit());
+    match raw.parse::<i64>().ok().filter(|_| digits) {
+        Some(n) if (1..=audit::MAX_PAGE).contains(&n) => n,
         _ => {
             errors.push(FieldError::new(
                 "limit",
@@ -123,10 +125,11 @@ fn limit(query: &Query, errors: &mut Vec<FieldError>) -> i64 {
 
 fn cursor(query: &Query, errors: &mut Vec<FieldError>) -> Option<i64> {
     let raw = query.one("cursor", errors)?;
-    let seq = (!raw.is_empty() && raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| raw.parse::<i64>().ok())
-        .flatten()
-        .filter(|seq| *seq > 0);
+    // Exactly the documented pattern: 1 to 18 digits, no leading zero (a positive i64).
+    let well_formed = (1..=18).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && !raw.starts_with('0');
+    let seq = well_formed.then(|| raw.parse::<i64>().ok()).flatten();
     if seq.is_none() {
         errors.push(FieldError::new(
             "cursor",
@@ -138,7 +141,7 @@ fn cursor(query: &Query, errors: &mut Vec<FieldError>) -> Option<i64> {
 
 fn time(query: &Query, name: &str, errors: &mut Vec<FieldError>) -> Option<i64> {
     let raw = query.one(name, errors)?;
-    match chrono::DateTime::parse_from_rfc3339(raw.trim()) {
+    match chrono::DateTime::parse_from_rfc3339(raw) {
         Ok(t) => Some(t.timestamp_millis()),
         Err(_) => {
             errors.push(FieldError::new(
@@ -174,11 +177,11 @@ fn kinds(query: &Query, errors: &mut Vec<FieldError>) -> Vec<EventType> {
     kinds
 }
 
-/// A user id: a UUID, in the form the server writes them.
+/// A user id: a UUID in its hyphenated form (either case), as the server writes them (lower
+/// case).
 fn user_id(raw: &str) -> Option<String> {
-    uuid::Uuid::parse_str(raw.trim())
-        .ok()
-        .map(|id| id.hyphenated().to_string())
+    let id = uuid::Uuid::try_parse(raw).ok()?.hyphenated().to_string();
+    (id == raw.to_ascii_lowercase()).then_some(id)
 }
 
 fn finish(errors: Vec<FieldError>) -> Result<()> {

@@ -1753,6 +1753,14 @@ async fn bad_parameters_are_400_naming_them() {
         ("/events?cursor=99999999999999999999".into(), "cursor"),
         ("/events?cursor=".into(), "cursor"),
         ("/events?cursor=1%002".into(), "cursor"),
+        ("/events?cursor=01".into(), "cursor"),
+        ("/events?cursor=1000000000000000000".into(), "cursor"),
+        ("/events?limit=%2B5".into(), "limit"),
+        ("/events?limit=%205".into(), "limit"),
+        (format!("/events?user={}", id.replace('-', "")), "user"),
+        (format!("/events?user=%7B{id}%7D"), "user"),
+        (format!("/events?user=urn:uuid:{id}"), "user"),
+        ("/events?since=%202026-11-24T09:30:00Z".into(), "since"),
         ("/events?page=2".into(), "page"),
         (format!("/users/{id}/events?type=user.created"), "type"),
         (format!("/users/{id}/events?cursor=x"), "cursor"),
@@ -1794,6 +1802,14 @@ async fn bad_parameters_are_400_naming_them() {
         "NOT_FOUND",
     )
     .await;
+    // A user id in upper case is the same id; the longest cursor is taken.
+    get_ok(
+        &app,
+        &admin.access,
+        &format!("/events?user={}", id.to_uppercase()),
+    )
+    .await;
+    get_ok(&app, &admin.access, "/events?cursor=999999999999999999").await;
     // A cursor past the end: an empty page.
     let page = get_ok(&app, &admin.access, "/events?cursor=1").await;
     assert_eq!(page, json!({"events": [], "next_cursor": null}));
