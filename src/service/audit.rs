@@ -14,6 +14,10 @@
 //! - `user` is the account the event is about, `actor` who acted (the account itself, a
 //!   superuser, or nobody: the command line, a job); `session` the session that acted.
 //! - Event types are the stable strings of [`EventType`]; they are the `type` of webhooks too.
+//! - A failed sign-in ([`sign_in_failed`]) names the account only where the path that does not
+//!   know one does the same work.
+//! - Reading: [`list`] (a superuser's view, every field) and [`list_own`] (an account's own
+//!   events, naming no other account: see [`EventView`]), newest first, by a `seq` cursor.
 
 use std::future::Future;
 
