@@ -1,10 +1,10 @@
 """Schemathesis hooks for .ci/schemathesis.sh (loaded with SCHEMATHESIS_HOOKS).
 
 - A fresh account for every test case of an operation that takes a bearer token: registered
-  and logged in over HTTP, or, for the administration endpoints (/users..., /invitations...),
-  created as a superuser with `auth-server create-superuser` (as an operator would) and logged
-  in. So no case can end the session, change the password of, deactivate or delete an account
-  another case relies on, and no superuser is shared.
+  and logged in over HTTP, or, for the administration endpoints (/users..., /invitations...,
+  /events), created as a superuser with `auth-server create-superuser` (as an operator would) and
+  logged in. So no case can end the session, change the password of, deactivate or delete an
+  account another case relies on, and no superuser is shared.
 - The failures no schema can prevent, dropped narrowly (by operation, check, status and the
   problem document's content), each with the reason. Everything else schemathesis finds fails
   the run.
@@ -134,7 +134,7 @@ class FreshAccount:
     def get(self, case, context):
         if not case.operation.definition.raw.get("security"):
             return None
-        if case.operation.path.startswith(("/users", "/invitations")):
+        if case.operation.path.startswith(("/users", "/invitations")) or case.operation.path == "/events":
             return _fresh_superuser(), None
         token = _fresh_user()
         if _label(case.operation) == "DELETE /me/sessions/{id}":

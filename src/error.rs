@@ -25,6 +25,10 @@ impl FieldError {
 pub enum Error {
     #[error("the request is not valid")]
     Validation(Vec<FieldError>),
+    /// A query parameter of a listing that cannot be taken (400 INVALID_PARAMETER): an unknown
+    /// event type, a time that is not RFC 3339, a cursor that is not one the server gave.
+    #[error("a query parameter is not valid")]
+    InvalidParameter(Vec<FieldError>),
     #[error("an account with this email already exists")]
     EmailTaken,
     /// Login with a wrong email or password (401).

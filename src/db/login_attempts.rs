@@ -3,7 +3,7 @@
 //! `service::lockout`), with one conditional statement, so concurrent attempts on any number of
 //! instances cannot check more passwords than the lockout allows.
 
-use super::{Db, with_pool};
+use super::{Db, Tx, with_pool, with_tx};
 
 /// What is on record for an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -93,6 +93,18 @@ pub async fn take_back(
 pub async fn clear(db: &Db, email: &str) -> Result<(), sqlx::Error> {
     let sql = "DELETE FROM login_attempts WHERE email = $1";
     with_pool!(db, pool => sqlx::query(sql).bind(email).execute(pool).await.map(|_| ()))
+}
+
+/// Forgets the attempts of `key`, inside `tx` (a superuser's unlock, with its audit event).
+/// Returns whether there were any.
+pub async fn clear_in(tx: &mut Tx, key: &str) -> Result<bool, sqlx::Error> {
+    let sql = "DELETE FROM login_attempts WHERE email = $1";
+    let done = with_tx!(tx, conn => sqlx::query(sql)
+        .bind(key)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done > 0)
 }
 
 /// Forgets addresses with no failure since `before` and no lock in force.

@@ -168,13 +168,13 @@ pub async fn schedule_reset(
     Ok(due.unwrap_or_default())
 }
 
-/// Cancels a pending reset. Returns whether there was one.
-pub async fn cancel_reset(db: &Db, user_id: &str) -> Result<bool, sqlx::Error> {
+/// Cancels a pending reset, inside `tx`. Returns whether there was one.
+pub async fn cancel_reset_in(tx: &mut Tx, user_id: &str) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE mfa_totp SET reset_due_at = NULL, reset_requested_by = NULL \
                WHERE user_id = $1 AND reset_due_at IS NOT NULL";
-    let done = with_pool!(db, pool => sqlx::query(sql)
+    let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(user_id)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
     Ok(done == 1)

@@ -348,11 +348,6 @@ impl Db {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
-    /// True on PostgreSQL, false on SQLite.
-    fn is_postgres(&self) -> bool {
-        matches!(self.pool, Pool::Postgres(_))
-    }
-
     /// SQLite's `synchronous` setting as this pool's connections have it (0 off, 1 normal, 2
     /// full, 3 extra); `None` on PostgreSQL.
     pub async fn sqlite_synchronous(&self) -> Result<Option<i64>, sqlx::Error> {

@@ -59,21 +59,12 @@ macro_rules! columns {
     };
 }
 
-/// Inserts a session, if its account is still active at `s.user_stamp` (a login whose
-/// credentials changed while its password was being checked opens nothing): returns whether it
-/// was inserted. On PostgreSQL the account row is read `FOR SHARE`: a credential change that is
-/// under way but not yet committed is waited for and then seen, so a login racing it cannot
-/// open a session under the old stamp after the change has carried the others forward.
-pub async fn insert(db: &Db, s: &Session) -> Result<bool, sqlx::Error> {
-    let sql = insert_sql(db.is_postgres());
-    let done = with_pool!(db, pool => bind_session!(sqlx::query(sql), s)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
-}
-
-/// [`insert`] inside a transaction.
+/// Inserts a session inside `tx` (with its `user.signed_in` event), if its account is still
+/// active at `s.user_stamp` (a login whose credentials changed while its password was being
+/// checked opens nothing): returns whether it was inserted. On PostgreSQL the account row is
+/// read `FOR SHARE`: a credential change that is under way but not yet committed is waited for
+/// and then seen, so a login racing it cannot open a session under the old stamp after the
+/// change has carried the others forward.
 pub async fn insert_in(tx: &mut Tx, s: &Session) -> Result<bool, sqlx::Error> {
     let sql = insert_sql(tx.is_postgres());
     let done = with_tx!(tx, conn => bind_session!(sqlx::query(sql), s)
@@ -290,25 +281,27 @@ pub async fn rotate(db: &Db, r: &Rotation<'_>) -> Result<bool, sqlx::Error> {
     Ok(done == 1)
 }
 
-/// Revokes one live session of a user. Returns false if it was not a live session of that user
-/// (unknown, someone else's, already revoked, or expired).
-pub async fn revoke(
-    db: &Db,
+const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = $3 \
+    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+    AND refresh_expires_at > $3 AND expires_at > $3";
+
+/// Revokes one live session of a user inside `tx` (with the audit event that records it).
+/// Returns false if it was not a live session of that user (unknown, someone else's, already
+/// revoked, or expired).
+pub async fn revoke_in(
+    tx: &mut Tx,
     user_id: &str,
     session_id: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    if !super::can_be_stored(session_id) {
+    if !super::can_be_stored(session_id) || !super::can_be_stored(user_id) {
         return Ok(false);
     }
-    let sql = "UPDATE sessions SET revoked_at = $3 \
-               WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
-               AND refresh_expires_at > $3 AND expires_at > $3";
-    let done = with_pool!(db, pool => sqlx::query(sql)
+    let done = with_tx!(tx, conn => sqlx::query(REVOKE_ONE)
         .bind(session_id)
         .bind(user_id)
         .bind(now)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
     Ok(done == 1)
@@ -317,23 +310,6 @@ pub async fn revoke(
 /// Revokes every live session of a user, except `keep` if given.
 const REVOKE_ALL_OF_USER: &str = "UPDATE sessions SET revoked_at = $2 \
     WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3)";
-
-/// Revokes every live session of a user, except `keep` if given. Returns how many.
-pub async fn revoke_all_of_user(
-    db: &Db,
-    user_id: &str,
-    keep: Option<&str>,
-    now: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = with_pool!(db, pool => sqlx::query(REVOKE_ALL_OF_USER)
-        .bind(user_id)
-        .bind(now)
-        .bind(keep)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done)
-}
 
 /// Revokes every live session of a user, except `keep` if given, inside a transaction.
 pub async fn revoke_all_of_user_in(

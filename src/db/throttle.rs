@@ -24,6 +24,12 @@ pub async fn try_take(
     Ok(done == 1)
 }
 
+/// When the last send to `key` was recorded, inside `tx`, if one was.
+pub async fn last_sent_in(tx: &mut Tx, key: &str) -> Result<Option<i64>, sqlx::Error> {
+    let sql = "SELECT last_sent_at FROM mail_throttle WHERE throttle_key = $1";
+    with_tx!(tx, conn => sqlx::query_scalar(sql).bind(key).fetch_optional(conn).await)
+}
+
 /// Forgets sends older than `before`.
 pub async fn purge_before(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
     let sql = "DELETE FROM mail_throttle WHERE last_sent_at < $1";

@@ -22,6 +22,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_users))
         .routes(routes!(get_user, update_user, delete_user))
         .routes(routes!(reset_mfa))
+        .routes(routes!(user_sessions, revoke_user_sessions))
+        .routes(routes!(revoke_user_session))
+        .routes(routes!(clear_lockout))
+        .routes(routes!(send_password_reset))
 }
 
 /// The longest search string `q`.
@@ -247,4 +251,127 @@ async fn reset_mfa(
                 .into_response(),
         },
     )
+}
+
+/// An account's live sessions, newest first (as its user sees them at GET /me/sessions).
+#[utoipa::path(
+    get, path = "/users/{id}/sessions", tag = "administration",
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 200, description = "Live sessions (`current` only for the superuser's own session)", body = Vec<SessionResponse>),
+        (status = 403, description = "FORBIDDEN: not a superuser", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: no such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn user_sessions(
+    State(state): State<AppState>,
+    Superuser(admin_caller): Superuser,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SessionResponse>>> {
+    let list = crate::service::sessions::list_of_user(&state, &admin_caller, &id).await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+/// End every session of an account: its refresh and access tokens stop working at once.
+///
+/// Recorded in the audit trail (`session.revoked`, scope `all`).
+#[utoipa::path(
+    delete, path = "/users/{id}/sessions", tag = "administration",
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "Every session of the account has ended (there may have been none)"),
+        (status = 403, description = "FORBIDDEN: not a superuser", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: no such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    Superuser(admin_caller): Superuser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    crate::service::sessions::revoke_all_of_user(&state, &admin_caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End one session of an account.
+///
+/// Recorded in the audit trail (`session.revoked`).
+#[utoipa::path(
+    delete, path = "/users/{id}/sessions/{session_id}", tag = "administration",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)"),
+        ("session_id" = uuid::Uuid, Path, description = "A session id from GET /users/{id}/sessions (a UUID: any other is 404)"),
+    ),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The session has ended"),
+        (status = 403, description = "FORBIDDEN: not a superuser", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: no such user, or not a live session of this user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn revoke_user_session(
+    State(state): State<AppState>,
+    Superuser(admin_caller): Superuser,
+    Path((id, session_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    crate::service::sessions::revoke_of_user(&state, &admin_caller, &id, &session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Clear an account's lockouts.
+///
+/// Forgets the failed attempts counted against the account's address (the password's lockout)
+/// and against its second factor, lifting both locks, as a right password and a right code
+/// would. Recorded in the audit trail (`lockout.cleared`).
+#[utoipa::path(
+    delete, path = "/users/{id}/lockout", tag = "administration",
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "No attempt is counted against the account any more (there may have been none)"),
+        (status = 403, description = "FORBIDDEN: not a superuser", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: no such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn clear_lockout(
+    State(state): State<AppState>,
+    Superuser(admin_caller): Superuser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    crate::service::lockout::clear_for_account(&state, &admin_caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Mail an account a password reset link.
+///
+/// The link is the one POST /password-reset/request sends, through the same mail outbox, and
+/// under the same limit of one reset mail per address per MAIL_RATE_LIMIT_SECONDS: a mail sent
+/// too recently (by either) is 429 with Retry-After, not a silent no-op. The account's password
+/// is left as it is until the link is used. Recorded in the audit trail
+/// (`user.password_reset_sent`).
+#[utoipa::path(
+    post, path = "/users/{id}/password-reset", tag = "administration",
+    params(("id" = uuid::Uuid, Path, description = "The user id (a UUID: any other is 404)")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 202, description = "The mail is queued", body = AcceptedResponse),
+        (status = 403, description = "FORBIDDEN: not a superuser; ACCOUNT_DISABLED: the account is deactivated (reactivate it first)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND: no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "TOO_MANY_REQUESTS: a reset mail went to this address less than MAIL_RATE_LIMIT_SECONDS ago; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn send_password_reset(
+    State(state): State<AppState>,
+    Superuser(admin_caller): Superuser,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<AcceptedResponse>)> {
+    crate::service::recovery::send_password_reset(&state, &admin_caller, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AcceptedResponse {
+            message: "a password reset link is on its way to the account's address",
+        }),
+    ))
 }

@@ -3,6 +3,7 @@
 mod admin_routes;
 mod auth_routes;
 mod discovery_routes;
+mod events_routes;
 pub mod extract;
 mod invitation_routes;
 mod me_routes;
@@ -56,6 +57,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
         .merge(invitation_routes::router())
+        .merge(events_routes::router())
         .merge(ops_routes::router())
         .split_for_parts();
     api.merge(discovery_doc);

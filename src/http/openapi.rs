@@ -3,7 +3,7 @@
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, Object, ObjectBuilder, Schema, SchemaType, Type,
+    AllOfBuilder, AnyOfBuilder, ArrayItems, Object, ObjectBuilder, Schema, SchemaType, Type,
 };
 use utoipa::openapi::security::{
     Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme,
@@ -34,7 +34,7 @@ use crate::domain::Name;
         (name = "second factor", description = "TOTP, recovery codes and step-up (see POST /login/mfa)"),
         (name = "passkeys", description = "Passkeys (WebAuthn): register, list, rename, remove, prove one (step-up), drop the password; signing in with one is under authentication"),
         (name = "password reset and verification", description = "Links sent by mail"),
-        (name = "administration", description = "Accounts and invitations, for superusers"),
+        (name = "administration", description = "Accounts, invitations, sessions, lockouts and security events, for superusers"),
         (name = "operations", description = "Health"),
     )
 )]
@@ -96,10 +96,45 @@ pub fn configure(mut api: OpenApi, config: &Config) -> OpenApi {
         ],
         true,
     );
+    event_types(&mut api);
     if !config.passkeys.enabled {
         without_passkeys(&mut api);
     }
     api
+}
+
+/// The event types (`service::audit::EventType::ALL`) as the `enum` of GET /events's `type`
+/// and of `EventResponse.type`.
+fn event_types(api: &mut OpenApi) {
+    let names: Vec<serde_json::Value> = crate::service::audit::EventType::ALL
+        .iter()
+        .map(|k| serde_json::Value::from(k.as_str()))
+        .collect();
+    if let Some(property) = property(api, "EventResponse", "type") {
+        property.enum_values = Some(names.clone());
+    }
+    let Some(get) = api
+        .paths
+        .paths
+        .get_mut("/events")
+        .and_then(|item| item.get.as_mut())
+    else {
+        return;
+    };
+    for parameter in get.parameters.iter_mut().flatten() {
+        let RefOr::T(parameter) = parameter else {
+            continue;
+        };
+        if parameter.name != "type" {
+            continue;
+        }
+        if let Some(RefOr::T(Schema::Array(array))) = parameter.schema.as_mut()
+            && let ArrayItems::RefOrSchema(items) = &mut array.items
+            && let RefOr::T(Schema::Object(item)) = items.as_mut()
+        {
+            item.enum_values = Some(names.clone());
+        }
+    }
 }
 
 /// The request bodies that take an optional second factor: `code` or `recovery_code`, not both.

@@ -25,7 +25,7 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong, for people.
     pub detail: String,
-    /// What went wrong, for programs: VALIDATION_FAILED, EMAIL_TAKEN, INVALID_CREDENTIALS,
+    /// What went wrong, for programs: VALIDATION_FAILED, INVALID_PARAMETER, EMAIL_TAKEN, INVALID_CREDENTIALS,
     /// ACCOUNT_DISABLED, EMAIL_NOT_VERIFIED, UNAUTHORIZED, INVALID_TOKEN, MFA_REQUIRED,
     /// INVALID_MFA_CODE, STEP_UP_REQUIRED, MFA_ENROLMENT_REQUIRED, MFA_ALREADY_ENABLED,
     /// MFA_NOT_ENABLED, INVALID_PASSKEY, PASSKEY_CHALLENGE_INVALID, PASSKEY_COUNTER_REGRESSED,
@@ -33,7 +33,8 @@ pub struct Problem {
     /// REGISTRATION_CLOSED, INVITATION_REQUIRED, INVITATION_INVALID, FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE,
     /// UNSUPPORTED_MEDIA_TYPE, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE or INTERNAL.
     pub code: &'static str,
-    /// With VALIDATION_FAILED: one entry per bad field.
+    /// With VALIDATION_FAILED and INVALID_PARAMETER: one entry per bad field (or query
+    /// parameter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
     /// With MFA_REQUIRED: the single-use token to send to POST /login/mfa with a code.
@@ -91,6 +92,7 @@ pub fn status_and_code(error: &Error) -> (StatusCode, &'static str) {
     use StatusCode as S;
     match error {
         Error::Validation(_) => (S::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        Error::InvalidParameter(_) => (S::BAD_REQUEST, "INVALID_PARAMETER"),
         Error::EmailTaken => (S::CONFLICT, "EMAIL_TAKEN"),
         Error::InvalidCredentials => (S::UNAUTHORIZED, "INVALID_CREDENTIALS"),
         Error::WrongPassword => (S::FORBIDDEN, "INVALID_CREDENTIALS"),
@@ -165,7 +167,9 @@ impl IntoResponse for Error {
         let retry_after = retry_after_seconds(&self);
         let mut body = problem(status, code, detail);
         match self {
-            Error::Validation(errors) => body.errors = Some(errors),
+            Error::Validation(errors) | Error::InvalidParameter(errors) => {
+                body.errors = Some(errors)
+            }
             Error::MfaRequired {
                 mfa_token,
                 methods,

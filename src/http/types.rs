@@ -766,3 +766,82 @@ impl From<crate::service::passkeys::PasskeyView> for PasskeyResponse {
         }
     }
 }
+
+/// A security event (the audit trail). In the caller's own listing (GET /me/events) no other
+/// account is named: `actor_id` is the caller's id when `actor` is `self` and null otherwise,
+/// and an event a superuser caused shows nothing of the superuser's request (`session_id`,
+/// `ip` and `user_agent` are null). A superuser's listings show everything on record.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "5f0c1f5e-8a39-4d53-9b1e-8f0f4c1a2b3c", "type": "user.signed_in",
+    "at": "2026-11-24T09:30:00.000Z", "user_id": "0d6f8a52-3b8e-4a0b-9f61-2f5d3c9e7a10",
+    "actor": "self", "actor_id": "0d6f8a52-3b8e-4a0b-9f61-2f5d3c9e7a10",
+    "session_id": "a3c1e7d2-6b4f-4e88-9d0a-1f2e3d4c5b6a", "ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0", "detail": {"method": "password", "amr": ["pwd"]}
+}))]
+pub struct EventResponse {
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// The event type (the README's table).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it happened (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The account the event is about (it may have been deleted since).
+    #[schema(format = Uuid)]
+    pub user_id: Option<String>,
+    /// Who acted: `self` (the account itself), `administrator` (a superuser), `system` (the
+    /// server's job or the command line) or `anonymous` (a request by someone not signed in: a
+    /// failed sign-in, a reset asked for, a spent refresh token presented again).
+    #[schema(example = "self")]
+    pub actor: &'static str,
+    /// The account that acted (see `actor`).
+    #[schema(format = Uuid)]
+    pub actor_id: Option<String>,
+    /// The session that acted (a sign-in's: the session it opened; a refresh reuse's: the session
+    /// revoked).
+    #[schema(format = Uuid)]
+    pub session_id: Option<String>,
+    /// The client address of the request that caused it.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// What else there is to say (per type: the README's table); never a secret.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+impl From<crate::service::audit::EventView> for EventResponse {
+    fn from(e: crate::service::audit::EventView) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            at: rfc3339(e.at),
+            user_id: e.user_id,
+            actor: e.actor.as_str(),
+            actor_id: e.actor_id,
+            session_id: e.session_id,
+            ip: e.ip,
+            user_agent: e.user_agent,
+            detail: e.detail,
+        }
+    }
+}
+
+/// A page of security events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventListResponse {
+    pub events: Vec<EventResponse>,
+    /// Pass as `cursor` for the next page; null when there is no more.
+    #[schema(example = "1234")]
+    pub next_cursor: Option<String>,
+}
+
+impl From<crate::service::audit::EventPage> for EventListResponse {
+    fn from(page: crate::service::audit::EventPage) -> Self {
+        Self {
+            events: page.events.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor.map(|seq| seq.to_string()),
+        }
+    }
+}

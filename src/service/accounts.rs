@@ -1,5 +1,7 @@
 //! Accounts: registration, profile changes, deletion.
 
+use serde_json::json;
+
 use crate::db::{self, sessions, users};
 use crate::domain::{Account, Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
@@ -246,6 +248,13 @@ pub async fn update_profile(
         None,
     )
     .await?;
+    let changed = audit::Event::new(EventType::EmailChanged)
+        .by_self(caller)
+        .detail(json!({ "from": user.email, "to": new_email.as_str() }));
+    audit::record_in(state, &mut tx, changed).await?;
+    if let Some(event) = renamed(caller, update.name.as_ref()) {
+        audit::record_in(state, &mut tx, event).await?;
+    }
     // A link to confirm the new address, and a word to the old one.
     if verification_mail == Allowance::Granted {
         let owner = TokenOwner {
@@ -292,6 +301,9 @@ async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Resul
         )
         .await?;
         if let Some(updated) = updated {
+            if let Some(event) = renamed(caller, name) {
+                audit::record_in(state, &mut tx, event).await?;
+            }
             tx.commit().await?;
             return Ok(updated.into());
         }
@@ -303,6 +315,15 @@ async fn rename(state: &AppState, caller: &Caller, name: Option<&Name>) -> Resul
     }
     Err(Error::Busy {
         retry_after: std::time::Duration::from_secs(1),
+    })
+}
+
+/// The `user.updated` event of a change of the caller's name to `name`, if it is one.
+fn renamed(caller: &Caller, name: Option<&Name>) -> Option<audit::Event> {
+    name.filter(|n| n.as_str() != caller.account.name).map(|_| {
+        audit::Event::new(EventType::UserUpdated)
+            .by_self(caller)
+            .detail(json!({ "fields": ["name"] }))
     })
 }
 
@@ -325,9 +346,15 @@ pub async fn delete_account(
     )
     .await?;
     let id = &caller.account.id;
-    if !users::delete_own(&state.db, id, caller.security_stamp, &caller.session_id).await? {
+    let mut tx = state.db.begin().await?;
+    if !users::delete_own_in(&mut tx, id, caller.security_stamp, &caller.session_id).await? {
         return Err(CREDENTIALS_CHANGED);
     }
+    let deleted = audit::Event::new(EventType::UserDeleted)
+        .by_self(caller)
+        .detail(json!({ "email": caller.account.email }));
+    audit::record_in(state, &mut tx, deleted).await?;
+    tx.commit().await?;
     tracing::info!("account deleted");
     Ok(())
 }
@@ -376,6 +403,13 @@ pub async fn change_password(
         Some(&caller.session_id),
     )
     .await?;
+    let event = audit::Event::new(EventType::PasswordChanged)
+        .by_self(caller)
+        .detail(json!({
+            "had_password": caller.account.has_password,
+            "other_sessions_ended": ended,
+        }));
+    audit::record_in(state, &mut tx, event).await?;
     recovery::queue_notice(
         state,
         &mut tx,

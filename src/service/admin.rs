@@ -1,9 +1,12 @@
 //! Administration of accounts, for superusers.
 
+use serde_json::json;
+
 use crate::db::{self, sessions, users};
 use crate::domain::{Account, Email, Name};
 use crate::error::{Error, Result};
 use crate::mail::templates;
+use crate::service::audit::{self, EventType};
 use crate::service::recovery;
 use crate::service::sessions::Caller;
 use crate::state::AppState;
@@ -69,7 +72,7 @@ pub async fn update(
     // The change applies to the account as read; a concurrent change means a fresh read.
     for _ in 0..3 {
         let current = find(state, id).await?;
-        if let Some(updated) = apply_update(state, &current, &update).await? {
+        if let Some(updated) = apply_update(state, admin, &current, &update).await? {
             return Ok(updated.into());
         }
     }
@@ -83,6 +86,7 @@ pub async fn update(
 /// otherwise), with what follows a credential change, in one transaction.
 async fn apply_update(
     state: &AppState,
+    admin: &Caller,
     current: &users::User,
     update: &UserUpdate,
 ) -> Result<Option<users::User>> {
@@ -136,11 +140,51 @@ async fn apply_update(
         )
         .await?;
     }
+    for event in change_events(admin, current, &updated) {
+        audit::record_in(state, &mut tx, event).await?;
+    }
     tx.commit().await?;
     if new_email.is_some() {
         state.mail_wakeup.notify_one();
     }
     Ok(Some(updated))
+}
+
+/// The events of a superuser's change from `before` to `after`: `user.email_changed`,
+/// `user.deactivated` or `user.reactivated`, and `user.updated` for the rest (name, verified and
+/// superuser flags), each only for what did change.
+fn change_events(admin: &Caller, before: &users::User, after: &users::User) -> Vec<audit::Event> {
+    let event = |kind| audit::Event::new(kind).by_admin(admin, &after.id);
+    let mut events = Vec::new();
+    if before.email != after.email {
+        events.push(
+            event(EventType::EmailChanged).detail(json!({"from": before.email, "to": after.email})),
+        );
+    }
+    match (before.is_active, after.is_active) {
+        (true, false) => events.push(event(EventType::UserDeactivated)),
+        (false, true) => events.push(event(EventType::UserReactivated)),
+        _ => {}
+    }
+    let mut fields = Vec::new();
+    let mut detail = serde_json::Map::new();
+    if before.name != after.name {
+        fields.push("name");
+    }
+    // A new address is unverified unless the superuser said otherwise: a change all the same.
+    if before.is_verified != after.is_verified {
+        fields.push("is_verified");
+        detail.insert("is_verified".into(), json!(after.is_verified));
+    }
+    if before.is_superuser != after.is_superuser {
+        fields.push("is_superuser");
+        detail.insert("is_superuser".into(), json!(after.is_superuser));
+    }
+    if !fields.is_empty() {
+        detail.insert("fields".into(), json!(fields));
+        events.push(event(EventType::UserUpdated).detail(serde_json::Value::Object(detail)));
+    }
+    events
 }
 
 #[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %id))]
@@ -150,9 +194,15 @@ pub async fn delete(state: &AppState, admin: &Caller, id: &str) -> Result<()> {
             "you cannot delete yourself here; use DELETE /me, or ask another superuser",
         ));
     }
-    if !users::delete(&state.db, id).await? {
+    let mut tx = state.db.begin().await?;
+    let Some(email) = users::delete_in(&mut tx, id).await? else {
         return Err(Error::NotFound("there is no user with this id"));
-    }
+    };
+    let deleted = audit::Event::new(EventType::UserDeleted)
+        .by_admin(admin, id)
+        .detail(json!({ "email": email }));
+    audit::record_in(state, &mut tx, deleted).await?;
+    tx.commit().await?;
     tracing::info!("account deleted by a superuser");
     Ok(())
 }
@@ -213,16 +263,9 @@ pub async fn create_superuser(
                 email.as_str()
             ));
         }
-        let promoted = users::promote(&state.db, email.as_str(), now)
+        return promote(state, email, &user.id, now)
             .await
-            .map_err(|e| e.to_string())?;
-        if !promoted {
-            return Err(format!(
-                "the account {} was changed or deleted meanwhile; nothing was changed. Run the command again",
-                user.id
-            ));
-        }
-        return Ok(SuperuserOutcome::Promoted(user.id));
+            .map(SuperuserOutcome::Promoted);
     }
     let password = password()?;
     let password = crate::service::policy::new_password(
@@ -260,6 +303,52 @@ pub async fn create_superuser(
         }
         Err(e) => return Err(e.to_string()),
     }
+    let created = audit::Event::new(EventType::UserCreated)
+        .user(&user.id)
+        .detail(json!({ "via": "cli", "is_superuser": true }));
+    audit::record_in(state, &mut tx, created)
+        .await
+        .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())?;
     Ok(SuperuserOutcome::Created(user.id))
+}
+
+/// `create-superuser --promote-existing` on the account `id` (of `email`), with its
+/// `user.updated` event (no actor: the command line).
+async fn promote(
+    state: &AppState,
+    email: &Email,
+    id: &str,
+    now: i64,
+) -> std::result::Result<String, String> {
+    let changed_meanwhile = || {
+        format!(
+            "the account {id} was changed or deleted meanwhile; nothing was changed. Run the command again"
+        )
+    };
+    let result = async {
+        let mut tx = state.db.begin().await?;
+        match users::promote_in(&mut tx, email.as_str(), now).await? {
+            users::Promotion::Promoted(promoted) if promoted == id => {
+                let event = audit::Event::new(EventType::UserUpdated)
+                    .user(&promoted)
+                    .detail(json!({
+                        "fields": ["is_superuser"],
+                        "is_superuser": true,
+                        "via": "cli",
+                    }));
+                audit::record_in(state, &mut tx, event).await?;
+                tx.commit().await?;
+                Ok::<_, Error>(Some(promoted))
+            }
+            users::Promotion::Already(already) if already == id => Ok(Some(already)),
+            _ => Ok(None),
+        }
+    }
+    .await;
+    match result {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(changed_meanwhile()),
+        Err(e) => Err(e.to_string()),
+    }
 }

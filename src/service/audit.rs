@@ -14,6 +14,10 @@
 //! - `user` is the account the event is about, `actor` who acted (the account itself, a
 //!   superuser, or nobody: the command line, a job); `session` the session that acted.
 //! - Event types are the stable strings of [`EventType`]; they are the `type` of webhooks too.
+//! - A failed sign-in ([`sign_in_failed`]) names the account only where the path that does not
+//!   know one does the same work.
+//! - Reading: [`list`] (a superuser's view, every field) and [`list_own`] (an account's own
+//!   events, naming no other account: see [`EventView`]), newest first, by a `seq` cursor.
 
 use std::future::Future;
 
@@ -21,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::db::events::{self, EventRow};
 use crate::db::{Db, Tx};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::service::sessions::Caller;
 use crate::state::AppState;
 
@@ -54,43 +58,67 @@ macro_rules! event_types {
 }
 
 event_types! {
-    /// An account was created: by registration, an invitation, a superuser or the command line
-    /// (`detail.via`).
+    /// An account was created (`detail.via`: `registration`, `cli`; an invitation's or a
+    /// superuser's elsewhere).
     UserCreated = "user.created",
-    /// A sign-in succeeded and opened a session (`detail.method`, `detail.amr`).
+    /// A sign-in succeeded and opened a session (`session`; `detail.method`: `password` or
+    /// `passkey`, `detail.second_factor`: `totp`, `recovery_code` or `passkey` when one was
+    /// passed, `detail.amr`).
     SignedIn = "user.signed_in",
-    /// A sign-in failed (`detail.method`, `detail.reason`); `user` when the account is known.
+    /// A sign-in failed (`detail.method`, `detail.second_factor` at the second step,
+    /// `detail.reason`); `user` when the account is known.
     SignInFailed = "user.sign_in_failed",
-    /// A session was ended by its user (`detail.scope`).
+    /// Sessions were ended by their user (`session`: the one that signed out; `detail.scope`:
+    /// `local`, `global` or `others`, `detail.sessions_ended`).
     SignedOut = "user.signed_out",
-    /// A session was revoked by its user from another session, or by a superuser.
+    /// A session was revoked by its user from another session, or by a superuser
+    /// (`detail.revoked_session_id`, or `detail.scope` `all` and `detail.sessions_ended`).
     SessionRevoked = "session.revoked",
-    /// A spent refresh token was presented again: the session was revoked.
+    /// A spent refresh token was presented again: the session (`session`) was revoked
+    /// (`detail.via`: `refresh`, `browser` or `logout`).
     RefreshReuseDetected = "session.refresh_reuse_detected",
+    /// The password was changed with the current one (or set, on an account without one:
+    /// `detail.had_password`; `detail.sessions_ended`).
     PasswordChanged = "user.password_changed",
-    /// A password was set through a reset link.
+    /// A reset mail was asked for at the public endpoint and queued (no event when none is
+    /// sent: an unknown or deactivated address, the per-address limit).
+    PasswordResetRequested = "user.password_reset_requested",
+    /// A password was set through a reset link (`detail.sessions_ended`).
     PasswordReset = "user.password_reset",
     /// A reset mail was sent at a superuser's request.
     PasswordResetSent = "user.password_reset_sent",
     /// The password was removed (the account signs in with passkeys only).
     PasswordRemoved = "user.password_removed",
+    /// The address changed (`detail.from`, `detail.to`), by its user or a superuser.
     EmailChanged = "user.email_changed",
+    /// An address was verified through its link (`detail.email`).
     EmailVerified = "user.email_verified",
-    /// The profile changed (name), or a superuser changed the account (`detail.fields`).
+    /// The name changed, or a superuser changed the account's name, verified or superuser
+    /// flag (`detail.fields`, and the new value of each flag changed).
     UserUpdated = "user.updated",
     UserDeactivated = "user.deactivated",
     UserReactivated = "user.reactivated",
+    /// The account was deleted, by itself or a superuser (`detail.email`).
     UserDeleted = "user.deleted",
-    /// An authenticator app (TOTP) was enrolled.
+    /// An authenticator app (TOTP) was enrolled (`detail.method`: `totp`).
     MfaEnabled = "mfa.enabled",
+    /// The authenticator app was removed by its user (`detail.method`: `totp`).
     MfaDisabled = "mfa.disabled",
-    /// A superuser removed the account's second factors (or scheduled it: `detail.delayed`).
+    /// A superuser removed the account's second factors (`detail.stage`: `applied`, with
+    /// `detail.delayed`), or scheduled it (`detail.stage`: `scheduled`, `detail.effective_at`);
+    /// a delayed one is applied by the server's job (no actor).
     MfaReset = "mfa.reset",
+    /// The user cancelled a superuser's pending reset of their second factor.
+    MfaResetCancelled = "mfa.reset_cancelled",
+    /// A recovery code was spent (`detail.recovery_codes_left`).
     RecoveryCodeUsed = "mfa.recovery_code_used",
     RecoveryCodesRegenerated = "mfa.recovery_codes_regenerated",
+    /// A passkey was registered (`detail.passkey_id`, `name`, `user_verified`, `synced`).
     PasskeyAdded = "passkey.added",
+    /// A passkey was removed (`detail.passkey_id`, `name`).
     PasskeyRemoved = "passkey.removed",
-    /// A superuser cleared the lockout of an address (`detail.address`).
+    /// A superuser cleared the account's lockouts (`detail.address`, `detail.address_was_counted`,
+    /// `detail.second_factor_was_counted`).
     LockoutCleared = "lockout.cleared",
     InvitationCreated = "invitation.created",
     InvitationRevoked = "invitation.revoked",
@@ -218,6 +246,251 @@ fn row_of(state: &AppState, event: Event) -> EventRow {
         user_agent: origin.user_agent,
         detail: event.detail.to_string(),
     }
+}
+
+/// The `reason` a failed sign-in is recorded with, for the error it ended with; `None` for an
+/// outcome that is no failed sign-in (a second factor asked for, a malformed request, the
+/// server's own trouble), which records nothing.
+pub fn failure_reason(error: &Error) -> Option<&'static str> {
+    Some(match error {
+        Error::InvalidCredentials => "invalid_credentials",
+        Error::AccountDisabled => "disabled",
+        Error::EmailNotVerified => "unverified",
+        Error::TooManyRequests { .. } => "locked",
+        Error::InvalidMfaCode | Error::WrongMfaCode => "invalid_code",
+        Error::InvalidMfaToken(_) => "invalid_mfa_token",
+        Error::InvalidPasskey(_) => "invalid_passkey",
+        Error::PasskeyChallengeInvalid(_) => "invalid_passkey_challenge",
+        Error::PasskeyCounterRegressed => "passkey_counter_regressed",
+        _ => return None,
+    })
+}
+
+/// How a sign-in went about it, for its events.
+#[derive(Clone, Copy, Debug)]
+pub struct SignInMethod {
+    /// `password` or `passkey`.
+    pub method: &'static str,
+    /// `totp`, `recovery_code` or `passkey`, at the second step of a password sign-in.
+    pub second_factor: Option<&'static str>,
+}
+
+impl SignInMethod {
+    pub const PASSWORD: Self = Self {
+        method: "password",
+        second_factor: None,
+    };
+    pub const PASSKEY: Self = Self {
+        method: "passkey",
+        second_factor: None,
+    };
+
+    fn detail(self) -> serde_json::Map<String, Value> {
+        let mut detail = serde_json::Map::new();
+        detail.insert("method".into(), json!(self.method));
+        if let Some(factor) = self.second_factor {
+            detail.insert("second_factor".into(), json!(factor));
+        }
+        detail
+    }
+}
+
+/// The `user.signed_in` event of the session `session_id` of `user_id`, opened with `amr`.
+pub fn signed_in(user_id: &str, session_id: &str, how: SignInMethod, amr: &str) -> Event {
+    let mut detail = how.detail();
+    let amr: Vec<&str> = amr.split_ascii_whitespace().collect();
+    detail.insert("amr".into(), json!(amr));
+    Event::new(EventType::SignedIn)
+        .user(user_id)
+        .actor(user_id)
+        .session(session_id)
+        .detail(Value::Object(detail))
+}
+
+/// Records a failed sign-in that ended with `error` (nothing when [`failure_reason`] names no
+/// reason): `user` is the account when it is known (the same statement either way, so that a
+/// known address costs no more than an unknown one). It is written alone, and a failure to
+/// write it is logged, not answered: the sign-in's own error stands.
+pub async fn sign_in_failed(
+    state: &AppState,
+    how: SignInMethod,
+    user: Option<&str>,
+    error: &Error,
+) {
+    let Some(reason) = failure_reason(error) else {
+        return;
+    };
+    let mut detail = how.detail();
+    detail.insert("reason".into(), json!(reason));
+    let mut event = Event::new(EventType::SignInFailed).detail(Value::Object(detail));
+    event.user = user.map(str::to_string);
+    if let Err(e) = record(state, event).await {
+        tracing::warn!(error = %e, "a failed sign-in could not be recorded in the audit trail");
+    }
+}
+
+/// The most events one page holds, and how many when the caller does not say.
+pub const MAX_PAGE: i64 = 200;
+pub const DEFAULT_PAGE: i64 = 50;
+
+/// Who acted, as the listings say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActorKind {
+    /// The account itself (`self`).
+    Own,
+    /// Another account: a superuser (`administrator`).
+    Administrator,
+    /// Nobody, outside any request: the command line, the server's job (`system`).
+    System,
+    /// Nobody signed in, from a request: a failed sign-in, a reset asked for, a spent refresh
+    /// token presented again (`anonymous`).
+    Anonymous,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Own => "self",
+            ActorKind::Administrator => "administrator",
+            ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
+        }
+    }
+
+    fn of(row: &EventRow) -> Self {
+        match &row.actor_id {
+            Some(actor) if row.user_id.as_ref() == Some(actor) => ActorKind::Own,
+            Some(_) => ActorKind::Administrator,
+            None if row.ip.is_some() || row.user_agent.is_some() => ActorKind::Anonymous,
+            None => ActorKind::System,
+        }
+    }
+}
+
+/// An event as a listing shows it.
+#[derive(Clone, Debug)]
+pub struct EventView {
+    pub id: String,
+    pub kind: String,
+    pub at: i64,
+    pub user_id: Option<String>,
+    pub actor_id: Option<String>,
+    pub actor: ActorKind,
+    pub session_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Value,
+}
+
+impl EventView {
+    /// Everything on record: a superuser's view.
+    fn whole(row: EventRow) -> Self {
+        Self {
+            actor: ActorKind::of(&row),
+            detail: serde_json::from_str(&row.detail).unwrap_or_else(|_| json!({})),
+            id: row.id,
+            kind: row.kind,
+            at: row.at,
+            user_id: row.user_id,
+            actor_id: row.actor_id,
+            session_id: row.session_id,
+            ip: row.ip,
+            user_agent: row.user_agent,
+        }
+    }
+
+    /// The account's own view of an event about it: no other account's id, and nothing of a
+    /// superuser's request (their session, address, user agent) when one acted.
+    fn owners(row: EventRow) -> Self {
+        let whole = Self::whole(row);
+        match whole.actor {
+            ActorKind::Administrator => Self {
+                actor_id: None,
+                session_id: None,
+                ip: None,
+                user_agent: None,
+                ..whole
+            },
+            ActorKind::Own => whole,
+            ActorKind::System | ActorKind::Anonymous => Self {
+                actor_id: None,
+                ..whole
+            },
+        }
+    }
+}
+
+/// A page of events, newest first, and the cursor of the next one (the `seq` of this page's
+/// last event) when there may be more.
+#[derive(Debug)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    pub next_cursor: Option<i64>,
+}
+
+/// What a superuser's listing asks for. Every field narrows it; `since` is inclusive, `until`
+/// exclusive (epoch ms); `cursor` is a previous page's `next_cursor`.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub user: Option<String>,
+    pub kinds: Vec<EventType>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: i64,
+    pub cursor: Option<i64>,
+}
+
+/// The events matching `listing`, as a superuser sees them.
+pub async fn list(state: &AppState, listing: &Listing) -> Result<EventPage> {
+    page(state, listing, EventView::whole).await
+}
+
+/// The caller's own events (those whose `user` is the caller's account), as its owner sees them.
+pub async fn list_own(
+    state: &AppState,
+    caller: &Caller,
+    limit: i64,
+    cursor: Option<i64>,
+) -> Result<EventPage> {
+    let listing = Listing {
+        user: Some(caller.account.id.clone()),
+        limit,
+        cursor,
+        ..Listing::default()
+    };
+    page(state, &listing, EventView::owners).await
+}
+
+async fn page(
+    state: &AppState,
+    listing: &Listing,
+    view: fn(EventRow) -> EventView,
+) -> Result<EventPage> {
+    let limit = listing.limit.clamp(1, MAX_PAGE);
+    let filter = events::EventFilter {
+        user_id: listing.user.clone(),
+        kinds: listing
+            .kinds
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
+        since: listing.since,
+        until: listing.until,
+        before_seq: listing.cursor,
+    };
+    // One more than the page: whether there is a next one.
+    let mut rows = events::list(&state.db, &filter, limit + 1).await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more {
+        rows.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok(EventPage {
+        events: rows.into_iter().map(view).collect(),
+        next_cursor,
+    })
 }
 
 /// The event's log line: one per committed event, target `audit`, the same fields as the row.

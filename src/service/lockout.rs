@@ -13,8 +13,11 @@
 use std::time::Duration;
 
 use crate::db::login_attempts::{self, Attempts};
+use crate::db::users;
 use crate::error::{Error, Result};
+use crate::service::audit::{self, EventType};
 use crate::service::ms;
+use crate::service::sessions::Caller;
 use crate::state::AppState;
 
 /// How often a count lost to a concurrent one is tried again before the request gives up (429).
@@ -106,4 +109,30 @@ impl Attempt {
         login_attempts::take_back(&state.db, &self.key, self.counted, self.before).await?;
         Ok(())
     }
+}
+
+/// A superuser clears the lockouts of the account `user_id`: its address's (the password's)
+/// and its second factor's (`mfa::lockout_key`), as a right password and a right code would.
+/// Recorded as `lockout.cleared`, the superuser as actor, with whether each had attempts on
+/// record.
+#[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %user_id))]
+pub async fn clear_for_account(state: &AppState, admin: &Caller, user_id: &str) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    let email = users::email_in(&mut tx, user_id)
+        .await?
+        .ok_or(Error::NotFound("there is no user with this id"))?;
+    let address = login_attempts::clear_in(&mut tx, &email).await?;
+    let second_factor =
+        login_attempts::clear_in(&mut tx, &crate::service::mfa::lockout_key(user_id)).await?;
+    let cleared = audit::Event::new(EventType::LockoutCleared)
+        .by_admin(admin, user_id)
+        .detail(serde_json::json!({
+            "address": email,
+            "address_was_counted": address,
+            "second_factor_was_counted": second_factor,
+        }));
+    audit::record_in(state, &mut tx, cleared).await?;
+    tx.commit().await?;
+    tracing::info!(address, second_factor, "lockouts cleared by a superuser");
+    Ok(())
 }

@@ -6,12 +6,14 @@ use crate::db::{Tx, mfa, sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
 use crate::metrics::LoginMethod;
+use crate::service::audit::{self, SignInMethod};
 use crate::service::sessions::{ClientInfo, TokenPair, token_pair};
 use crate::service::{lockout, ms};
 use crate::state::AppState;
 
 /// Checks email and password and opens a session. Every check is an attempt counted by the
-/// lockout (see `service::lockout`) before the password is looked at.
+/// lockout (see `service::lockout`) before the password is looked at. A failure is recorded in
+/// the audit trail (`user.sign_in_failed`), with the account when the address has one.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
@@ -19,16 +21,22 @@ pub async fn login(
     password: &Password,
     client: ClientInfo,
 ) -> Result<TokenPair> {
-    let result = check_password(state, email, password, client).await;
+    let mut known = None;
+    let result = check_and_open(state, email, password, client, &mut known).await;
     state.metrics.login(LoginMethod::Password, &result);
+    if let Err(e) = &result {
+        audit::sign_in_failed(state, SignInMethod::PASSWORD, known.as_deref(), e).await;
+    }
     result
 }
 
-async fn check_password(
+/// [`login`], saying in `known` the account the address names once it has been read.
+async fn check_and_open(
     state: &AppState,
     email: &str,
     password: &Password,
     client: ClientInfo,
+    known: &mut Option<String>,
 ) -> Result<TokenPair> {
     let parsed = Email::parse("email", email).ok();
     let key: String = match &parsed {
@@ -38,12 +46,23 @@ async fn check_password(
             .take(Email::MAX_LENGTH)
             .collect(),
     };
-    let attempt = lockout::begin(state, &key).await?;
-    // An address that cannot be valid cannot have an account; it still costs a verification.
-    let user = match &parsed {
-        Some(email) => users::find_by_email(&state.db, email.as_str()).await?,
-        None => None,
+    let find = async |parsed: &Option<Email>| match parsed {
+        Some(email) => users::find_by_email(&state.db, email.as_str()).await,
+        None => Ok(None),
     };
+    let attempt = match lockout::begin(state, &key).await {
+        Ok(attempt) => attempt,
+        Err(e @ Error::TooManyRequests { .. }) => {
+            // A locked address: the account it names, for the failure's event (the same read
+            // whether or not there is one).
+            *known = find(&parsed).await?.map(|u| u.id);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    // An address that cannot be valid cannot have an account; it still costs a verification.
+    let user = find(&parsed).await?;
+    known.clone_from(&user.as_ref().map(|u| u.id.clone()));
     let verification = match state
         .hasher
         // An account without a password costs the dummy verification an unknown address does.
@@ -92,6 +111,7 @@ async fn check_password(
             auth_time: now,
             mfa_at: None,
             passkey_at: None,
+            how: SignInMethod::PASSWORD,
         },
     )
     .await
@@ -108,6 +128,8 @@ pub struct Authentication {
     pub mfa_at: Option<i64>,
     /// When a passkey was proved with user verification, if one was.
     pub passkey_at: Option<i64>,
+    /// How, for the `user.signed_in` event.
+    pub how: SignInMethod,
 }
 
 /// Replaces a hash made with old parameters, without delaying the login that found it.
@@ -143,9 +165,10 @@ fn upgrade_hash_in_background(state: &AppState, user: &users::User, password: &P
     });
 }
 
-/// Opens a new session for `user` and returns its first token pair. The session opens only if
-/// the account's credentials are still those `user` was read with: a login whose password was
-/// checked against credentials that have changed since yields nothing.
+/// Opens a new session for `user` and returns its first token pair, with its `user.signed_in`
+/// event. The session opens only if the account's credentials are still those `user` was read
+/// with: a login whose password was checked against credentials that have changed since yields
+/// nothing.
 pub async fn open_session(
     state: &AppState,
     user: &users::User,
@@ -153,12 +176,12 @@ pub async fn open_session(
     authentication: Authentication,
 ) -> Result<TokenPair> {
     let now = state.clock.now_ms();
-    let session = new_session(state, user, client, authentication, now);
-    if !sessions::insert(&state.db, &session).await? {
-        return Err(Error::InvalidCredentials);
-    }
-    tracing::info!(user_id = %user.id, session_id = %session.id, "session opened");
-    Ok(token_pair(state, &session, now))
+    let mut tx = state.db.begin().await?;
+    let pair = open_session_in(state, &mut tx, user, client, authentication, now)
+        .await?
+        .ok_or(Error::InvalidCredentials)?;
+    tx.commit().await?;
+    Ok(pair)
 }
 
 /// [`open_session`] inside `tx` (with what else the login writes: a passkey's counter), for the
@@ -175,6 +198,8 @@ pub(crate) async fn open_session_in(
     if !sessions::insert_in(tx, &session).await? {
         return Ok(None);
     }
+    let event = audit::signed_in(&user.id, &session.id, authentication.how, &session.amr);
+    audit::record_in(state, tx, event).await?;
     tracing::info!(user_id = %user.id, session_id = %session.id, "session opened");
     Ok(Some(token_pair(state, &session, now)))
 }

@@ -17,6 +17,8 @@
 //!   reset count both. A passkey at POST /login/mfa is checked like a code: under the same
 //!   lockout, spending a try of the token, in the transaction that spends the token.
 
+use serde_json::json;
+
 use crate::auth::tokens::{hash_token_id, random_token};
 use crate::auth::totp;
 use crate::db::{Tx, mfa, sessions, users};
@@ -24,6 +26,7 @@ use crate::domain::Password;
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
 use crate::service::accounts::{CREDENTIALS_CHANGED, confirm_password};
+use crate::service::audit::{self, EventType, SignInMethod};
 use crate::service::login::{Authentication, open_session};
 use crate::service::passkeys::{self as passkeys_service, PASSKEY};
 use crate::service::sessions::{Caller, ClientInfo, TokenPair};
@@ -103,6 +106,15 @@ impl SecondFactor {
         }
     }
 
+    /// Its name in `methods` and in the audit trail: `totp`, `recovery_code` or `passkey`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Totp(_) => TOTP,
+            Self::RecoveryCode(_) => RECOVERY_CODE,
+            Self::Passkey(_) => PASSKEY,
+        }
+    }
+
     /// The same, where one of the two is required.
     pub fn required(
         code: Option<String>,
@@ -115,7 +127,7 @@ impl SecondFactor {
 
 /// The lockout key of an account's second factor. Upper case: no email address, normalised as
 /// the login's keys are (lower case), can name it.
-fn lockout_key(user_id: &str) -> String {
+pub(crate) fn lockout_key(user_id: &str) -> String {
     format!("MFA:{user_id}")
 }
 
@@ -378,6 +390,10 @@ pub async fn confirm_enrolment(
     )
     .await?;
     sessions::passed_second_factor_in(&mut tx, &caller.session_id, AMR_PASSWORD_TOTP, now).await?;
+    let enabled = audit::Event::new(EventType::MfaEnabled)
+        .by_self(caller)
+        .detail(json!({ "method": TOTP, "other_sessions_ended": ended }));
+    audit::record_in(state, &mut tx, enabled).await?;
     recovery::queue_notice(
         state,
         &mut tx,
@@ -437,6 +453,11 @@ async fn spend_factor(
                 return Ok(None);
             }
             let left = mfa::recovery_codes_left_in(tx, user_id).await?;
+            let used = audit::Event::new(EventType::RecoveryCodeUsed)
+                .user(user_id)
+                .actor(user_id)
+                .detail(json!({ "recovery_codes_left": left }));
+            audit::record_in(state, tx, used).await?;
             recovery::queue_notice(
                 state,
                 tx,
@@ -578,7 +599,8 @@ pub async fn challenge(state: &AppState, user: &users::User, client: ClientInfo)
 }
 
 /// The second step of a login: spends the `mfa_token` and the code together and opens the
-/// session, whose `auth_time` is the password's check.
+/// session, whose `auth_time` is the password's check. A failure is recorded in the audit trail
+/// (`user.sign_in_failed`), with the account once the token has named it.
 #[tracing::instrument(skip_all)]
 pub async fn complete_login(
     state: &AppState,
@@ -586,18 +608,27 @@ pub async fn complete_login(
     factor: &SecondFactor,
     client: ClientInfo,
 ) -> Result<TokenPair> {
-    let result = second_step(state, mfa_token, factor, client).await;
+    let mut known = None;
+    let result = finish_login(state, mfa_token, factor, client, &mut known).await;
     state
         .metrics
         .login(crate::metrics::LoginMethod::Mfa, &result);
+    if let Err(e) = &result {
+        let how = SignInMethod {
+            method: "password",
+            second_factor: Some(factor.method()),
+        };
+        audit::sign_in_failed(state, how, known.as_deref(), e).await;
+    }
     result
 }
 
-async fn second_step(
+async fn finish_login(
     state: &AppState,
     mfa_token: &str,
     factor: &SecondFactor,
     client: ClientInfo,
+    known: &mut Option<String>,
 ) -> Result<TokenPair> {
     // A passkey's answer that cannot be read costs no try.
     let assertion = match factor {
@@ -616,6 +647,7 @@ async fn second_step(
     let challenge = mfa::try_challenge(&state.db, &token_hash, state.clock.now_ms(), MAX_TRIES)
         .await?
         .ok_or(Error::InvalidMfaToken(INVALID_MFA_TOKEN))?;
+    *known = Some(challenge.user_id.clone());
     let user = users::find_by_id(&state.db, &challenge.user_id)
         .await?
         .filter(|u| u.security_stamp == challenge.user_stamp && u.is_active)
@@ -654,6 +686,10 @@ async fn second_step(
             auth_time: challenge.created_at,
             mfa_at: Some(now),
             passkey_at: None,
+            how: SignInMethod {
+                method: "password",
+                second_factor: Some(factor.method()),
+            },
         },
     )
     .await
@@ -774,6 +810,10 @@ pub async fn disable(
     if policy && passkeys_service::count_as_factor_in(state, &mut tx, id).await? == 0 {
         return Err(LAST_FACTOR);
     }
+    let disabled = audit::Event::new(EventType::MfaDisabled)
+        .by_self(caller)
+        .detail(json!({ "method": TOTP }));
+    audit::record_in(state, &mut tx, disabled).await?;
     recovery::queue_notice(
         state,
         &mut tx,
@@ -813,6 +853,10 @@ pub async fn regenerate_recovery_codes(
     let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     mfa::replace_recovery_codes(&mut tx, id, &hashes, now).await?;
+    let regenerated = audit::Event::new(EventType::RecoveryCodesRegenerated)
+        .by_self(caller)
+        .detail(json!({ "recovery_codes": hashes.len() }));
+    audit::record_in(state, &mut tx, regenerated).await?;
     recovery::queue_notice(
         state,
         &mut tx,
@@ -857,7 +901,11 @@ pub async fn admin_reset(
     let delay = ms(state.config.mfa.reset_delay);
     if delay == 0 {
         let mut tx = state.db.begin().await?;
-        remove_for_reset(&mut tx, &user, &admin.account.id, now).await?;
+        let removed = remove_for_reset(&mut tx, &user, &admin.account.id, now).await?;
+        let reset = audit::Event::new(EventType::MfaReset)
+            .by_admin(admin, user_id)
+            .detail(removed.detail(false));
+        audit::record_in(state, &mut tx, reset).await?;
         tx.commit().await?;
         state.mail_wakeup.notify_one();
         return Ok(None);
@@ -871,6 +919,14 @@ pub async fn admin_reset(
         now,
     )
     .await?;
+    let scheduled = audit::Event::new(EventType::MfaReset)
+        .by_admin(admin, user_id)
+        .detail(json!({
+            "stage": "scheduled",
+            "delayed": true,
+            "effective_at": crate::clock::rfc3339(due),
+        }));
+    audit::record_in(state, &mut tx, scheduled).await?;
     recovery::queue_security_notice(
         &mut tx,
         &user.email,
@@ -887,10 +943,35 @@ pub async fn admin_reset(
     Ok(Some(due))
 }
 
+/// What a superuser's reset removed.
+struct Removed {
+    totp: bool,
+    passkeys: u64,
+    sessions: u64,
+}
+
+impl Removed {
+    /// The `mfa.reset` event's detail for its application.
+    fn detail(&self, delayed: bool) -> serde_json::Value {
+        json!({
+            "stage": "applied",
+            "delayed": delayed,
+            "totp_removed": self.totp,
+            "passkeys_removed": self.passkeys,
+            "sessions_ended": self.sessions,
+        })
+    }
+}
+
 /// Removes the user's factors (TOTP, recovery codes, passkeys), ends every session, and tells
 /// the user, inside `tx`.
-async fn remove_for_reset(tx: &mut Tx, user: &users::User, admin_id: &str, now: i64) -> Result<()> {
-    mfa::remove_all(tx, &user.id).await?;
+async fn remove_for_reset(
+    tx: &mut Tx,
+    user: &users::User,
+    admin_id: &str,
+    now: i64,
+) -> Result<Removed> {
+    let totp = mfa::remove_all(tx, &user.id).await?;
     let passkeys = passkeys_service::remove_all_in(tx, &user.id).await?;
     let ended = sessions::revoke_all_of_user_in(tx, &user.id, None, now).await?;
     recovery::queue_security_notice(tx, &user.email, templates::mfa_removed(true), now).await?;
@@ -901,10 +982,16 @@ async fn remove_for_reset(tx: &mut Tx, user: &users::User, admin_id: &str, now: 
         passkeys_removed = passkeys,
         "a superuser removed a user's second factors"
     );
-    Ok(())
+    Ok(Removed {
+        totp,
+        passkeys,
+        sessions: ended,
+    })
 }
 
-/// Applies the delayed resets that are due (the maintenance job calls this).
+/// Applies the delayed resets that are due (the maintenance job calls this). Each is recorded
+/// as `mfa.reset` with no actor (the job acted; the superuser who asked is on the scheduling's
+/// event).
 pub async fn apply_due_resets(state: &AppState) -> Result<u64> {
     let now = state.clock.now_ms();
     let mut applied = 0;
@@ -914,7 +1001,11 @@ pub async fn apply_due_resets(state: &AppState) -> Result<u64> {
         };
         let mut tx = state.db.begin().await?;
         if mfa::take_due_reset(&mut tx, &user_id, now).await? {
-            remove_for_reset(&mut tx, &user, &admin_id, now).await?;
+            let removed = remove_for_reset(&mut tx, &user, &admin_id, now).await?;
+            let reset = audit::Event::new(EventType::MfaReset)
+                .user(&user_id)
+                .detail(removed.detail(true));
+            audit::record_in(state, &mut tx, reset).await?;
             tx.commit().await?;
             applied += 1;
         }
@@ -927,11 +1018,15 @@ pub async fn apply_due_resets(state: &AppState) -> Result<u64> {
 
 /// The user cancels a pending reset.
 pub async fn cancel_reset(state: &AppState, caller: &Caller) -> Result<()> {
-    if !mfa::cancel_reset(&state.db, &caller.account.id).await? {
+    let mut tx = state.db.begin().await?;
+    if !mfa::cancel_reset_in(&mut tx, &caller.account.id).await? {
         return Err(Error::NotFound(
             "no removal of your second factor is pending",
         ));
     }
+    let cancelled = audit::Event::new(EventType::MfaResetCancelled).by_self(caller);
+    audit::record_in(state, &mut tx, cancelled).await?;
+    tx.commit().await?;
     tracing::warn!(user_id = %caller.account.id, "a pending reset of the second factor was cancelled by its user");
     Ok(())
 }

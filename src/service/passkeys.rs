@@ -45,6 +45,8 @@
 //!   the last is 409 LAST_CREDENTIAL, checked again under the account's lock), and only an
 //!   account with one may drop its password.
 
+use serde_json::json;
+
 use crate::auth::tokens::hash_token_id;
 use crate::auth::webauthn::{
     self, Descriptor, ParsedAssertion, Refusal, StoredCredential, Verification,
@@ -54,6 +56,7 @@ use crate::domain::{Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
 use crate::service::accounts::CREDENTIALS_CHANGED;
+use crate::service::audit::{self, EventType, SignInMethod};
 use crate::service::login::{Authentication, open_session_in};
 use crate::service::mfa::{self, SecondFactor, StepUp};
 use crate::service::sessions::{Caller, ClientInfo, TokenPair};
@@ -658,6 +661,16 @@ pub async fn register(
     };
     // A passkey proof (`passkey_at`) only if it verified the user, as at a step-up.
     sessions::passed_passkey_in(&mut tx, &caller.session_id, &amr, row.user_verified, now).await?;
+    let added = audit::Event::new(EventType::PasskeyAdded)
+        .by_self(caller)
+        .detail(json!({
+            "passkey_id": row.id,
+            "name": row.name,
+            "user_verified": row.user_verified,
+            "synced": row.backup_eligible,
+            "other_sessions_ended": ended,
+        }));
+    audit::record_in(state, &mut tx, added).await?;
     recovery::queue_notice(
         state,
         &mut tx,
@@ -756,6 +769,10 @@ pub async fn delete(
     if policy && left.passkeys == 0 && !left.totp {
         return Err(LAST_FACTOR);
     }
+    let removed = audit::Event::new(EventType::PasskeyRemoved)
+        .by_self(caller)
+        .detail(json!({ "passkey_id": key.id, "name": key.name }));
+    audit::record_in(state, &mut tx, removed).await?;
     recovery::queue_notice(
         state,
         &mut tx,
@@ -877,7 +894,9 @@ fn decoy_count_index(seed: &[u8]) -> usize {
 }
 
 /// Signs in with a passkey (the answer to [`login_options`]): it must have verified the user, and
-/// the session has then passed the second factor.
+/// the session has then passed the second factor. A failure is recorded in the audit trail
+/// (`user.sign_in_failed`), with the account only once the assertion's signature was good (a
+/// refusal before that has one answer and one event, whoever's credential it names).
 #[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
@@ -886,10 +905,14 @@ pub async fn login(
 ) -> Result<TokenPair> {
     // Off, there is no passkey login to count.
     enabled(state)?;
-    let result = sign_in(state, credential, client).await;
+    let mut known = None;
+    let result = sign_in(state, credential, client, &mut known).await;
     state
         .metrics
         .login(crate::metrics::LoginMethod::Passkey, &result);
+    if let Err(e) = &result {
+        audit::sign_in_failed(state, SignInMethod::PASSKEY, known.as_deref(), e).await;
+    }
     result
 }
 
@@ -897,8 +920,8 @@ async fn sign_in(
     state: &AppState,
     credential: &serde_json::Value,
     client: ClientInfo,
+    known: &mut Option<String>,
 ) -> Result<TokenPair> {
-    enabled(state)?;
     let assertion = parse_assertion("credential", credential)?;
     let now = state.clock.now_ms();
     let verified = verify(
@@ -917,6 +940,7 @@ async fn sign_in(
         Error::InvalidPasskey(_) => LOGIN_REFUSED,
         e => e,
     })?;
+    *known = Some(verified.passkey.user_id.clone());
     // Only now, the signature being good: only the passkey's holder learns this was the reason.
     if !verified.asserted.user_verified {
         tracing::info!(user_id = %verified.passkey.user_id, "passkey sign-in without user verification refused");
@@ -943,6 +967,7 @@ async fn sign_in(
             auth_time: now,
             mfa_at: Some(now),
             passkey_at: Some(now),
+            how: SignInMethod::PASSKEY,
         },
         now,
     )
@@ -1101,6 +1126,10 @@ pub async fn remove_password(state: &AppState, caller: &Caller) -> Result<()> {
         Some(&caller.session_id),
     )
     .await?;
+    let removed = audit::Event::new(EventType::PasswordRemoved)
+        .by_self(caller)
+        .detail(json!({ "other_sessions_ended": ended }));
+    audit::record_in(state, &mut tx, removed).await?;
     recovery::queue_notice(
         state,
         &mut tx,

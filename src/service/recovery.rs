@@ -16,6 +16,7 @@ use crate::db::{
 use crate::domain::{Account, Email};
 use crate::error::{Error, Result};
 use crate::mail::templates;
+use crate::service::audit::{self, EventType};
 use crate::service::ms;
 use crate::service::policy;
 use crate::service::sessions::Caller;
@@ -149,14 +150,16 @@ pub(crate) async fn queue_verification(
 }
 
 /// Starts a password reset. Answers the same, at once, whether or not the account exists: the
-/// work runs beside the request, so neither the answer nor its timing tells.
+/// work runs beside the request, so neither the answer nor its timing tells. The work carries
+/// the request's origin for its audit event.
 pub fn request_password_reset(state: &AppState, email: Email) {
     let state = state.clone();
-    tokio::spawn(async move {
+    let origin = audit::current_origin();
+    tokio::spawn(audit::with_origin(origin, async move {
         if let Err(e) = queue_password_reset(&state, &email).await {
             tracing::warn!(error = %e, "password reset request could not be queued");
         }
-    });
+    }));
 }
 
 async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
@@ -172,21 +175,45 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
     let mut tx = state.db.begin().await?;
     // Anyone may ask for a reset of any address: it is limited per address only, and does not
     // spend the account's allowance (which a stranger could otherwise use up).
-    if !address_allows(
-        state,
-        &mut tx,
-        one_time_tokens::PASSWORD_RESET,
-        &user.email,
-        now,
-    )
-    .await?
+    if queue_reset_mail(state, &mut tx, &user, now)
+        .await?
+        .is_some()
     {
         tracing::info!(user_id = %user.id, "password reset mail limit reached; no mail");
         return Ok(());
     }
+    let requested = audit::Event::new(EventType::PasswordResetRequested).user(&user.id);
+    audit::record_in(state, &mut tx, requested).await?;
+    tx.commit().await?;
+    state.mail_wakeup.notify_one();
+    tracing::info!(user_id = %user.id, "password reset mail queued");
+    Ok(())
+}
+
+/// Queues a reset link for `user` inside `tx`, under the per-address limit (one per
+/// MAIL_RATE_LIMIT_SECONDS): `None` when queued, else how long until the address may have the
+/// next one (and nothing was queued).
+async fn queue_reset_mail(
+    state: &AppState,
+    tx: &mut Tx,
+    user: &users::User,
+    now: i64,
+) -> Result<Option<Duration>> {
+    let kind = one_time_tokens::PASSWORD_RESET;
+    if !address_allows(state, tx, kind, &user.email, now).await? {
+        let key = format!("{kind}:{}", user.email);
+        let last = throttle::last_sent_in(tx, &key).await?.unwrap_or(now);
+        let wait = last
+            .saturating_add(ms(state.config.mail.rate_limit))
+            .saturating_sub(now)
+            .max(1_000);
+        return Ok(Some(Duration::from_millis(
+            u64::try_from(wait).unwrap_or(1_000),
+        )));
+    }
     let token = random_token();
     one_time_tokens::replace(
-        &mut tx,
+        tx,
         &one_time_tokens::NewToken {
             token_hash: &hash_token_id(&token),
             user_id: &user.id,
@@ -201,10 +228,33 @@ async fn queue_password_reset(state: &AppState, email: &Email) -> Result<()> {
     .await?;
     let minutes = state.config.mail.password_reset_ttl.as_secs() / 60;
     let mail = templates::password_reset(&state.config.server.public_url, &token, minutes);
-    outbox::enqueue(&mut tx, &user.email, &mail.subject, &mail.body, now).await?;
+    outbox::enqueue(tx, &user.email, &mail.subject, &mail.body, now).await?;
+    Ok(None)
+}
+
+/// A superuser has a reset link mailed to the account `user_id` (through the outbox, as the
+/// public request does), under the same per-address limit: when the address had one too
+/// recently, the answer is 429 with the time to wait, not a silent no-op (the superuser would
+/// believe a mail went out). A deactivated account gets none (403 ACCOUNT_DISABLED): its reset
+/// could not sign it in. Recorded as `user.password_reset_sent`, the superuser as actor.
+#[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %user_id))]
+pub async fn send_password_reset(state: &AppState, admin: &Caller, user_id: &str) -> Result<()> {
+    let user = users::find_by_id(&state.db, user_id)
+        .await?
+        .ok_or(Error::NotFound("there is no user with this id"))?;
+    if !user.is_active {
+        return Err(Error::AccountDisabled);
+    }
+    let now = state.clock.now_ms();
+    let mut tx = state.db.begin().await?;
+    if let Some(retry_after) = queue_reset_mail(state, &mut tx, &user, now).await? {
+        return Err(Error::TooManyRequests { retry_after });
+    }
+    let sent = audit::Event::new(EventType::PasswordResetSent).by_admin(admin, user_id);
+    audit::record_in(state, &mut tx, sent).await?;
     tx.commit().await?;
     state.mail_wakeup.notify_one();
-    tracing::info!(user_id = %user.id, "password reset mail queued");
+    tracing::info!("password reset mail queued at a superuser's request");
     Ok(())
 }
 
@@ -252,6 +302,11 @@ pub async fn confirm_password_reset(
     .await?
     .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
     let ended = sessions::revoke_all_of_user_in(&mut tx, &spent.user_id, None, now).await?;
+    let reset = audit::Event::new(EventType::PasswordReset)
+        .user(&spent.user_id)
+        .actor(&spent.user_id)
+        .detail(serde_json::json!({ "sessions_ended": ended }));
+    audit::record_in(state, &mut tx, reset).await?;
     queue_notice(
         state,
         &mut tx,
@@ -317,6 +372,11 @@ pub async fn confirm_verification(state: &AppState, token: &str) -> Result<Accou
     let user = users::mark_verified(&mut tx, &spent.user_id, &spent.email, spent.user_stamp, now)
         .await?
         .ok_or(Error::InvalidOneTimeToken(BAD_TOKEN))?;
+    let verified = audit::Event::new(EventType::EmailVerified)
+        .user(&user.id)
+        .actor(&user.id)
+        .detail(serde_json::json!({ "email": user.email }));
+    audit::record_in(state, &mut tx, verified).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "email verified");
     Ok(user.into())

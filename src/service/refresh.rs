@@ -6,6 +6,7 @@
 use crate::auth::tokens::{Claims, TokenError, hash_token_id};
 use crate::db::sessions;
 use crate::error::{Error, Result};
+use crate::service::audit::{self, EventType};
 use crate::service::ms;
 use crate::service::sessions::{Caller, ClientInfo, TokenPair, live_caller, token_pair};
 use crate::state::AppState;
@@ -106,12 +107,35 @@ async fn session_of(state: &AppState, claims: &Claims) -> Result<sessions::Sessi
         .ok_or(Error::InvalidRefreshToken("the refresh token is not valid"))
 }
 
+/// Where a spent refresh token was presented again, for its audit event.
+#[derive(Clone, Copy, Debug)]
+enum Presented {
+    Refresh,
+    Browser,
+    Logout,
+}
+
 async fn revoke_for_reuse(
     state: &AppState,
     session: &sessions::Session,
     now: i64,
+    via: Presented,
 ) -> Result<Error> {
-    sessions::revoke(&state.db, &session.user_id, &session.id, now).await?;
+    let mut tx = state.db.begin().await?;
+    // Recorded once: of concurrent reuses of one chain, the one that revoked the session.
+    if sessions::revoke_in(&mut tx, &session.user_id, &session.id, now).await? {
+        let via = match via {
+            Presented::Refresh => "refresh",
+            Presented::Browser => "browser",
+            Presented::Logout => "logout",
+        };
+        let reuse = audit::Event::new(EventType::RefreshReuseDetected)
+            .user(&session.user_id)
+            .session(&session.id)
+            .detail(serde_json::json!({ "via": via }));
+        audit::record_in(state, &mut tx, reuse).await?;
+    }
+    tx.commit().await?;
     tracing::warn!(
         user_id = %session.user_id,
         session_id = %session.id,
@@ -135,7 +159,9 @@ pub async fn refresh(state: &AppState, token: &str, client: ClientInfo) -> Resul
         let session = &found.session;
         match decide(&Chain::of(&found), &presented, now, window) {
             Decision::Refuse(why) => return Err(Error::InvalidRefreshToken(why)),
-            Decision::RevokeForReuse => return Err(revoke_for_reuse(state, session, now).await?),
+            Decision::RevokeForReuse => {
+                return Err(revoke_for_reuse(state, session, now, Presented::Refresh).await?);
+            }
             Decision::HandBackCurrent => return Ok(token_pair(state, session, now)),
             Decision::Rotate => {
                 let generation = session.refresh_generation + 1;
@@ -193,7 +219,7 @@ pub async fn browser_session(state: &AppState, token: &str) -> Result<Caller> {
         Decision::Rotate => live_caller(state, claims.sid, &claims.sub).await,
         Decision::Refuse(why) => Err(Error::InvalidRefreshToken(why)),
         Decision::RevokeForReuse | Decision::HandBackCurrent => {
-            Err(revoke_for_reuse(state, &found.session, now).await?)
+            Err(revoke_for_reuse(state, &found.session, now, Presented::Browser).await?)
         }
     }
 }
@@ -219,7 +245,9 @@ pub(crate) async fn session_to_log_out(
     ) {
         Decision::Refuse(_) => Ok(None),
         Decision::Rotate | Decision::HandBackCurrent => Ok(Some(found.session)),
-        Decision::RevokeForReuse => Err(revoke_for_reuse(state, &found.session, now).await?),
+        Decision::RevokeForReuse => {
+            Err(revoke_for_reuse(state, &found.session, now, Presented::Logout).await?)
+        }
     }
 }
 

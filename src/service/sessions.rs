@@ -2,10 +2,13 @@
 //! on every request, listing and revoking sessions, and the logout scopes. Logging in is in
 //! `service::login`, refreshing in `service::refresh`.
 
+use serde_json::json;
+
 use crate::auth::tokens::TokenError;
-use crate::db::sessions;
+use crate::db::{sessions, users};
 use crate::domain::{Account, SessionView};
 use crate::error::{Error, Result};
+use crate::service::audit::{self, EventType};
 use crate::service::{ms, refresh, views};
 use crate::state::AppState;
 
@@ -151,6 +154,16 @@ pub async fn logout_with_refresh_token(
     }
 }
 
+impl LogoutScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogoutScope::Local => "local",
+            LogoutScope::Global => "global",
+            LogoutScope::Others => "others",
+        }
+    }
+}
+
 async fn end_sessions(
     state: &AppState,
     user_id: &str,
@@ -158,15 +171,23 @@ async fn end_sessions(
     scope: LogoutScope,
 ) -> Result<()> {
     let now = state.clock.now_ms();
+    let mut tx = state.db.begin().await?;
     let ended = match scope {
         LogoutScope::Local => {
-            u64::from(sessions::revoke(&state.db, user_id, session_id, now).await?)
+            u64::from(sessions::revoke_in(&mut tx, user_id, session_id, now).await?)
         }
-        LogoutScope::Global => sessions::revoke_all_of_user(&state.db, user_id, None, now).await?,
+        LogoutScope::Global => sessions::revoke_all_of_user_in(&mut tx, user_id, None, now).await?,
         LogoutScope::Others => {
-            sessions::revoke_all_of_user(&state.db, user_id, Some(session_id), now).await?
+            sessions::revoke_all_of_user_in(&mut tx, user_id, Some(session_id), now).await?
         }
     };
+    let signed_out = audit::Event::new(EventType::SignedOut)
+        .user(user_id)
+        .actor(user_id)
+        .session(session_id)
+        .detail(json!({ "scope": scope.as_str(), "sessions_ended": ended }));
+    audit::record_in(state, &mut tx, signed_out).await?;
+    tx.commit().await?;
     tracing::info!(user_id = %user_id, ?scope, ended, "logged out");
     Ok(())
 }
@@ -183,8 +204,9 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<SessionView>>
 
 /// Revokes one of the caller's live sessions (its refresh token and access tokens die at once).
 pub async fn revoke_one(state: &AppState, caller: &Caller, session_id: &str) -> Result<()> {
-    if !sessions::revoke(
-        &state.db,
+    let mut tx = state.db.begin().await?;
+    if !sessions::revoke_in(
+        &mut tx,
         &caller.account.id,
         session_id,
         state.clock.now_ms(),
@@ -193,6 +215,74 @@ pub async fn revoke_one(state: &AppState, caller: &Caller, session_id: &str) -> 
     {
         return Err(Error::NotFound("you have no live session with this id"));
     }
+    let revoked = audit::Event::new(EventType::SessionRevoked)
+        .by_self(caller)
+        .detail(json!({ "revoked_session_id": session_id }));
+    audit::record_in(state, &mut tx, revoked).await?;
+    tx.commit().await?;
     tracing::info!(user_id = %caller.account.id, session_id, "session revoked by its user");
     Ok(())
+}
+
+const NO_SUCH_USER: Error = Error::NotFound("there is no user with this id");
+
+/// The live sessions of the account `user_id`, newest first, for a superuser (as its user sees
+/// them; `current` only for the superuser's own session, when it is theirs).
+pub async fn list_of_user(
+    state: &AppState,
+    admin: &Caller,
+    user_id: &str,
+) -> Result<Vec<SessionView>> {
+    if users::find_by_id(&state.db, user_id).await?.is_none() {
+        return Err(NO_SUCH_USER);
+    }
+    let live = sessions::list_live_of_user(&state.db, user_id, state.clock.now_ms()).await?;
+    Ok(live
+        .into_iter()
+        .map(|s| views::session_view(s, &admin.session_id))
+        .collect())
+}
+
+/// A superuser revokes one live session of the account `user_id` (404 when it is not one).
+#[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %user_id))]
+pub async fn revoke_of_user(
+    state: &AppState,
+    admin: &Caller,
+    user_id: &str,
+    session_id: &str,
+) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    if !sessions::revoke_in(&mut tx, user_id, session_id, state.clock.now_ms()).await? {
+        drop(tx);
+        return Err(match users::find_by_id(&state.db, user_id).await? {
+            None => NO_SUCH_USER,
+            Some(_) => Error::NotFound("this user has no live session with this id"),
+        });
+    }
+    let revoked = audit::Event::new(EventType::SessionRevoked)
+        .by_admin(admin, user_id)
+        .detail(json!({ "revoked_session_id": session_id }));
+    audit::record_in(state, &mut tx, revoked).await?;
+    tx.commit().await?;
+    tracing::info!(session_id, "session revoked by a superuser");
+    Ok(())
+}
+
+/// A superuser revokes every live session of the account `user_id`. Returns how many ended.
+#[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, user_id = %user_id))]
+pub async fn revoke_all_of_user(state: &AppState, admin: &Caller, user_id: &str) -> Result<u64> {
+    let mut tx = state.db.begin().await?;
+    // Read in the transaction: a deletion meanwhile is a 404, not an event about nobody.
+    if users::email_in(&mut tx, user_id).await?.is_none() {
+        return Err(NO_SUCH_USER);
+    }
+    let ended =
+        sessions::revoke_all_of_user_in(&mut tx, user_id, None, state.clock.now_ms()).await?;
+    let revoked = audit::Event::new(EventType::SessionRevoked)
+        .by_admin(admin, user_id)
+        .detail(json!({ "scope": "all", "sessions_ended": ended }));
+    audit::record_in(state, &mut tx, revoked).await?;
+    tx.commit().await?;
+    tracing::info!(ended, "every session of a user revoked by a superuser");
+    Ok(ended)
 }

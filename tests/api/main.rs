@@ -8,6 +8,7 @@ mod smtp;
 mod soft_passkey;
 
 mod admin;
+mod admin_tools;
 mod audit;
 mod browser;
 mod cli;

@@ -270,11 +270,59 @@ async fn the_document_states_every_input_rule_the_server_checks() {
         ("/users/{id}", "patch"),
         ("/users/{id}", "delete"),
         ("/me/sessions/{id}", "delete"),
+        ("/users/{id}/sessions", "get"),
+        ("/users/{id}/sessions", "delete"),
+        ("/users/{id}/sessions/{session_id}", "delete"),
+        ("/users/{id}/lockout", "delete"),
+        ("/users/{id}/password-reset", "post"),
+        ("/users/{id}/events", "get"),
     ] {
         let id = parameter(&doc, path, method, "id");
         assert_eq!(id["required"], true);
         assert_eq!(id["schema"]["format"], "uuid", "{method} {path}");
     }
+    let session = parameter(
+        &doc,
+        "/users/{id}/sessions/{session_id}",
+        "delete",
+        "session_id",
+    );
+    assert_eq!(session["schema"]["format"], "uuid");
+
+    // The audit trail's listings: the cursor's pattern is the server's, `limit` 1 to 200, and
+    // `type` takes exactly the event types.
+    for path in ["/me/events", "/events", "/users/{id}/events"] {
+        let limit = &parameter(&doc, path, "get", "limit")["schema"];
+        assert_eq!(
+            (&limit["minimum"], &limit["maximum"]),
+            (&json!(1), &json!(200)),
+            "{path}"
+        );
+        let cursor = &parameter(&doc, path, "get", "cursor")["schema"];
+        assert_eq!(cursor["pattern"], "^[1-9][0-9]{0,17}$", "{path}");
+    }
+    let types = &parameter(&doc, "/events", "get", "type")["schema"]["items"]["enum"];
+    let types: Vec<&str> = types
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = auth_server::service::audit::EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(types, all);
+    assert_eq!(
+        parameter(&doc, "/events", "get", "user")["schema"]["format"],
+        "uuid"
+    );
+    assert_eq!(
+        parameter(&doc, "/events", "get", "since")["schema"]["format"],
+        "date-time"
+    );
+    let event_types = &property(&doc, "EventResponse", "type")["enum"];
+    assert_eq!(event_types.as_array().unwrap().len(), all.len());
 }
 
 /// The values just inside and just outside each documented bound, as the server answers them.

@@ -103,6 +103,9 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, sqlx::Error> 
 
 /// An account's address, inside a transaction.
 pub async fn email_in(tx: &mut Tx, id: &str) -> Result<Option<String>, sqlx::Error> {
+    if !super::can_be_stored(id) {
+        return Ok(None);
+    }
     let sql = "SELECT email FROM users WHERE id = $1";
     with_tx!(tx, conn => sqlx::query_scalar(sql).bind(id).fetch_optional(conn).await)
 }
@@ -185,11 +188,12 @@ pub async fn replace_password_hash(
     Ok(done == 1)
 }
 
-/// Deletes the account on its own request: only while its credentials are still at
-/// `expected_stamp` and `session_id` is one of its live sessions. Its sessions and tokens go
-/// with it (ON DELETE CASCADE). Returns whether it was deleted.
-pub async fn delete_own(
-    db: &Db,
+/// Deletes the account on its own request, inside `tx` (with the audit event that records it):
+/// only while its credentials are still at `expected_stamp` and `session_id` is one of its live
+/// sessions. Its sessions and tokens go with it (ON DELETE CASCADE). Returns whether it was
+/// deleted.
+pub async fn delete_own_in(
+    tx: &mut Tx,
     id: &str,
     expected_stamp: i64,
     session_id: &str,
@@ -198,27 +202,24 @@ pub async fn delete_own(
         "DELETE FROM users WHERE id = $1 AND security_stamp = $2 AND ",
         caller_session_live!("$3")
     );
-    let done = with_pool!(db, pool => sqlx::query(sql)
+    let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(id)
         .bind(expected_stamp)
         .bind(session_id)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
     Ok(done == 1)
 }
 
-/// Deletes the account; its sessions go with it (ON DELETE CASCADE).
-pub async fn delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+/// Deletes the account inside `tx`; its sessions go with it (ON DELETE CASCADE). Returns its
+/// address if it was deleted.
+pub async fn delete_in(tx: &mut Tx, id: &str) -> Result<Option<String>, sqlx::Error> {
     if !super::can_be_stored(id) {
-        return Ok(false);
+        return Ok(None);
     }
-    let done = with_pool!(db, pool => sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
+    let sql = "DELETE FROM users WHERE id = $1 RETURNING email";
+    with_tx!(tx, conn => sqlx::query_scalar(sql).bind(id).fetch_optional(conn).await)
 }
 
 /// Marks the account verified, if its address is still `email` and its credentials have not
@@ -442,34 +443,44 @@ pub async fn admin_update(
         .await)
 }
 
-/// Makes an existing account a superuser. Returns false if there is no account with the email.
+/// Makes an existing account a superuser, inside `tx` (with the audit event that records it).
 /// The flag is a credential: the stamp moves (outstanding links and logins in flight die), and
 /// the account's live sessions are carried forward to it, as an administrator's change does.
-pub async fn promote(db: &Db, email: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
+pub async fn promote_in(tx: &mut Tx, email: &str, now: i64) -> Result<Promotion, sqlx::Error> {
     let sql = "SELECT id, security_stamp, is_superuser FROM users WHERE email = $1";
     let found: Option<(String, i64, bool)> =
-        with_tx!(&mut tx, conn => sqlx::query_as(sql).bind(email).fetch_optional(conn).await)?;
+        with_tx!(tx, conn => sqlx::query_as(sql).bind(email).fetch_optional(conn).await)?;
     let Some((id, stamp, already)) = found else {
-        return Ok(false);
+        return Ok(Promotion::NoAccount);
     };
     if already {
-        return Ok(true);
+        return Ok(Promotion::Already(id));
     }
     let sql = "UPDATE users SET is_superuser = TRUE, updated_at = $3, \
                security_stamp = security_stamp + 1 WHERE id = $1 AND security_stamp = $2";
-    let done = with_tx!(&mut tx, conn => sqlx::query(sql)
+    let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(&id)
         .bind(stamp)
         .bind(now)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    if done == 1 {
-        super::sessions::carry_forward(&mut tx, &id, stamp, stamp + 1, None).await?;
-        tx.commit().await?;
+    if done != 1 {
+        // A concurrent credential change moved the stamp first; promoting over it would need a
+        // fresh look, and the command can simply be run again.
+        return Ok(Promotion::Raced);
     }
-    // Not done: a concurrent credential change moved the stamp first; promoting over it
-    // would need a fresh look, and the command can simply be run again.
-    Ok(done == 1)
+    super::sessions::carry_forward(tx, &id, stamp, stamp + 1, None).await?;
+    Ok(Promotion::Promoted(id))
+}
+
+/// What [`promote_in`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Promotion {
+    NoAccount,
+    /// The account (its id) was a superuser already: nothing changed.
+    Already(String),
+    Promoted(String),
+    /// The account changed meanwhile: nothing changed.
+    Raced,
 }

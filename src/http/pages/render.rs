@@ -159,7 +159,9 @@ fn seconds(n: u64) -> String {
 pub(super) fn words(error: &Error) -> String {
     let wait = || seconds(problem::retry_after_seconds(error).unwrap_or(1));
     match error {
-        Error::Validation(_) => "Some of the answers need correcting.".into(),
+        Error::Validation(_) | Error::InvalidParameter(_) => {
+            "Some of the answers need correcting.".into()
+        }
         Error::EmailTaken => "An account with this email address already exists.".into(),
         Error::InvalidCredentials => "Wrong email or password.".into(),
         Error::WrongPassword => "The password is wrong.".into(),
