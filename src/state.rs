@@ -27,6 +27,10 @@ pub struct AppState {
     pub clock: Clock,
     /// The WebAuthn relying party (PASSKEYS' settings), built once.
     pub webauthn: Arc<WebAuthn>,
+    /// Wakes the webhook worker when a transaction has queued deliveries.
+    pub webhook_wakeup: Arc<tokio::sync::Notify>,
+    /// What this instance's webhook worker has done (for the metrics).
+    pub webhook_counters: Arc<crate::webhooks::Counters>,
 }
 
 impl AppState {
@@ -59,6 +63,8 @@ impl AppState {
             hasher: Arc::new(hasher),
             tokens: Arc::new(tokens),
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
+            webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
+            webhook_counters: Arc::new(crate::webhooks::Counters::default()),
             clock,
         })
     }
