@@ -13,6 +13,8 @@ mod passkey_routes;
 pub mod problem;
 mod recovery_routes;
 pub mod types;
+mod webhook_routes;
+pub mod webhook_types;
 
 use std::time::Duration;
 
@@ -52,6 +54,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(passkey_routes::router())
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
+        .merge(webhook_routes::router())
         .merge(ops_routes::router())
         .split_for_parts();
     api.merge(discovery_doc);

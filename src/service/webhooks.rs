@@ -21,10 +21,10 @@
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
+use crate::db::Tx;
 use crate::db::events::EventRow;
 use crate::db::webhook_deliveries::{self, DeliveryRow};
 use crate::db::webhook_endpoints::{self, EndpointChange, EndpointRow};
-use crate::db::Tx;
 use crate::error::{Error, FieldError, Result};
 use crate::service::audit::{self, EventType};
 use crate::service::sessions::Caller;
@@ -182,7 +182,9 @@ fn event_types_column(given: &[String]) -> Result<String, FieldError> {
         ));
     }
     if given.len() > MAX_EVENT_TYPES {
-        return Err(refuse(format!("must have at most {MAX_EVENT_TYPES} entries")));
+        return Err(refuse(format!(
+            "must have at most {MAX_EVENT_TYPES} entries"
+        )));
     }
     let mut wanted = Vec::new();
     let mut all = false;
@@ -221,8 +223,11 @@ fn types_of_column(column: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the document says of a description: no control character (`char::is_control`).
+pub const DESCRIPTION_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
+
+/// At most [`MAX_DESCRIPTION`] characters as sent, no control characters; stored trimmed.
 fn checked_description(text: &str) -> Result<String, FieldError> {
-    let text = text.trim();
     if text.chars().count() > MAX_DESCRIPTION {
         return Err(FieldError::new(
             "description",
@@ -235,7 +240,7 @@ fn checked_description(text: &str) -> Result<String, FieldError> {
             "must not contain control characters",
         ));
     }
-    Ok(text.to_string())
+    Ok(text.trim().to_string())
 }
 
 fn checked_secret(text: Option<&str>) -> Result<Secret, FieldError> {
@@ -276,9 +281,16 @@ fn event_by(kind: EventType, admin: &Caller) -> audit::Event {
 
 /// Registers an endpoint; returns it with its secret (`whsec_...`), which is shown only now.
 #[tracing::instrument(skip_all, fields(admin_id = %admin.account.id))]
-pub async fn create(state: &AppState, admin: &Caller, new: NewEndpoint) -> Result<(Endpoint, String)> {
+pub async fn create(
+    state: &AppState,
+    admin: &Caller,
+    new: NewEndpoint,
+) -> Result<(Endpoint, String)> {
     let mut errors = Vec::new();
-    let url = checked_url(state, &new.url).await.map_err(|e| errors.push(e)).ok();
+    let url = checked_url(state, &new.url)
+        .await
+        .map_err(|e| errors.push(e))
+        .ok();
     let types = event_types_column(&new.event_types)
         .map_err(|e| errors.push(e))
         .ok();
@@ -413,7 +425,9 @@ pub async fn delete(state: &AppState, admin: &Caller, id: &str) -> Result<()> {
     let row = webhook_endpoints::delete_in(&mut tx, &id)
         .await?
         .ok_or_else(no_endpoint)?;
-    let origin = guard::parse(&row.url).map(|t| t.origin()).unwrap_or_default();
+    let origin = guard::parse(&row.url)
+        .map(|t| t.origin())
+        .unwrap_or_default();
     let event = event_by(EventType::WebhookDeleted, admin)
         .detail(json!({ "webhook_id": id, "url": origin }));
     audit::record_in(state, &mut tx, event).await?;
@@ -465,7 +479,12 @@ pub async fn deliveries(
 
 /// Queues a delivery again, due now, with a new attempt budget and the same `webhook-id`.
 #[tracing::instrument(skip_all, fields(admin_id = %admin.account.id, webhook_id = %id))]
-pub async fn redeliver(state: &AppState, admin: &Caller, id: &str, delivery_id: &str) -> Result<Delivery> {
+pub async fn redeliver(
+    state: &AppState,
+    admin: &Caller,
+    id: &str,
+    delivery_id: &str,
+) -> Result<Delivery> {
     let id = endpoint_id(id)?;
     let not_found = || Error::NotFound("this webhook has no delivery with this id");
     let delivery_id: i64 = delivery_id.parse().map_err(|_| not_found())?;
@@ -529,7 +548,11 @@ mod tests {
     #[test]
     fn event_types_are_stored_between_commas_or_as_a_star() {
         assert_eq!(
-            event_types_column(&strings(&["user.signed_in", "user.created", "user.created"])),
+            event_types_column(&strings(&[
+                "user.signed_in",
+                "user.created",
+                "user.created"
+            ])),
             Ok(",user.created,user.signed_in,".into())
         );
         assert_eq!(event_types_column(&strings(&["*"])), Ok("*".into()));
@@ -537,7 +560,12 @@ mod tests {
             event_types_column(&strings(&["user.created", "*"])),
             Ok("*".into())
         );
-        for bad in [vec![], strings(&["user.nope"]), strings(&["User.Created"]), strings(&[""])] {
+        for bad in [
+            vec![],
+            strings(&["user.nope"]),
+            strings(&["User.Created"]),
+            strings(&[""]),
+        ] {
             assert_eq!(event_types_column(&bad).unwrap_err().field, "event_types");
         }
         assert_eq!(
@@ -597,5 +625,16 @@ mod tests {
         assert_eq!(checked_description("  hi  "), Ok("hi".into()));
         assert!(checked_description(&"x".repeat(501)).is_err());
         assert!(checked_description("a\nb").is_err());
+        assert!(checked_description(&format!("{} ", "x".repeat(500))).is_err());
+        let pattern = regex::Regex::new(DESCRIPTION_PATTERN).unwrap();
+        for text in [
+            "", "plain", " é ", "a\u{a0}b", "a\nb", "a\u{7f}", "\u{9f}", "a\tb",
+        ] {
+            assert_eq!(
+                pattern.is_match(text),
+                checked_description(text).is_ok(),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -63,7 +63,12 @@ impl Client {
     }
 
     /// POSTs `body` (JSON) to `url` with `headers`, within the timeout.
-    pub async fn post(&self, url: &str, headers: &[(&'static str, String)], body: String) -> Outcome {
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: String,
+    ) -> Outcome {
         let attempt = self.attempt(url, headers, body);
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(status)) => Outcome::Answered(status),

@@ -102,9 +102,15 @@ impl Target {
 /// Checks the form of a URL: `http` or `https`, a host, no user name or password, no fragment,
 /// at most [`MAX_URL_LENGTH`] characters. Says nothing yet about where the host is.
 pub fn parse(text: &str) -> Result<Target, Refusal> {
-    let text = text.trim();
     if text.chars().count() > MAX_URL_LENGTH {
         return Err(Refusal::TooLong);
+    }
+    // The scheme first, as written (the URL parser would skip leading spaces).
+    let scheme = text
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
+        return Err(Refusal::Scheme);
     }
     let url = Url::parse(text).map_err(|_| Refusal::NotUrl)?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -279,7 +285,7 @@ mod tests {
             "http://hooks.example.com:8080/a/b?c=d",
             "https://8.8.8.8/x",
             "https://[2606:4700:4700::1111]/",
-            " https://Hooks.Example.COM/in ",
+            "HTTPS://Hooks.Example.COM/in ",
         ] {
             let target = parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
             check_host(&target).unwrap_or_else(|e| panic!("{good}: {e}"));
@@ -288,11 +294,20 @@ mod tests {
         assert_eq!(refused("file:///etc/passwd"), Refusal::Scheme);
         assert_eq!(refused("gopher://hooks.example.com/"), Refusal::Scheme);
         assert_eq!(refused("javascript:alert(1)"), Refusal::Scheme);
-        assert_eq!(refused("https://user:pw@hooks.example.com/"), Refusal::Userinfo);
-        assert_eq!(refused("https://user@hooks.example.com/"), Refusal::Userinfo);
+        assert_eq!(
+            refused("https://user:pw@hooks.example.com/"),
+            Refusal::Userinfo
+        );
+        assert_eq!(
+            refused("https://user@hooks.example.com/"),
+            Refusal::Userinfo
+        );
         assert_eq!(refused("https://hooks.example.com/#x"), Refusal::Fragment);
-        assert_eq!(refused("hooks.example.com/in"), Refusal::NotUrl);
-        assert_eq!(refused(""), Refusal::NotUrl);
+        assert_eq!(refused("hooks.example.com/in"), Refusal::Scheme);
+        assert_eq!(refused(" https://hooks.example.com/in"), Refusal::Scheme);
+        assert_eq!(refused("https:hooks.example.com/in"), Refusal::Scheme);
+        assert_eq!(refused(""), Refusal::Scheme);
+        assert_eq!(refused("http://a b/"), Refusal::NotUrl);
         assert_eq!(
             refused(&format!("https://a.example/{}", "x".repeat(2048))),
             Refusal::TooLong
@@ -446,7 +461,11 @@ mod tests {
         let target = parse("http://localhost:9/x").unwrap();
         assert_eq!(resolve(&target, false).await, Err(Refusal::Localhost));
         let addresses = resolve(&target, true).await.unwrap();
-        assert!(addresses.iter().all(|a| a.ip().is_loopback() && a.port() == 9));
+        assert!(
+            addresses
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 9)
+        );
         let target = parse("http://127.0.0.1:9/x").unwrap();
         assert!(matches!(
             resolve(&target, false).await,

@@ -17,8 +17,10 @@ pub const MAX_SECRET_BYTES: usize = 64;
 /// The shortest and longest secret text: `whsec_` and the base64 of 24 or 64 bytes.
 pub const MIN_SECRET_LENGTH: usize = PREFIX.len() + MIN_SECRET_BYTES.div_ceil(3) * 4;
 pub const MAX_SECRET_LENGTH: usize = PREFIX.len() + MAX_SECRET_BYTES.div_ceil(3) * 4;
-/// The secret's shape, for the OpenAPI document (the byte count is checked beside it).
-pub const SECRET_PATTERN: &str = "^whsec_[A-Za-z0-9+/]+={0,2}$";
+/// Exactly the secrets [`Secret::parse`] takes, for the OpenAPI document: `whsec_`, then 8 to 21
+/// groups of 4 base64 characters (24 to 63 bytes), possibly ended by a padded group whose last
+/// character leaves no stray bits (1 or 2 more bytes, 64 at most).
+pub const SECRET_PATTERN: &str = r"^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/][AQgw]==)?)$";
 
 /// A signing key. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -120,6 +122,47 @@ mod tests {
         ] {
             let error = Secret::parse(&bad).unwrap_err();
             assert!(!error.contains(&bad) || bad.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_pattern_takes_exactly_what_parse_takes() {
+        let regex = regex::Regex::new(SECRET_PATTERN).unwrap();
+        let mut bytes = [0u8; 70];
+        getrandom::fill(&mut bytes).unwrap();
+        for length in 0..=70 {
+            for fill in [0x00, 0xff, 0x5a] {
+                let mut key = bytes[..length].to_vec();
+                if fill != 0x5a {
+                    key.iter_mut().for_each(|b| *b = fill);
+                }
+                let text = format!("whsec_{}", STANDARD.encode(&key));
+                assert_eq!(
+                    regex.is_match(&text),
+                    Secret::parse(&text).is_ok(),
+                    "{length} bytes: {text}"
+                );
+                // A stray bit in the last character before the padding.
+                if text.ends_with('=') {
+                    let trimmed = text.trim_end_matches('=');
+                    let padding = &text[trimmed.len()..];
+                    let last = trimmed.chars().last().unwrap();
+                    let alphabet =
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                    let next = alphabet
+                        .chars()
+                        .cycle()
+                        .skip_while(|c| *c != last)
+                        .nth(1)
+                        .unwrap();
+                    let changed = format!("{}{next}{padding}", &trimmed[..trimmed.len() - 1]);
+                    assert_eq!(
+                        regex.is_match(&changed),
+                        Secret::parse(&changed).is_ok(),
+                        "{changed}"
+                    );
+                }
+            }
         }
     }
 

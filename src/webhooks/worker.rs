@@ -14,8 +14,8 @@ use super::client::{Client, Outcome, status_line};
 use super::signature::Secret;
 use crate::auth::seal::SealKey;
 use crate::clock::Clock;
-use crate::db::{Db, webhook_deliveries, webhook_endpoints};
 use crate::db::webhook_deliveries::Claimed;
+use crate::db::{Db, webhook_deliveries, webhook_endpoints};
 
 const POLL: Duration = Duration::from_secs(1);
 /// How long a claimed delivery is held before another worker may try it (a crashed worker's
@@ -39,7 +39,8 @@ pub fn backoff_ms(base_ms: i64, attempts: i64, random: u32) -> i64 {
         .saturating_mul(1i64.checked_shl(doublings).unwrap_or(i64::MAX))
         .clamp(1, MAX_BACKOFF_MS);
     let spread = wait / 2;
-    let offset = i64::try_from(u64::from(random) * spread as u64 / u64::from(u32::MAX)).unwrap_or(0);
+    let offset =
+        i64::try_from(u64::from(random) * spread as u64 / u64::from(u32::MAX)).unwrap_or(0);
     wait - wait / 4 + offset
 }
 
@@ -164,12 +165,15 @@ impl Worker {
 
     /// One POST of the delivery, signed with its endpoint's current secret.
     async fn attempt(&self, delivery: &Claimed) -> Result<Outcome, AttemptError> {
-        let (url, sealed) = match webhook_endpoints::target(&self.db, &delivery.endpoint_id).await
-        {
+        let (url, sealed) = match webhook_endpoints::target(&self.db, &delivery.endpoint_id).await {
             Ok(Some(target)) => target,
             // Deleted meanwhile: its deliveries went with it.
             Ok(None) => return Err(AttemptError::Gone),
-            Err(e) => return Err(AttemptError::Failed(format!("cannot read the endpoint: {e}"))),
+            Err(e) => {
+                return Err(AttemptError::Failed(format!(
+                    "cannot read the endpoint: {e}"
+                )));
+            }
         };
         let secret = self
             .seal
@@ -225,9 +229,16 @@ mod tests {
     fn backoff_doubles_within_a_quarter_either_way_up_to_a_day() {
         for (attempts, wait) in [(1, 10_000), (2, 20_000), (3, 40_000), (6, 320_000)] {
             assert_eq!(backoff_ms(10_000, attempts, 0), wait * 3 / 4, "{attempts}");
-            assert_eq!(backoff_ms(10_000, attempts, u32::MAX), wait * 5 / 4, "{attempts}");
+            assert_eq!(
+                backoff_ms(10_000, attempts, u32::MAX),
+                wait * 5 / 4,
+                "{attempts}"
+            );
             let middle = backoff_ms(10_000, attempts, u32::MAX / 2);
-            assert!((wait - 1..=wait + 1).contains(&middle), "{attempts}: {middle}");
+            assert!(
+                (wait - 1..=wait + 1).contains(&middle),
+                "{attempts}: {middle}"
+            );
         }
         let day = 24 * 3_600_000;
         assert_eq!(backoff_ms(3_600_000, 50, u32::MAX), day * 5 / 4);

@@ -39,3 +39,4 @@ mod signing;
 mod time;
 mod tokens;
 mod trust;
+mod webhooks;
