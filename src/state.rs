@@ -9,6 +9,7 @@ use crate::auth::webauthn::WebAuthn;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
+use crate::metrics::Metrics;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -31,6 +32,8 @@ pub struct AppState {
     pub webhook_wakeup: Arc<tokio::sync::Notify>,
     /// What this instance's webhook worker has done (for the metrics).
     pub webhook_counters: Arc<crate::webhooks::Counters>,
+    /// This server's metrics registry (GET /metrics); see `crate::metrics` for adding one.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -54,17 +57,24 @@ impl AppState {
             None => SealKey::derive(config.tokens.secret_key()),
         };
         let webauthn = WebAuthn::new(&config.passkeys).map_err(crate::Error::internal)?;
+        let hasher = Arc::new(hasher);
+        let metrics = Metrics::new(clock.now_ms());
+        crate::metrics::register_hashing(&metrics, &hasher);
+        crate::metrics::register_database(&metrics, &db);
+        let webhook_counters = Arc::new(crate::webhooks::Counters::default());
+        crate::webhooks::register_metrics(&metrics, &webhook_counters);
         Ok(Self {
+            metrics: Arc::new(metrics),
             webauthn: Arc::new(webauthn),
             limiter,
             seal: Arc::new(seal),
             config: Arc::new(config),
             db,
-            hasher: Arc::new(hasher),
+            hasher,
             tokens: Arc::new(tokens),
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
             webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
-            webhook_counters: Arc::new(crate::webhooks::Counters::default()),
+            webhook_counters,
             clock,
         })
     }

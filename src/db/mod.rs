@@ -21,6 +21,8 @@ pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 
 use std::str::FromStr;
+
+use sqlx::SqlSafeStr as _;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -35,6 +37,46 @@ use crate::config::{DatabaseUrl, SqliteSynchronous as Synchronous};
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    observer: PoolObserver,
+}
+
+/// What the pool reports to the metrics (`crate::metrics` registers these): the waits for a
+/// connection that ran out of time, and how long transactions waited for one.
+#[derive(Clone, Debug)]
+pub struct PoolObserver {
+    /// `PoolTimedOut` errors of any query or transaction (each answered 503).
+    pub timeouts: prometheus_client::metrics::counter::Counter,
+    /// Seconds a transaction waited for its connection ([`Db::begin`]).
+    pub acquire_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for PoolObserver {
+    fn default() -> Self {
+        Self {
+            timeouts: Default::default(),
+            acquire_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                crate::metrics::ACQUIRE_BUCKETS,
+            ),
+        }
+    }
+}
+
+/// The pool's connections now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    /// DATABASE_MAX_CONNECTIONS (or the backend's default).
+    pub max: u32,
+}
+
+/// Counts a pool timeout in `result` (every query goes through [`with_pool!`] or [`Db::begin`]).
+#[inline]
+pub(crate) fn observed<T>(db: &Db, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    if let Err(sqlx::Error::PoolTimedOut) = &result {
+        db.observer.timeouts.inc();
+    }
+    result
 }
 
 #[derive(Clone, Debug)]
@@ -50,13 +92,17 @@ struct SqliteDb {
     readers: Option<std::sync::Arc<sqlite_read::Readers>>,
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool (`&SqlitePool` or `&PgPool`).
+/// Runs `$body` (a `Result<_, sqlx::Error>`) with `$pool` bound to the concrete pool
+/// (`&SqlitePool` or `&PgPool`); a pool timeout is counted (`PoolObserver`).
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
-        match &$db.pool {
-            $crate::db::Pool::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
-            $crate::db::Pool::Postgres($pool) => $body,
-        }
+        $crate::db::observed(
+            &$db,
+            match &$db.pool {
+                $crate::db::Pool::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
+                $crate::db::Pool::Postgres($pool) => $body,
+            },
+        )
     };
 }
 pub(crate) use with_pool;
@@ -174,6 +220,7 @@ impl Db {
                 let readers = sqlite_read::Readers::for_file(&options).map(std::sync::Arc::new);
                 Ok(Self {
                     pool: Pool::Sqlite(SqliteDb { pool, readers }),
+                    observer: PoolObserver::default(),
                 })
             }
             DatabaseUrl::Postgres(url) => {
@@ -187,6 +234,7 @@ impl Db {
                     .await?;
                 Ok(Self {
                     pool: Pool::Postgres(pool),
+                    observer: PoolObserver::default(),
                 })
             }
         }
@@ -236,13 +284,64 @@ impl Db {
 
     /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// that it waits its turn instead of failing when it would upgrade a read lock.
+    ///
+    /// The wait for the connection is measured apart from the `BEGIN` (`PoolObserver`): this
+    /// is what `Pool::begin_with` does, with a clock read around its `acquire`.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let started = std::time::Instant::now();
         Ok(match &self.pool {
-            Pool::Sqlite(db) => Tx::new(TxInner::Sqlite(
-                db.pool.begin_with("BEGIN IMMEDIATE").await?,
-            )),
-            Pool::Postgres(pool) => Tx::new(TxInner::Postgres(pool.begin().await?)),
+            Pool::Sqlite(db) => {
+                let conn = self.acquired(started, db.pool.acquire().await)?;
+                Tx::new(TxInner::Sqlite(
+                    sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?,
+                ))
+            }
+            Pool::Postgres(pool) => {
+                let conn = self.acquired(started, pool.acquire().await)?;
+                Tx::new(TxInner::Postgres(
+                    sqlx::Transaction::begin(conn, None).await?,
+                ))
+            }
         })
+    }
+
+    /// Records a transaction's wait for its connection, begun at `started`.
+    fn acquired<C>(
+        &self,
+        started: std::time::Instant,
+        conn: Result<C, sqlx::Error>,
+    ) -> Result<C, sqlx::Error> {
+        self.observer
+            .acquire_seconds
+            .observe(started.elapsed().as_secs_f64());
+        observed(self, conn)
+    }
+
+    /// The metrics' handles on this pool (`crate::metrics::register_database`).
+    pub fn observer(&self) -> &PoolObserver {
+        &self.observer
+    }
+
+    /// The pool's connections now: cheap (no query), for the metrics.
+    pub fn pool_state(&self) -> PoolState {
+        let (size, idle, max) = match &self.pool {
+            Pool::Sqlite(db) => (
+                db.pool.size(),
+                db.pool.num_idle(),
+                db.pool.options().get_max_connections(),
+            ),
+            Pool::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        PoolState {
+            in_use: size - idle,
+            idle,
+            max,
+        }
     }
 
     /// A round trip to the database.
@@ -287,7 +386,10 @@ impl Db {
         {
             readers.close();
         }
-        with_pool!(self, pool => pool.close().await)
+        match &self.pool {
+            Pool::Sqlite(db) => db.pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -93,3 +93,9 @@ pub async fn purge_done(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
     let sql = "DELETE FROM mail_outbox WHERE sent_at < $1 OR failed_at < $1";
     with_pool!(db, pool => sqlx::query(sql).bind(before).execute(pool).await.map(|r| r.rows_affected()))
 }
+
+/// How many mails wait to be sent (not sent, not given up), by the index of due mail.
+pub async fn count_pending(db: &Db) -> Result<i64, sqlx::Error> {
+    let sql = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL";
+    with_pool!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+}

@@ -31,6 +31,8 @@ pub struct Worker {
     pub retry_base: Duration,
     pub max_attempts: u32,
     pub clock: crate::clock::Clock,
+    /// Sent, failed attempts, given up (`crate::metrics`).
+    pub counters: crate::metrics::MailCounters,
 }
 
 impl Worker {
@@ -74,7 +76,10 @@ impl Worker {
         let result = match outcome {
             Ok(()) => {
                 tracing::info!(mail_id = %mail.id, attempts = mail.attempts, "mail sent");
-                outbox::mark_sent(&self.db, &mail.id, now).await
+                let recorded = outbox::mark_sent(&self.db, &mail.id, now).await;
+                // Counted once recorded, so that a scrape never sees it sent and still queued.
+                self.counters.sent.inc();
+                recorded
             }
             Err(f) if f.permanent || mail.attempts >= i64::from(self.max_attempts) => {
                 tracing::error!(
@@ -83,7 +88,10 @@ impl Worker {
                     error = %f.message,
                     "mail could not be delivered; giving up"
                 );
-                outbox::mark_failed(&self.db, &mail.id, now, &f.message).await
+                let recorded = outbox::mark_failed(&self.db, &mail.id, now, &f.message).await;
+                self.counters.failed_attempts.inc();
+                self.counters.given_up.inc();
+                recorded
             }
             Err(f) => {
                 let base = i64::try_from(self.retry_base.as_millis()).unwrap_or(i64::MAX);
@@ -97,7 +105,10 @@ impl Worker {
                     error = %f.message,
                     "mail not sent; will retry"
                 );
-                outbox::mark_retry(&self.db, &mail.id, now + backoff, &f.message).await
+                let recorded =
+                    outbox::mark_retry(&self.db, &mail.id, now + backoff, &f.message).await;
+                self.counters.failed_attempts.inc();
+                recorded
             }
         };
         if let Err(e) = result {

@@ -7,17 +7,21 @@
 //! - [`worker`] delivers the queue: claims due deliveries with a lease, POSTs each through
 //!   [`client`] (which resolves the host once, checks every address, and connects to a checked
 //!   one), signs with [`signature`], and retries with exponential backoff.
-//! - [`Counters`]: what the worker has done, for the metrics.
+//! - [`Counters`]: what the worker has done, and the queue's length as the last scrape read it
+//!   (`Metrics::refresh`), exposed by [`register_metrics`].
 
 pub mod client;
 pub mod guard;
 pub mod signature;
 pub mod worker;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// What this instance's worker has done since it started, and the queue's length as it last
-/// saw it.
+use crate::metrics::{FnCounter, FnGauge, Metrics};
+
+/// What this instance's worker has done since it started, and the queue's length as the last
+/// scrape read it.
 #[derive(Debug, Default)]
 pub struct Counters {
     delivered: AtomicU64,
@@ -35,7 +39,8 @@ pub struct CountersSnapshot {
     pub failed_attempts: u64,
     /// Deliveries given up after WEBHOOK_MAX_ATTEMPTS.
     pub given_up: u64,
-    /// Deliveries neither delivered nor given up, in the whole table (every instance's).
+    /// Deliveries neither delivered nor given up, in the whole table (every instance's), as the
+    /// last scrape of /metrics counted them.
     pub pending: i64,
 }
 
@@ -61,7 +66,39 @@ impl Counters {
         self.given_up.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn set_pending(&self, pending: i64) {
+    /// Called by `Metrics::refresh` with the count of the queue.
+    pub fn set_pending(&self, pending: i64) {
         self.pending.store(pending, Ordering::Relaxed);
     }
+}
+
+/// Registers `counters` with the metrics: `auth_webhook_delivered_total`,
+/// `auth_webhook_failed_attempts_total`, `auth_webhook_given_up_total` (this instance's) and
+/// `auth_webhook_pending` (every instance's, counted at scrape time).
+pub fn register_metrics(metrics: &Metrics, counters: &Arc<Counters>) {
+    let read = |field: fn(&Counters) -> &AtomicU64| {
+        let counters = counters.clone();
+        FnCounter::new(move || field(&counters).load(Ordering::Relaxed))
+    };
+    metrics.register(
+        "auth_webhook_delivered",
+        "Webhook deliveries answered 2xx",
+        read(|c| &c.delivered),
+    );
+    metrics.register(
+        "auth_webhook_failed_attempts",
+        "Webhook delivery attempts that failed (no 2xx: each retried attempt, and the last)",
+        read(|c| &c.failed_attempts),
+    );
+    metrics.register(
+        "auth_webhook_given_up",
+        "Webhook deliveries given up after WEBHOOK_MAX_ATTEMPTS attempts",
+        read(|c| &c.given_up),
+    );
+    let pending = counters.clone();
+    metrics.register(
+        "auth_webhook_pending",
+        "Webhook deliveries neither delivered nor given up, all instances' (paused ones included)",
+        FnGauge::new(move || pending.pending.load(Ordering::Relaxed)),
+    );
 }

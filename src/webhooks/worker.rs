@@ -61,10 +61,6 @@ impl Worker {
         let worker = Arc::new(self);
         loop {
             worker.deliver_due(&stop).await;
-            match webhook_deliveries::pending_count(&worker.db).await {
-                Ok(pending) => worker.counters.set_pending(pending),
-                Err(e) => tracing::debug!(error = %e, "webhooks: cannot count the queue"),
-            }
             tokio::select! {
                 () = worker.wakeup.notified() => {}
                 () = tokio::time::sleep(POLL) => {}

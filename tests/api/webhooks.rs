@@ -227,6 +227,13 @@ async fn wait_delivery(
     .await
 }
 
+/// GET /metrics.
+async fn scrape(app: &TestApp) -> String {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
 /// Registers an account: a `user.created` event. Its id.
 async fn new_account(app: &TestApp) -> String {
     let response = app.register(&unique_email(), PASSWORD, "Hooked").await;
@@ -450,6 +457,16 @@ async fn a_failing_receiver_is_retried_until_it_answers() {
         ),
         (1, 2, 0)
     );
+    // The same on GET /metrics, with the queue's length (counted at the scrape).
+    let metrics = scrape(&app).await;
+    for line in [
+        "auth_webhook_delivered_total 1",
+        "auth_webhook_failed_attempts_total 2",
+        "auth_webhook_given_up_total 0",
+        "auth_webhook_pending 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test]
@@ -555,6 +572,11 @@ async fn pending_deliveries_survive_a_restart() {
     )
     .await;
 
+    let metrics = scrape(&app).await;
+    assert!(
+        metrics.lines().any(|l| l == "auth_webhook_pending 3"),
+        "{metrics}"
+    );
     let app = app.restart(&[]).await;
     receiver.always(Answer::Status(200));
     let log = eventually(
