@@ -16,6 +16,9 @@ use crate::error::{Error, FieldError, Result};
 use crate::service::webhooks::{self, EndpointUpdate, MAX_PAGE, NewEndpoint};
 use crate::state::AppState;
 
+/// The largest delivery id the document allows (2^53 - 1: every JSON reader's exact integers).
+const MAX_ID: i64 = (1 << 53) - 1;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_webhooks, create_webhook))
@@ -189,8 +192,8 @@ struct DeliveryParams {
     /// 1 to 100; default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<i64>, minimum = 1)]
+    /// The `next_cursor` of the previous page (1 to 2^53 - 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 9007199254740991_i64)]
     cursor: Option<String>,
 }
 
@@ -223,12 +226,7 @@ async fn list_deliveries(
         params.map_err(|_| Error::validation("query", "the query string is not valid"))?;
     let mut errors = Vec::new();
     let limit = whole_number(&mut errors, "limit", params.limit.as_deref(), 1..=MAX_PAGE);
-    let cursor = whole_number(
-        &mut errors,
-        "cursor",
-        params.cursor.as_deref(),
-        1..=i64::MAX,
-    );
+    let cursor = whole_number(&mut errors, "cursor", params.cursor.as_deref(), 1..=MAX_ID);
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
@@ -270,7 +268,7 @@ fn whole_number(
     post, path = "/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "webhooks",
     params(
         ("id" = uuid::Uuid, Path, description = "The endpoint's id (a UUID: any other is 404)"),
-        ("delivery_id" = i64, Path, minimum = 1, description = "A delivery's id from its log"),
+        ("delivery_id" = i64, Path, minimum = 1, maximum = 9007199254740991_i64, description = "A delivery's id from its log"),
     ),
     security(("bearer" = []), ("oauth2" = [])),
     responses(
