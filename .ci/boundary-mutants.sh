@@ -37,7 +37,7 @@ src/db/throttle.rs @@ WHERE last_sent_at < $1"; @@ WHERE last_sent_at <= $1"; @@
 src/db/mail_quota.rs @@ WHERE window_start < $1"; @@ WHERE window_start <= $1"; @@ time::the_purge
 src/db/login_attempts.rs @@ WHERE updated_at < $1 AND @@ WHERE updated_at <= $1 AND @@ time::the_purge
 src/db/login_attempts.rs @@ OR locked_until <= $2) @@ OR locked_until < $2) @@ time::the_purge
-src/service/maintenance.rs @@ purge(&state.db, state.clock.now_ms()) @@ purge(&state.db, chrono::Utc::now().timestamp_millis()) @@ time::the_purge
+src/service/maintenance.rs @@ purge(&state.db, state.clock.now_ms(), audit_retention) @@ purge(&state.db, chrono::Utc::now().timestamp_millis(), audit_retention) @@ time::the_purge
 src/service/mfa.rs @@ .is_some_and(|at| state.clock.now_ms() < at.saturating_add(window)) @@ .is_some_and(|at| state.clock.now_ms() <= at.saturating_add(window)) @@ mfa::the_step_up_window_ends
 src/db/mfa.rs @@ used_at IS NULL AND expires_at > $2 AND attempts < $3 @@ used_at IS NULL AND expires_at >= $2 AND attempts < $3 @@ mfa::an_mfa_token_lives_its_lifetime
 src/db/mfa.rs @@ used_at IS NULL AND expires_at > $2 AND attempts < $3 @@ used_at IS NULL AND expires_at > $2 AND attempts <= $3 @@ mfa::an_mfa_token_dies_after_five
@@ -45,6 +45,11 @@ src/db/mfa.rs @@ (last_step IS NULL OR last_step < $2) @@ (last_step IS NULL OR 
 src/auth/totp.rs @@ pub const SKEW_STEPS: i64 = 1; @@ pub const SKEW_STEPS: i64 = 2; @@ mfa::codes_have_one_step
 src/auth/totp.rs @@ pub const SKEW_STEPS: i64 = 1; @@ pub const SKEW_STEPS: i64 = 0; @@ mfa::codes_have_one_step
 src/db/mfa.rs @@ DELETE FROM mfa_challenges WHERE expires_at < $1 @@ DELETE FROM mfa_challenges WHERE expires_at <= $1 @@ time::the_purge
+src/db/invitations.rs @@ revoked_at IS NULL AND expires_at > ", @@ revoked_at IS NULL AND expires_at >= ", @@ invitations::an_invitation_expires
+src/service/invitations.rs @@         expires_at: now + ms(ttl), @@         expires_at: now + ms(ttl) + 1, @@ invitations::an_invitation_expires
+src/db/invitations.rs @@ WHERE accepted_at < $1 OR @@ WHERE accepted_at <= $1 OR @@ invitations::ended_invitations
+src/db/invitations.rs @@ OR revoked_at < $1 OR @@ OR revoked_at <= $1 OR @@ invitations::ended_invitations
+src/db/invitations.rs @@ OR expires_at < $1"; @@ OR expires_at <= $1"; @@ invitations::ended_invitations
 EOF
 )
 

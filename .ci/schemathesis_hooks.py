@@ -1,10 +1,10 @@
 """Schemathesis hooks for .ci/schemathesis.sh (loaded with SCHEMATHESIS_HOOKS).
 
 - A fresh account for every test case of an operation that takes a bearer token: registered
-  and logged in over HTTP, or, for the administration endpoints (/users..., /webhooks...), created as a
-  superuser with `auth-server create-superuser` (as an operator would) and logged in. So no case
-  can end the session, change the password of, deactivate or delete an account another case
-  relies on, and no superuser is shared.
+  and logged in over HTTP, or, for the administration endpoints (/users..., /invitations...,
+  /webhooks...), created as a superuser with `auth-server create-superuser` (as an operator
+  would) and logged in. So no case can end the session, change the password of, deactivate or
+  delete an account another case relies on, and no superuser is shared.
 - The failures no schema can prevent, dropped narrowly (by operation, check, status and the
   problem document's content), each with the reason. Everything else schemathesis finds fails
   the run.
@@ -134,7 +134,7 @@ class FreshAccount:
     def get(self, case, context):
         if not case.operation.definition.raw.get("security"):
             return None
-        if case.operation.path.startswith(("/users", "/webhooks")):
+        if case.operation.path.startswith(("/users", "/invitations", "/webhooks")):
             return _fresh_superuser(), None
         token = _fresh_user()
         if _label(case.operation) == "DELETE /me/sessions/{id}":
@@ -160,6 +160,11 @@ class FreshAccount:
 # (the tokens are random, 256 bits), so these operations answer 400 INVALID_TOKEN, as their
 # documents say. Only the positive-data check, only that status and code.
 TOKEN_FROM_A_LINK = {"POST /password-reset/confirm", "POST /verify/confirm"}
+
+# The same for an invitation's token (a registration's optional `invitation`, REGISTRATION=open):
+# a schema-valid string is no invitation's token, so POST /register answers 400
+# INVITATION_INVALID, as its document says. Only that status and code.
+INVITATION_FROM_A_LINK = {"POST /register"}
 
 # New passwords that are long enough but too easy to guess: the policy's zxcvbn score (given the
 # account's email and name) is no shape. Only a 422 whose every error is that one, on the field.
@@ -258,6 +263,12 @@ def _keep(failure, case, response):
         label in WEBHOOK_LIMIT
         and response.status_code == 409
         and problem.get("code") == "WEBHOOK_LIMIT"
+    ):
+        return False
+    if (
+        label in INVITATION_FROM_A_LINK
+        and response.status_code == 400
+        and problem.get("code") == "INVITATION_INVALID"
     ):
         return False
     errors = problem.get("errors") or []

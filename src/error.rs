@@ -107,6 +107,17 @@ pub enum Error {
     /// A passkey ceremony asked of an account without a passkey (409 MFA_NOT_ENABLED).
     #[error("this account has no passkey")]
     NoPasskey,
+    /// REGISTRATION=closed: nobody registers (403).
+    #[error("registration is closed: accounts are created by an administrator")]
+    RegistrationClosed,
+    /// REGISTRATION=invite and no invitation was sent (403).
+    #[error(
+        "registration is by invitation only: send the `invitation` token from the invitation mail"
+    )]
+    InvitationRequired,
+    /// An invitation token that is unknown, used, revoked, expired, or for another address (400).
+    #[error("{0}")]
+    InvitationInvalid(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]

@@ -1,7 +1,11 @@
-//! The account rules that are configurable: how strong a new password must be, and whether an
-//! unverified account may log in.
+//! The account rules that are configurable: how strong a new password must be, whether an
+//! unverified account may log in, who may register (open, by invitation, nobody) and how long
+//! an invitation lasts.
 
-use super::values::{boolean, parsed};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::values::{boolean, hours, parsed, positive_at_most};
 
 /// The longest password accepted (a bound on hashing work, not a policy).
 pub const PASSWORD_MAX_LENGTH: usize = 128;
@@ -41,6 +45,51 @@ pub struct AccountPolicy {
         value_parser = boolean
     )]
     pub require_verified_email: bool,
+
+    /// Who may register: `open` (anyone), `invite` (only with a superuser's invitation: POST
+    /// /invitations), `closed` (nobody: accounts come from create-superuser and import-users)
+    #[arg(
+        long = "registration",
+        env = "REGISTRATION",
+        value_name = "MODE",
+        default_value = "open",
+        value_parser = parsed::<RegistrationMode>
+    )]
+    pub registration: RegistrationMode,
+
+    /// How long an invitation's link lasts (1 to 8760 hours)
+    #[arg(
+        long = "invitation-expire-hours",
+        env = "INVITATION_EXPIRE_HOURS",
+        value_name = "HOURS",
+        default_value = "72",
+        value_parser = hours(positive_at_most(24 * 365))
+    )]
+    pub invitation_ttl: Duration,
+}
+
+/// REGISTRATION: who may create an account through POST /register (and the registration page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistrationMode {
+    /// Anyone; an invitation, when one is sent, still makes the account verified.
+    Open,
+    /// Only with a valid invitation.
+    Invite,
+    /// Nobody (403 REGISTRATION_CLOSED), invitation or not.
+    Closed,
+}
+
+impl FromStr for RegistrationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "open" => Ok(Self::Open),
+            "invite" => Ok(Self::Invite),
+            "closed" => Ok(Self::Closed),
+            _ => Err(format!("`{s}` is not one of open, invite, closed")),
+        }
+    }
 }
 
 fn password_min_length(text: &str) -> Result<usize, String> {

@@ -43,7 +43,7 @@ use std::ffi::OsString;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, FromArgMatches};
 
-pub use accounts::{AccountPolicy, PASSWORD_MAX_LENGTH};
+pub use accounts::{AccountPolicy, PASSWORD_MAX_LENGTH, RegistrationMode};
 pub use audit::AuditConfig;
 pub use connections::ConnectionConfig;
 pub use database::{DatabaseConfig, DatabaseUrl, SqliteSynchronous};

@@ -173,7 +173,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 81, "{vars:?}");
+    assert_eq!(vars.len(), 83, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(
@@ -187,6 +187,36 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         "[default: HS256]",
     ] {
         assert!(help.contains(default), "{default}");
+    }
+}
+
+#[test]
+fn registration_settings() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.accounts.registration, RegistrationMode::Open);
+    assert_eq!(c.accounts.invitation_ttl, Duration::from_secs(72 * 3600));
+    let c = config(&[
+        ("REGISTRATION", "Invite"),
+        ("INVITATION_EXPIRE_HOURS", "8760"),
+    ])
+    .unwrap();
+    assert_eq!(c.accounts.registration, RegistrationMode::Invite);
+    assert_eq!(c.accounts.invitation_ttl, Duration::from_secs(8760 * 3600));
+    assert_eq!(
+        config(&[("REGISTRATION", "closed")])
+            .unwrap()
+            .accounts
+            .registration,
+        RegistrationMode::Closed
+    );
+    for (var, bad) in [
+        ("REGISTRATION", "invitation"),
+        ("INVITATION_EXPIRE_HOURS", "0"),
+        ("INVITATION_EXPIRE_HOURS", "8761"),
+    ] {
+        let e = config(&[(var, bad)]).unwrap_err();
+        assert_eq!(e.var, var, "{bad}");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
     }
 }
 

@@ -6,6 +6,7 @@
 //! both; [`with_pool!`] runs it on whichever pool is configured.
 
 pub mod events;
+pub mod invitations;
 pub mod login_attempts;
 pub mod mail_quota;
 pub mod mfa;

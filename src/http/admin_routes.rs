@@ -42,7 +42,7 @@ struct ListParams {
     q: Option<String>,
 }
 
-fn number(
+pub(super) fn number(
     field: &str,
     raw: Option<&str>,
     default: i64,

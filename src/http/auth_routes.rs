@@ -20,7 +20,7 @@ use crate::service::accounts::{self, Registration};
 use crate::service::mfa::{self, SecondFactor};
 use crate::service::policy;
 use crate::service::sessions::{self, LogoutScope};
-use crate::service::{login, passkeys, refresh};
+use crate::service::{invitations, login, passkeys, refresh};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -36,11 +36,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Create an account.
+///
+/// Who may register is REGISTRATION's: `open` (anyone), `invite` (with the `invitation` of an
+/// invitation mail: POST /invitations), `closed` (nobody). An account made with an invitation
+/// is verified at once, and gets no verification mail.
 #[utoipa::path(
     post, path = "/register", tag = "authentication",
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "The account was created", body = UserResponse),
+        (status = 400, description = "INVITATION_INVALID: the invitation is unknown, used, revoked, expired or for another address", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "REGISTRATION_CLOSED: REGISTRATION=closed; INVITATION_REQUIRED: REGISTRATION=invite and no `invitation`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "EMAIL_TAKEN: another account has this email", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -49,6 +55,8 @@ async fn register(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>)> {
+    // The mode first: a closed (or invitation-only) registration answers so, whatever the body.
+    invitations::gate(&state, body.invitation.as_deref())?;
     let mut errors = FieldErrors::default();
     let email = errors
         .check(required("email", body.email))
@@ -68,6 +76,10 @@ async fn register(
             .collect();
             errors.check(policy::new_password(&state.config, "password", p, &context))
         });
+    let invitation = match body.invitation {
+        Some(token) => errors.check(required_token("invitation", Some(token))),
+        None => None,
+    };
     errors.finish()?;
     let (Some(email), Some(name), Some(password)) = (email, name, password) else {
         unreachable!("finish() returns the errors of any missing field")
@@ -78,6 +90,7 @@ async fn register(
             email,
             name,
             password,
+            invitation,
         },
     )
     .await?;

@@ -4,6 +4,7 @@ mod admin_routes;
 mod auth_routes;
 mod discovery_routes;
 pub mod extract;
+mod invitation_routes;
 mod me_routes;
 pub mod metrics_routes;
 mod mfa_routes;
@@ -57,6 +58,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
         .merge(webhook_routes::router())
+        .merge(invitation_routes::router())
         .merge(ops_routes::router())
         .split_for_parts();
     api.merge(discovery_doc);

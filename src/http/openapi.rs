@@ -34,7 +34,7 @@ use crate::domain::Name;
         (name = "second factor", description = "TOTP, recovery codes and step-up (see POST /login/mfa)"),
         (name = "passkeys", description = "Passkeys (WebAuthn): register, list, rename, remove, prove one (step-up), drop the password; signing in with one is under authentication"),
         (name = "password reset and verification", description = "Links sent by mail"),
-        (name = "administration", description = "Accounts, for superusers"),
+        (name = "administration", description = "Accounts and invitations, for superusers"),
         (name = "webhooks", description = "Security events sent to your endpoints, signed (Standard Webhooks), for superusers"),
         (name = "operations", description = "Health"),
     )
@@ -61,8 +61,9 @@ const NEW_PASSWORDS: [(&str, &str); 3] = [
 
 /// The request fields that take a display name (`domain::Name`), or a passkey's name (the same
 /// rules, at most 64 characters).
-const NAMES: [(&str, &str); 5] = [
+const NAMES: [(&str, &str); 6] = [
     ("RegisterRequest", "name"),
+    ("InvitationRequest", "name"),
     ("UpdateMeRequest", "name"),
     ("AdminUpdateRequest", "name"),
     ("RegisterPasskeyRequest", "name"),

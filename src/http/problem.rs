@@ -30,7 +30,7 @@ pub struct Problem {
     /// INVALID_MFA_CODE, STEP_UP_REQUIRED, MFA_ENROLMENT_REQUIRED, MFA_ALREADY_ENABLED,
     /// MFA_NOT_ENABLED, INVALID_PASSKEY, PASSKEY_CHALLENGE_INVALID, PASSKEY_COUNTER_REGRESSED,
     /// PASSKEY_ALREADY_REGISTERED, PASSKEY_LIMIT, LAST_CREDENTIAL, PASSWORD_NOT_SET, WEBHOOK_LIMIT,
-    /// FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE,
+    /// REGISTRATION_CLOSED, INVITATION_REQUIRED, INVITATION_INVALID, FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS, PAYLOAD_TOO_LARGE,
     /// UNSUPPORTED_MEDIA_TYPE, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE or INTERNAL.
     pub code: &'static str,
     /// With VALIDATION_FAILED: one entry per bad field.
@@ -116,6 +116,9 @@ pub fn status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::LastCredential(_) => (S::CONFLICT, "LAST_CREDENTIAL"),
         Error::PasswordNotSet => (S::CONFLICT, "PASSWORD_NOT_SET"),
         Error::NoPasskey => (S::CONFLICT, "MFA_NOT_ENABLED"),
+        Error::RegistrationClosed => (S::FORBIDDEN, "REGISTRATION_CLOSED"),
+        Error::InvitationRequired => (S::FORBIDDEN, "INVITATION_REQUIRED"),
+        Error::InvitationInvalid(_) => (S::BAD_REQUEST, "INVITATION_INVALID"),
         Error::Forbidden(_) => (S::FORBIDDEN, "FORBIDDEN"),
         Error::NotFound(_) => (S::NOT_FOUND, "NOT_FOUND"),
         Error::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),

@@ -38,6 +38,14 @@ pub struct RegisterRequest {
         max_length = 100
     )]
     pub name: Option<String>,
+    /// The token of an invitation (the `invitation` of the link in the invitation mail): needed
+    /// with REGISTRATION=invite (without it: 403 INVITATION_REQUIRED). `email` must be the
+    /// invited address. The account is then created verified. One that is unknown, used,
+    /// revoked, expired or for another address is 400 INVITATION_INVALID (also with
+    /// REGISTRATION=open, where an invitation is optional). Null or left out: none; when sent,
+    /// not empty.
+    #[schema(required = false, nullable = true, min_length = 1)]
+    pub invitation: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -420,6 +428,65 @@ pub struct AdminUpdateRequest {
     pub is_active: Option<bool>,
     pub is_verified: Option<bool>,
     pub is_superuser: Option<bool>,
+}
+
+/// An invitation to register (superusers).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationRequest {
+    /// The address to invite (the rules of `RegisterRequest.email`). An address that already
+    /// has an account is 409 EMAIL_TAKEN. Inviting an address again replaces its pending
+    /// invitation (the earlier link stops working).
+    #[schema(required = true, nullable = false, example = "bob@example.com", max_length = 254, format = Email)]
+    pub email: Option<String>,
+    /// The invitee's name, if known: the mail greets them with it and the registration page
+    /// fills it in (they may change it). 1 to 100 characters, no control characters, not only
+    /// spaces; stored trimmed. Null or left out: none.
+    #[schema(example = "Bob", min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+}
+
+/// An invitation: never its token, which is only in the mail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationResponse {
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// The invited address (normalised): the account must be registered with exactly it.
+    #[schema(example = "bob@example.com")]
+    pub email: String,
+    #[schema(example = "Bob")]
+    pub name: Option<String>,
+    /// The superuser who invited (null once that account is deleted).
+    #[schema(format = Uuid)]
+    pub invited_by: Option<String>,
+    #[schema(format = DateTime, example = "2026-11-24T09:30:00.000Z")]
+    pub created_at: String,
+    /// After this the link no longer works (INVITATION_EXPIRE_HOURS after `created_at`).
+    #[schema(format = DateTime, example = "2026-11-27T09:30:00.000Z")]
+    pub expires_at: String,
+}
+
+impl From<crate::service::invitations::InvitationView> for InvitationResponse {
+    fn from(i: crate::service::invitations::InvitationView) -> Self {
+        Self {
+            id: i.id,
+            email: i.email,
+            name: i.name,
+            invited_by: i.invited_by,
+            created_at: rfc3339(i.created_at),
+            expires_at: rfc3339(i.expires_at),
+        }
+    }
+}
+
+/// A page of pending invitations (not accepted, revoked or expired).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationListResponse {
+    pub items: Vec<InvitationResponse>,
+    /// How many invitations are pending, in all.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
 }
 
 /// A login session.

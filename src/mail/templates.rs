@@ -28,6 +28,25 @@ pub fn verify_email(public_url: &str, token: &str, hours: u64) -> Composed {
     }
 }
 
+/// An invitation to register: the link opens the registration page with the invitation, the
+/// address filled in. `name` is the name the superuser gave, if any.
+pub fn invitation(public_url: &str, token: &str, hours: u64, name: Option<&str>) -> Composed {
+    let greeting = match name {
+        Some(name) => format!("Hello {name},\n\n"),
+        None => String::new(),
+    };
+    Composed {
+        subject: "You are invited to create an account".into(),
+        body: format!(
+            "{greeting}An administrator invited this email address to create an account.\n\n\
+             To create it, open this link within {hours} hours:\n\n\
+             {public_url}/register?invitation={token}\n\n\
+             The link works once, for this address only. If you did not expect this, ignore this \
+             mail: no account is created without you.\n"
+        ),
+    }
+}
+
 pub fn email_changed(old: &str, new: &str) -> Composed {
     Composed {
         subject: "Your email address was changed".into(),

@@ -5,10 +5,10 @@ use crate::domain::{Account, Email, Name, Password};
 use crate::error::{Error, FieldError, Result};
 use crate::mail::templates;
 use crate::service::audit::{self, EventType};
-use crate::service::lockout;
 use crate::service::mfa::{self, SecondFactor, StepUp};
 use crate::service::recovery::{self, Allowance, TokenOwner};
 use crate::service::sessions::Caller;
+use crate::service::{invitations, lockout};
 use crate::state::AppState;
 
 /// A new account, as validated at the boundary.
@@ -17,10 +17,20 @@ pub struct Registration {
     pub email: Email,
     pub name: Name,
     pub password: Password,
+    /// The token of an invitation (`service::invitations`), if the registration has one.
+    pub invitation: Option<String>,
 }
 
+/// Registers an account, under REGISTRATION's rules (`invitations::gate`). With an invitation,
+/// the token is looked at before the password is hashed (a bad one costs no hash) and accepted
+/// in the transaction that inserts the account, which is then verified (the invitation proved
+/// the address) and gets no verification mail.
 #[tracing::instrument(skip_all)]
 pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
+    invitations::gate(state, new.invitation.as_deref())?;
+    if let Some(token) = &new.invitation {
+        invitations::check(state, token, &new.email).await?;
+    }
     let password_hash = state.hasher.hash(&new.password).await?;
     let now = state.clock.now_ms();
     let user = users::User {
@@ -29,25 +39,40 @@ pub async fn register(state: &AppState, new: Registration) -> Result<Account> {
         name: new.name.as_str().to_string(),
         password_hash,
         is_active: true,
-        is_verified: false,
+        is_verified: new.invitation.is_some(),
         is_superuser: false,
         created_at: now,
         updated_at: now,
         security_stamp: 0,
     };
-    // The unique index decides between concurrent registrations of one address; the
+    // The unique index decides between concurrent registrations of one address, the
+    // invitation's conditional update between concurrent uses of one invitation; the
     // verification mail is queued in the same transaction.
     let mut tx = state.db.begin().await?;
+    let invitation = match &new.invitation {
+        Some(token) => Some(invitations::accept_in(&mut tx, token, &new.email, now).await?),
+        None => None,
+    };
     match users::insert(&mut tx, &user).await {
         Ok(()) => {}
         Err(e) if db::is_unique_violation(&e) => return Err(Error::EmailTaken),
         Err(e) => return Err(e.into()),
     }
+    let via = match &invitation {
+        Some(id) => serde_json::json!({"via": "invitation", "invitation_id": id}),
+        None => serde_json::json!({"via": "registration"}),
+    };
     let created = audit::Event::new(EventType::UserCreated)
         .user(&user.id)
         .actor(&user.id)
-        .detail(serde_json::json!({"via": "registration"}));
+        .detail(via);
     audit::record_in(state, &mut tx, created).await?;
+    if let Some(invitation) = &invitation {
+        invitations::link_account_in(&mut tx, invitation, &user.id).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user.id, invitation_id = %invitation, "account registered by invitation");
+        return Ok(user.into());
+    }
     // Registering, deleting and registering again must not spray one address with mail.
     let granted = recovery::allowance(
         state,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::db::{
-    Db, events, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys, sessions,
-    throttle, webhook_deliveries,
+    Db, events, invitations, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys,
+    sessions, throttle, webhook_deliveries,
 };
 use crate::state::AppState;
 
@@ -26,6 +26,8 @@ pub struct Purged {
     pub mails: u64,
     pub throttles: u64,
     pub login_attempts: u64,
+    /// Invitations accepted, revoked or expired.
+    pub invitations: u64,
     /// Security events older than AUDIT_RETENTION_DAYS.
     pub events: u64,
     /// Webhook deliveries delivered or given up longer than WEBHOOK_LOG_RETENTION_DAYS ago.
@@ -53,6 +55,7 @@ pub async fn purge(db: &Db, now: i64, retention: Retention) -> Result<Purged, sq
         throttles: throttle::purge_before(db, now - RETENTION_MS).await?
             + mail_quota::purge_before(db, now - RETENTION_MS).await?,
         login_attempts: login_attempts::purge_before(db, now - RETENTION_MS, now).await?,
+        invitations: invitations::purge_ended(db, now - RETENTION_MS).await?,
         events: events::purge_before(db, now.saturating_sub(retention.audit_ms)).await?,
         webhook_deliveries: webhook_deliveries::purge_done(
             db,
@@ -93,6 +96,7 @@ pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Re
                 events = p.events,
                 webhook_deliveries = p.webhook_deliveries,
                 throttles = p.throttles,
+                invitations = p.invitations,
                 "purged ended sessions, spent tokens and old mail"
             ),
             Err(e) => tracing::warn!(error = %e, "purge failed; will try again"),

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod import;
+pub mod invitations;
 pub mod lockout;
 pub mod login;
 pub mod maintenance;

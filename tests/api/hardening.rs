@@ -393,7 +393,7 @@ async fn a_passlib_bcrypt_hash_logs_in_and_is_replaced_by_argon2id() {
 }
 
 /// A SQLite file shaped like the original service's database (SQLAlchemy's `users` table).
-fn original_database(path: &std::path::Path, rows: &[(&str, &str, &str)]) {
+pub(crate) fn original_database(path: &std::path::Path, rows: &[(&str, &str, &str)]) {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

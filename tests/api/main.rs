@@ -17,6 +17,7 @@ mod errors;
 mod faults;
 mod hashing;
 mod instances;
+mod invitations;
 mod login;
 mod logout;
 mod mail;

@@ -18,14 +18,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
 const USER_AGENT: &str = "PagesTest/1.0 (a browser of the test's own)";
 
 /// A page as the server answered it.
-struct Page {
-    status: StatusCode,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 /// Undoes minijinja's HTML escaping.
-fn unescape(text: &str) -> String {
+pub(crate) fn unescape(text: &str) -> String {
     text.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
@@ -39,13 +39,13 @@ impl Page {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
         self.header("location").expect("a Location")
     }
 
     /// The start tag of the element with `id`.
-    fn tag(&self, id: &str) -> Option<&str> {
+    pub(crate) fn tag(&self, id: &str) -> Option<&str> {
         let at = self.body.find(&format!("id=\"{id}\""))?;
         let start = self.body[..at].rfind('<')?;
         let end = at + self.body[at..].find('>')?;
@@ -53,7 +53,7 @@ impl Page {
     }
 
     /// The value of the input `{form}-{name}`.
-    fn value(&self, form: &str, name: &str) -> String {
+    pub(crate) fn value(&self, form: &str, name: &str) -> String {
         let id = format!("{form}-{name}");
         let tag = self
             .tag(&id)
@@ -69,7 +69,7 @@ impl Page {
 
     /// The text inside the element with `id` (up to its first child's end: enough for the
     /// leaf elements read here).
-    fn text(&self, id: &str) -> String {
+    pub(crate) fn text(&self, id: &str) -> String {
         let tag = self
             .tag(id)
             .unwrap_or_else(|| panic!("no #{id} in {}", self.body));
@@ -79,14 +79,14 @@ impl Page {
     }
 
     /// The `<h1>`'s text.
-    fn h1(&self) -> String {
+    pub(crate) fn h1(&self) -> String {
         let start = self.body.find("<h1>").expect("an h1") + 4;
         let end = start + self.body[start..].find("</h1>").unwrap();
         unescape(&self.body[start..end])
     }
 
     /// The whole element with `id`, up to the end of its kind (`</section>`, `</div>`...).
-    fn element(&self, id: &str, kind: &str) -> &str {
+    pub(crate) fn element(&self, id: &str, kind: &str) -> &str {
         let tag = self
             .tag(id)
             .unwrap_or_else(|| panic!("no #{id} in {}", self.body));
@@ -96,7 +96,7 @@ impl Page {
     }
 
     /// Asserts an HTML page of `status` with the pages' headers.
-    fn assert_html(&self, status: StatusCode) {
+    pub(crate) fn assert_html(&self, status: StatusCode) {
         assert_eq!(self.status, status, "{}", self.body);
         assert_eq!(
             self.header("content-type"),
@@ -113,19 +113,19 @@ impl Page {
     }
 
     /// Asserts an HTML page of `status` whose `<h1>` is `h1`.
-    fn assert_page(&self, status: StatusCode, h1: &str) {
+    pub(crate) fn assert_page(&self, status: StatusCode, h1: &str) {
         self.assert_html(status);
         assert_eq!(self.h1(), h1);
     }
 
     /// The summary of errors at the top of `<main>`.
-    fn errors(&self) -> String {
+    pub(crate) fn errors(&self) -> String {
         self.element("errors", "div").to_string()
     }
 }
 
 /// A browser's worth of HTTP: its own cookies, no redirects followed, its own user agent.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     cookies: BTreeMap<String, String>,
     /// The `Set-Cookie` lines received, in order.
@@ -133,7 +133,7 @@ struct Browser<'a> {
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    pub(crate) fn new(app: &'a TestApp) -> Self {
         Self {
             app,
             cookies: BTreeMap::new(),
@@ -173,12 +173,12 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         let request = self.app.client.get(self.app.url(path));
         self.send(request).await
     }
 
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         self.post_with(path, fields, &[]).await
     }
 
@@ -196,7 +196,7 @@ impl<'a> Browser<'a> {
     }
 
     /// GET `page`, then post its form `form` (by id, at `action`) with its token and `fields`.
-    async fn submit(
+    pub(crate) async fn submit(
         &mut self,
         page: &str,
         form: &str,

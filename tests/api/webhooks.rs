@@ -842,6 +842,10 @@ async fn only_superusers_reach_the_webhook_routes() {
 struct AllLogs {
     lines: Arc<Mutex<Vec<String>>>,
     _guard: tracing::subscriber::DefaultGuard,
+    /// A second registered dispatcher, kept alive: with one only, tracing-core decides whether a
+    /// callsite first hit on another thread (another test's server) is enabled by asking that
+    /// thread's default (none), and caches "never" for every thread, this test's included.
+    _second: tracing::Dispatch,
 }
 
 struct Everything(Arc<Mutex<Vec<String>>>);
@@ -867,9 +871,11 @@ impl AllLogs {
         let subscriber = tracing_subscriber::registry()
             .with(tracing_subscriber::filter::LevelFilter::TRACE)
             .with(Everything(lines.clone()));
+        let second = tracing::Dispatch::new(tracing_subscriber::registry());
         Self {
             lines,
             _guard: tracing::subscriber::set_default(subscriber),
+            _second: second,
         }
     }
 
@@ -1354,4 +1360,53 @@ async fn the_document_states_the_webhook_rules() {
             assert!(operation["responses"]["403"].is_object(), "{method} {path}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_purge_keeps_the_log_for_its_retention_and_pending_deliveries_for_ever() {
+    let receiver = Receiver::start().await;
+    let failing = Receiver::start().await;
+    failing.always(Answer::Status(503));
+    // A failed attempt is retried an hour later: pending until then.
+    let app = hooks_app(&[("WEBHOOK_RETRY_BASE_SECONDS", "3600")]).await;
+    let (_, tokens) = app.superuser().await;
+    let token = &tokens.access;
+    let delivered = create_ok(&app, token, &receiver.url("/ok"), &["user.created"]).await;
+    let waiting = create_ok(&app, token, &failing.url("/down"), &["user.created"]).await;
+    new_account(&app).await;
+    let id = delivered["id"].as_str().unwrap();
+    let waiting_id = waiting["id"].as_str().unwrap();
+    let done = wait_delivery(&app, token, id, "delivered", |d| d["status"] == "delivered").await;
+    wait_delivery(&app, token, waiting_id, "tried", |d| {
+        d["status"] == "pending" && d["attempts"] == 1
+    })
+    .await;
+    let delivered_at = chrono::DateTime::parse_from_rfc3339(done["delivered_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    let retention = auth_server::service::maintenance::Retention {
+        audit_ms: i64::MAX,
+        webhook_log_ms: 30 * 86_400_000,
+    };
+    let count = |endpoint: &str| {
+        let endpoint = endpoint.to_string();
+        let app = &app;
+        async move {
+            app.count(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id = $1",
+                &endpoint,
+            )
+            .await
+        }
+    };
+    let purge = |now: i64| auth_server::service::maintenance::purge(&app.state.db, now, retention);
+    // At the retention's end: kept; a millisecond past it: purged.
+    let at_end = delivered_at + retention.webhook_log_ms;
+    assert_eq!(purge(at_end).await.unwrap().webhook_deliveries, 0);
+    assert_eq!(count(id).await, 1);
+    assert_eq!(purge(at_end + 1).await.unwrap().webhook_deliveries, 1);
+    assert_eq!(count(id).await, 0);
+    // A pending delivery is never purged, however old.
+    purge(at_end + 365 * 86_400_000).await.unwrap();
+    assert_eq!(count(waiting_id).await, 1);
 }

@@ -19,7 +19,7 @@ use crate::metrics::LoginMethod;
 use crate::service::accounts::{self, Registration};
 use crate::service::mfa::{self, SecondFactor};
 use crate::service::sessions::{self, LogoutScope, TokenPair};
-use crate::service::{login, policy, recovery};
+use crate::service::{invitations, login, policy, recovery};
 
 /// A query string's fields; one that cannot be read is read as none.
 pub(super) fn query<T: DeserializeOwned + Default>(raw: Option<String>) -> T {
@@ -149,7 +149,10 @@ pub(super) fn sign_in_view(
         .cookie(token.set_cookie)
         .notice(notice)
         .form(form)
-        .data(context! { passkeys => super::passkeys::enabled(&pages.app) })
+        .data(context! {
+            passkeys => super::passkeys::enabled(&pages.app),
+            registration_open => invitations::open_to_all(&pages.app),
+        })
         .into_response()
 }
 
@@ -370,18 +373,68 @@ pub(super) async fn sign_out(
 
 const REGISTER: &[&str] = &["email", "name", "password", "password2"];
 
-fn register_view(pages: &Pages, browser: &Browser, form: Form) -> Response {
+/// The registration form; with an invitation, its address is shown read-only and its token
+/// goes in a hidden field.
+fn register_view(pages: &Pages, browser: &Browser, form: Form, invited: bool) -> Response {
     let token = browser.anonymous_token(pages);
     View::new("register.html", token.csrf)
         .cookie(token.set_cookie)
         .form(form)
-        .data(context! { password_hint => password_hint(pages) })
+        .data(context! { password_hint => password_hint(pages), invited => invited })
         .into_response()
 }
 
-/// GET /register
-pub(super) async fn register_page(State(pages): State<Pages>, browser: Browser) -> Response {
-    register_view(&pages, &browser, Form::new("register", REGISTER))
+/// The page of a registration the mode refuses (REGISTRATION=closed, or invite without an
+/// invitation), or of an invitation that cannot be used: words, and no form.
+fn registration_refused(error: &Error) -> Response {
+    let (status, _) = crate::http::problem::status_and_code(error);
+    let title = match error {
+        Error::RegistrationClosed => "Registration is closed",
+        Error::InvitationRequired => "Registration is by invitation only",
+        _ => "This invitation cannot be used",
+    };
+    render::message(
+        status,
+        Message {
+            title,
+            text: vec![render::words(error)],
+            link: Some(("/sign-in", "Sign in")),
+        },
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RegisterQuery {
+    invitation: Option<String>,
+}
+
+/// GET /register[?invitation=…] (the invitation mail's link): the form, with the invited
+/// address filled in and read-only; or why there is none.
+pub(super) async fn register_page(
+    State(pages): State<Pages>,
+    browser: Browser,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let state = &pages.app;
+    let q: RegisterQuery = query(raw);
+    let token = filled(q.invitation);
+    if let Err(e) = invitations::gate(state, token.as_deref()) {
+        return registration_refused(&e);
+    }
+    let mut form = Form::new("register", REGISTER);
+    let Some(token) = token else {
+        return register_view(&pages, &browser, form, false);
+    };
+    match invitations::pending(state, &token).await {
+        Ok(invitation) => {
+            form.keep("invitation", Some(&token));
+            form.keep("email", Some(&invitation.email));
+            form.keep("name", invitation.name.as_deref());
+            register_view(&pages, &browser, form, true)
+        }
+        Err(e @ Error::InvitationInvalid(_)) => registration_refused(&e),
+        Err(e) => render::error_page(e),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +444,8 @@ pub(super) struct RegisterForm {
     name: Option<String>,
     password: Option<String>,
     password2: Option<String>,
+    /// The invitation's token (the hidden field of a form opened from an invitation's link).
+    invitation: Option<String>,
 }
 
 /// POST /register, as a form (JSON goes to the API: see `register_form_first`).
@@ -404,9 +459,14 @@ pub(super) async fn register(
         return refused.into_response();
     }
     let state = &pages.app;
+    let invitation = filled(posted.invitation);
+    if let Err(e) = invitations::gate(state, invitation.as_deref()) {
+        return registration_refused(&e);
+    }
     let mut form = Form::new("register", REGISTER);
     form.keep("email", posted.email.as_deref());
     form.keep("name", posted.name.as_deref());
+    form.keep("invitation", invitation.as_deref());
     let mismatch = posted.password.as_ref().is_some_and(|p| !p.is_empty())
         && posted.password2 != posted.password;
     let result: Result<_> = async {
@@ -440,6 +500,7 @@ pub(super) async fn register(
                 email,
                 name,
                 password,
+                invitation: invitation.clone(),
             },
         )
         .await?;
@@ -449,7 +510,20 @@ pub(super) async fn register(
     if mismatch {
         form.error("password2", "The two passwords are not the same.");
     }
+    let invited = invitation.is_some();
     match result {
+        Ok(Some(account)) if invited => render::message(
+            StatusCode::OK,
+            Message {
+                title: "Your account is ready",
+                text: vec![format!(
+                    "Your account for {} is ready, its address confirmed by the invitation: \
+                     sign in.",
+                    account.email
+                )],
+                link: Some(("/sign-in", "Sign in")),
+            },
+        ),
         Ok(Some(account)) => render::message(
             StatusCode::OK,
             Message {
@@ -465,10 +539,11 @@ pub(super) async fn register(
                 link: Some(("/sign-in", "Sign in")),
             },
         ),
-        Ok(None) => register_view(&pages, &browser, form),
+        Ok(None) => register_view(&pages, &browser, form, invited),
+        Err(e @ Error::InvitationInvalid(_)) => registration_refused(&e),
         Err(e) => {
             form.fail(e);
-            register_view(&pages, &browser, form)
+            register_view(&pages, &browser, form, invited)
         }
     }
 }

@@ -224,6 +224,19 @@ pub(super) fn words(error: &Error) -> String {
         Error::WebhookLimit => "There are as many webhooks as there may be.".into(),
         Error::PasswordNotSet => "Your account has no password already.".into(),
         Error::NoPasskey => "Your account has no passkey.".into(),
+        Error::RegistrationClosed => {
+            "New accounts are not being created here. If you need one, ask an administrator.".into()
+        }
+        Error::InvitationRequired => {
+            "You need an invitation to create an account here: open the link in your \
+             invitation mail."
+                .into()
+        }
+        Error::InvitationInvalid(_) => {
+            "This invitation has expired, has been used or withdrawn, or is for another \
+             address: ask for a new one."
+                .into()
+        }
         Error::Forbidden(_) => "You are not allowed to do this.".into(),
         Error::NotFound(_) => "There is nothing here.".into(),
         Error::TooManyRequests { .. } => format!("Too many attempts; try again in {}.", wait()),
