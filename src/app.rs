@@ -1,5 +1,6 @@
 //! Building and running the server: `Application::build` connects, migrates and binds (port 0
-//! gives a free port, which `port()` reports), `run_until` serves until told to stop.
+//! gives a free port, which `port()` reports), `run_until` serves until told to stop, with the
+//! mail and webhook workers and the purger beside it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -163,6 +164,23 @@ impl Application {
             }
             .run(stop),
         );
+        let webhooks = &self.state.config.webhooks;
+        let webhook_worker = tokio::spawn(
+            crate::webhooks::worker::Worker {
+                db: self.state.db.clone(),
+                seal: self.state.seal.clone(),
+                client: crate::webhooks::client::Client::new(
+                    webhooks.allow_private_networks,
+                    webhooks.timeout,
+                ),
+                wakeup: self.state.webhook_wakeup.clone(),
+                retry_base: webhooks.retry_base,
+                max_attempts: webhooks.max_attempts,
+                clock: self.state.clock.clone(),
+                counters: self.state.webhook_counters.clone(),
+            }
+            .run(stop_worker.subscribe()),
+        );
         let purger = tokio::spawn(crate::service::maintenance::run_purger(
             self.state.clone(),
             self.state.config.database.purge_interval,
@@ -233,6 +251,7 @@ impl Application {
         }
         let _ = stop_worker.send(true);
         let _ = worker.await;
+        let _ = webhook_worker.await;
         let _ = purger.await;
         self.state.db.close().await;
         Ok(())

@@ -99,6 +99,9 @@ pub enum Error {
     PasskeyAlreadyRegistered,
     #[error("this account has the most passkeys it may have (20): remove one first")]
     PasskeyLimit,
+    /// There are as many webhook endpoints as there may be (409).
+    #[error("there are as many webhooks as there may be (50): delete one first")]
+    WebhookLimit,
     /// Removing it would leave the account no way to sign in (409).
     #[error("{0}")]
     LastCredential(&'static str),

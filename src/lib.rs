@@ -20,6 +20,7 @@ pub mod serve;
 pub mod service;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::Application;
 pub use clock::Clock;

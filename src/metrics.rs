@@ -14,6 +14,8 @@
 //!   through the hook [`PasswordHasher::on_wait`](crate::auth::password::PasswordHasher::on_wait).
 //! - The mail outbox: [`MailCounters`], held by `mail::worker::Worker`; its depth is a COUNT at
 //!   scrape time.
+//! - Webhooks: `webhooks::Counters` (`webhooks::register_metrics`), kept by their worker; the
+//!   queue's length is a COUNT at scrape time.
 //! - The database pool (`db::Db::pool_state`, `db::PoolObserver`), and the live sessions (a
 //!   COUNT, at most once per [`SESSIONS_COUNT_EVERY_MS`]).
 //!
@@ -458,6 +460,13 @@ impl Metrics {
             Some(depth) => {
                 self.outbox_depth.set(depth);
             }
+            None => {
+                self.scrape_failures.inc();
+            }
+        }
+        // The webhook queue (`webhooks::register_metrics` serves it from the counters).
+        match read(crate::db::webhook_deliveries::pending_count(&state.db)).await {
+            Some(pending) => state.webhook_counters.set_pending(pending),
             None => {
                 self.scrape_failures.inc();
             }

@@ -28,6 +28,10 @@ pub struct AppState {
     pub clock: Clock,
     /// The WebAuthn relying party (PASSKEYS' settings), built once.
     pub webauthn: Arc<WebAuthn>,
+    /// Wakes the webhook worker when a transaction has queued deliveries.
+    pub webhook_wakeup: Arc<tokio::sync::Notify>,
+    /// What this instance's webhook worker has done (for the metrics).
+    pub webhook_counters: Arc<crate::webhooks::Counters>,
     /// This server's metrics registry (GET /metrics); see `crate::metrics` for adding one.
     pub metrics: Arc<Metrics>,
 }
@@ -57,6 +61,8 @@ impl AppState {
         let metrics = Metrics::new(clock.now_ms());
         crate::metrics::register_hashing(&metrics, &hasher);
         crate::metrics::register_database(&metrics, &db);
+        let webhook_counters = Arc::new(crate::webhooks::Counters::default());
+        crate::webhooks::register_metrics(&metrics, &webhook_counters);
         Ok(Self {
             metrics: Arc::new(metrics),
             webauthn: Arc::new(webauthn),
@@ -67,6 +73,8 @@ impl AppState {
             hasher,
             tokens: Arc::new(tokens),
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
+            webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
+            webhook_counters,
             clock,
         })
     }

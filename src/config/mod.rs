@@ -35,6 +35,7 @@ mod passkeys;
 mod server;
 mod tokens;
 mod values;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -56,6 +57,7 @@ pub use pages::PagesConfig;
 pub use passkeys::{CounterPolicy, PasskeyConfig};
 pub use server::ServerConfig;
 pub use tokens::{SigningAlgorithm, TokenConfig};
+pub use webhooks::{WEBHOOK_TIMEOUT_MAX_SECONDS, WebhookConfig};
 
 // Every setting, by section. (No doc comment: clap would take it as the command's description.)
 #[derive(Clone, Debug, clap::Args)]
@@ -90,6 +92,8 @@ pub struct Config {
     pub pages: PagesConfig,
     #[command(flatten)]
     pub audit: AuditConfig,
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
     #[command(flatten)]
     pub metrics: MetricsConfig,
 }

@@ -173,7 +173,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 78, "{vars:?}");
+    assert_eq!(vars.len(), 83, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(
@@ -374,6 +374,42 @@ fn passkey_settings() {
     ])
     .unwrap();
     assert!(!c.passkeys.enabled);
+}
+
+#[test]
+fn webhook_settings() {
+    let c = config(&[]).unwrap();
+    assert!(!c.webhooks.allow_private_networks);
+    assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+    assert_eq!(c.webhooks.retry_base, Duration::from_secs(10));
+    assert_eq!(c.webhooks.max_attempts, 12);
+    assert_eq!(c.webhooks.log_retention, Duration::from_secs(30 * 86_400));
+    let c = config(&[
+        ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("WEBHOOK_TIMEOUT_SECONDS", "60"),
+        ("WEBHOOK_RETRY_BASE_SECONDS", "1"),
+        ("WEBHOOK_MAX_ATTEMPTS", "50"),
+        ("WEBHOOK_LOG_RETENTION_DAYS", "1"),
+    ])
+    .unwrap();
+    assert!(c.webhooks.allow_private_networks);
+    assert_eq!(c.webhooks.timeout, Duration::from_secs(60));
+    assert_eq!(c.webhooks.retry_base, Duration::from_secs(1));
+    assert_eq!(c.webhooks.max_attempts, 50);
+    assert_eq!(c.webhooks.log_retention, Duration::from_secs(86_400));
+    for (var, bad) in [
+        ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "maybe"),
+        ("WEBHOOK_TIMEOUT_SECONDS", "0"),
+        ("WEBHOOK_TIMEOUT_SECONDS", "61"),
+        ("WEBHOOK_RETRY_BASE_SECONDS", "0"),
+        ("WEBHOOK_RETRY_BASE_SECONDS", "3601"),
+        ("WEBHOOK_MAX_ATTEMPTS", "0"),
+        ("WEBHOOK_MAX_ATTEMPTS", "51"),
+        ("WEBHOOK_LOG_RETENTION_DAYS", "0"),
+        ("WEBHOOK_LOG_RETENTION_DAYS", "366"),
+    ] {
+        assert_eq!(config(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
+    }
 }
 
 #[test]

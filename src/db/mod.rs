@@ -18,6 +18,8 @@ pub mod sessions;
 mod sqlite_read;
 pub mod throttle;
 pub mod users;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 use std::str::FromStr;
 

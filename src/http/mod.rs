@@ -16,6 +16,8 @@ mod passkey_routes;
 pub mod problem;
 mod recovery_routes;
 pub mod types;
+mod webhook_routes;
+pub mod webhook_types;
 
 use std::time::Duration;
 
@@ -56,6 +58,7 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(passkey_routes::router())
         .merge(recovery_routes::router())
         .merge(admin_routes::router())
+        .merge(webhook_routes::router())
         .merge(invitation_routes::router())
         .merge(events_routes::router())
         .merge(ops_routes::router())

@@ -35,6 +35,7 @@ use crate::domain::Name;
         (name = "passkeys", description = "Passkeys (WebAuthn): register, list, rename, remove, prove one (step-up), drop the password; signing in with one is under authentication"),
         (name = "password reset and verification", description = "Links sent by mail"),
         (name = "administration", description = "Accounts, invitations, sessions, lockouts and security events, for superusers"),
+        (name = "webhooks", description = "Security events sent to your endpoints, signed (Standard Webhooks), for superusers"),
         (name = "operations", description = "Health"),
     )
 )]

@@ -213,9 +213,11 @@ impl Event {
 }
 
 /// Records `event` in `tx`: it is kept if and only if the transaction commits, and logged then.
+/// Its webhook deliveries are queued in `tx` too (`service::webhooks::enqueue_in`).
 pub async fn record_in(state: &AppState, tx: &mut Tx, event: Event) -> Result<()> {
     let row = row_of(state, event);
     events::insert_in(tx, &row).await?;
+    crate::service::webhooks::enqueue_in(state, tx, &row).await?;
     tx.after_commit(move || log(&row));
     Ok(())
 }

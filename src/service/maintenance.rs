@@ -1,5 +1,5 @@
-//! Housekeeping: ended sessions, spent tokens and delivered mail are deleted on a schedule, so
-//! the tables do not grow without bound.
+//! Housekeeping: ended sessions, spent tokens, delivered mail, old security events and the old
+//! webhook delivery log are deleted on a schedule, so the tables do not grow without bound.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 use crate::db::{
     Db, events, invitations, login_attempts, mail_quota, mfa, one_time_tokens, outbox, passkeys,
-    sessions, throttle,
+    sessions, throttle, webhook_deliveries,
 };
 use crate::state::AppState;
 
@@ -30,10 +30,21 @@ pub struct Purged {
     pub invitations: u64,
     /// Security events older than AUDIT_RETENTION_DAYS.
     pub events: u64,
+    /// Webhook deliveries delivered or given up longer than WEBHOOK_LOG_RETENTION_DAYS ago.
+    pub webhook_deliveries: u64,
+}
+
+/// How long what is kept by a setting is kept, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// AUDIT_RETENTION_DAYS.
+    pub audit_ms: i64,
+    /// WEBHOOK_LOG_RETENTION_DAYS.
+    pub webhook_log_ms: i64,
 }
 
 /// Deletes what ended long enough before `now`.
-pub async fn purge(db: &Db, now: i64, audit_retention_ms: i64) -> Result<Purged, sqlx::Error> {
+pub async fn purge(db: &Db, now: i64, retention: Retention) -> Result<Purged, sqlx::Error> {
     Ok(Purged {
         sessions: sessions::purge_ended(db, now - RETENTION_MS).await?,
         tokens: one_time_tokens::purge_spent(db, now - RETENTION_MS).await?,
@@ -45,7 +56,12 @@ pub async fn purge(db: &Db, now: i64, audit_retention_ms: i64) -> Result<Purged,
             + mail_quota::purge_before(db, now - RETENTION_MS).await?,
         login_attempts: login_attempts::purge_before(db, now - RETENTION_MS, now).await?,
         invitations: invitations::purge_ended(db, now - RETENTION_MS).await?,
-        events: events::purge_before(db, now.saturating_sub(audit_retention_ms)).await?,
+        events: events::purge_before(db, now.saturating_sub(retention.audit_ms)).await?,
+        webhook_deliveries: webhook_deliveries::purge_done(
+            db,
+            now.saturating_sub(retention.webhook_log_ms),
+        )
+        .await?,
     })
 }
 
@@ -66,8 +82,11 @@ pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Re
                 tracing::warn!(error = %e, "applying second-factor resets failed; will try again")
             }
         }
-        let audit_retention = crate::service::ms(state.config.audit.retention);
-        match purge(&state.db, state.clock.now_ms(), audit_retention).await {
+        let retention = Retention {
+            audit_ms: crate::service::ms(state.config.audit.retention),
+            webhook_log_ms: crate::service::ms(state.config.webhooks.log_retention),
+        };
+        match purge(&state.db, state.clock.now_ms(), retention).await {
             Ok(p) if p == Purged::default() => {}
             Ok(p) => tracing::info!(
                 sessions = p.sessions,
@@ -75,6 +94,7 @@ pub async fn run_purger(state: AppState, interval: Duration, mut stop: watch::Re
                 webauthn_ceremonies = p.webauthn_ceremonies,
                 mails = p.mails,
                 events = p.events,
+                webhook_deliveries = p.webhook_deliveries,
                 throttles = p.throttles,
                 invitations = p.invitations,
                 "purged ended sessions, spent tokens and old mail"

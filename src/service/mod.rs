@@ -15,6 +15,7 @@ pub mod recovery;
 pub mod refresh;
 pub mod sessions;
 mod views;
+pub mod webhooks;
 
 /// A duration in milliseconds, the unit of every timestamp column.
 pub(crate) fn ms(d: std::time::Duration) -> i64 {

@@ -758,7 +758,11 @@ async fn ended_invitations_are_purged_after_a_day() {
     ] {
         app.execute2(set, at, id).await;
     }
-    let purged = auth_server::service::maintenance::purge(&app.state.db, now, i64::MAX)
+    let keep_the_rest = auth_server::service::maintenance::Retention {
+        audit_ms: i64::MAX,
+        webhook_log_ms: i64::MAX,
+    };
+    let purged = auth_server::service::maintenance::purge(&app.state.db, now, keep_the_rest)
         .await
         .unwrap();
     assert_eq!(purged.invitations, 3);

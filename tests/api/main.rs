@@ -42,3 +42,4 @@ mod signing;
 mod time;
 mod tokens;
 mod trust;
+mod webhooks;

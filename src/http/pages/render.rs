@@ -223,6 +223,7 @@ pub(super) fn words(error: &Error) -> String {
              another passkey (one that checks it is you, with a PIN, fingerprint or face) first."
                 .into()
         }
+        Error::WebhookLimit => "There are as many webhooks as there may be.".into(),
         Error::PasswordNotSet => "Your account has no password already.".into(),
         Error::NoPasskey => "Your account has no passkey.".into(),
         Error::RegistrationClosed => {
