@@ -30,6 +30,7 @@ mod mail;
 mod mfa;
 mod pages;
 mod passkeys;
+mod redis;
 mod server;
 mod tokens;
 mod values;
@@ -40,6 +41,7 @@ use std::ffi::OsString;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, FromArgMatches};
 
+pub use self::redis::RedisConfig;
 pub use accounts::{AccountPolicy, PASSWORD_MAX_LENGTH};
 pub use connections::ConnectionConfig;
 pub use database::{DatabaseConfig, DatabaseUrl, SqliteSynchronous};
@@ -80,6 +82,8 @@ pub struct Config {
     pub lockout: LoginLockout,
     #[command(flatten)]
     pub rate_limits: RateLimits,
+    #[command(flatten)]
+    pub redis: RedisConfig,
     #[command(flatten)]
     pub logging: LoggingConfig,
     #[command(flatten)]

@@ -4,6 +4,15 @@
 //! The schema uses types both backends share (TEXT, BIGINT epoch milliseconds, BOOLEAN) and the
 //! queries use `$n` placeholders, which both SQLite and PostgreSQL read, so one SQL text serves
 //! both; [`with_pool!`] runs it on whichever pool is configured.
+//!
+//! **Blips** (`watch`): a PostgreSQL restart or a terminated backend kills the pool's
+//! connections. A read whose connection was lost is run once more, on a connection that works
+//! ([`read!`], used by every read function here); `BEGIN` is begun again the same way ([`Db::begin`]),
+//! since nothing was sent before it. A write outside a transaction, any statement inside one, and
+//! a `COMMIT` are never run again: whether they took effect is unknown, so the request is
+//! answered 503 and the client decides (a retry then finds what was done, or does it once). After
+//! a lost connection the pool is "suspect" for a few seconds and pings idle connections before
+//! handing them out, so the blip's other dead connections are replaced rather than used.
 
 pub mod login_attempts;
 pub mod mail_quota;
@@ -16,8 +25,12 @@ pub mod sessions;
 mod sqlite_read;
 pub mod throttle;
 pub mod users;
+mod watch;
+
+pub use watch::{DbStats, Degraded};
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -32,6 +45,8 @@ use crate::config::{DatabaseUrl, SqliteSynchronous as Synchronous};
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    /// Lost connections, retries and pool timeouts: the suspect window and `/health`.
+    watch: Arc<watch::Watch>,
 }
 
 #[derive(Clone, Debug)]
@@ -47,46 +62,104 @@ struct SqliteDb {
     readers: Option<std::sync::Arc<sqlite_read::Readers>>,
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool (`&SqlitePool` or `&PgPool`).
+/// Runs `$body` (a `Result<_, sqlx::Error>`) with `$pool` bound to the concrete pool
+/// (`&SqlitePool` or `&PgPool`), once: a write, or anything that must not run twice. Its error
+/// is looked at (a lost connection makes the pool suspect).
 macro_rules! with_pool {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match &$db.pool {
+    ($db:expr, $pool:ident => $body:expr) => {{
+        let db: &$crate::db::Db = $db;
+        let done = match &db.pool {
             $crate::db::Pool::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
             $crate::db::Pool::Postgres($pool) => $body,
+        };
+        if let Err(e) = &done {
+            db.watch.saw(e);
         }
-    };
+        done
+    }};
 }
 pub(crate) use with_pool;
 
+/// A read: [`with_pool!`], and once more if its connection was lost (on PostgreSQL), on a
+/// connection the suspect pool has checked. `$body` must be safe to run twice: a SELECT.
+macro_rules! read {
+    ($db:expr, $pool:ident => $body:expr) => {{
+        let db: &$crate::db::Db = $db;
+        match $crate::db::with_pool!(db, $pool => $body) {
+            Err(e) if db.retry_read(&e) => $crate::db::with_pool!(db, $pool => $body),
+            done => done,
+        }
+    }};
+}
+pub(crate) use read;
+
 /// A transaction on the configured backend. Dropped without `commit`, it rolls back.
-pub enum Tx {
+pub struct Tx {
+    conn: TxConn,
+    watch: Arc<watch::Watch>,
+}
+
+enum TxConn {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
-/// Runs `$body` with `$conn` bound to the transaction's connection.
+/// Runs `$body` with `$conn` bound to the transaction's connection, once (a statement inside a
+/// transaction is never run again: see the module's doc). Its error is looked at.
 macro_rules! with_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
+    ($tx:expr, $conn:ident => $body:expr) => {{
+        let tx: &mut $crate::db::Tx = $tx;
+        let done = match tx.conn_mut() {
+            $crate::db::TxConnMut::Sqlite(conn) => {
+                let $conn = conn;
                 $body
             }
-            $crate::db::Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
+            $crate::db::TxConnMut::Postgres(conn) => {
+                let $conn = conn;
                 $body
             }
+        };
+        if let Err(e) = &done {
+            tx.saw(e);
         }
-    };
+        done
+    }};
 }
 pub(crate) use with_tx;
 
+/// The connection of a transaction, for [`with_tx!`].
+pub(crate) enum TxConnMut<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Sqlite(tx) => tx.commit().await,
-            Self::Postgres(tx) => tx.commit().await,
+    pub(crate) fn conn_mut(&mut self) -> TxConnMut<'_> {
+        match &mut self.conn {
+            TxConn::Sqlite(tx) => TxConnMut::Sqlite(&mut **tx),
+            TxConn::Postgres(tx) => TxConnMut::Postgres(&mut **tx),
         }
+    }
+
+    pub(crate) fn saw(&self, e: &sqlx::Error) {
+        self.watch.saw(e);
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.conn, TxConn::Postgres(_))
+    }
+
+    /// Commits, once: a COMMIT whose answer was lost may have been applied, so it is never sent
+    /// again (the request is answered 503).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let done = match self.conn {
+            TxConn::Sqlite(tx) => tx.commit().await,
+            TxConn::Postgres(tx) => tx.commit().await,
+        };
+        if let Err(e) = &done {
+            self.watch.saw(e);
+        }
+        done
     }
 }
 
@@ -141,19 +214,34 @@ impl Db {
                 let readers = sqlite_read::Readers::for_file(&options).map(std::sync::Arc::new);
                 Ok(Self {
                     pool: Pool::Sqlite(SqliteDb { pool, readers }),
+                    watch: Arc::new(watch::Watch::new(false)),
                 })
             }
             DatabaseUrl::Postgres(url) => {
+                let watch = Arc::new(watch::Watch::new(true));
+                let suspect = watch.clone();
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections.unwrap_or(10))
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    // No ping before each use (a round trip per query): a connection broken while
-                    // the database was away fails once, is dropped, and a new one is opened.
+                    // No ping before each use in steady state (a round trip per query) ...
                     .test_before_acquire(false)
+                    // ... but for a few seconds after a lost connection (`watch`), an idle
+                    // connection that does not answer a ping is closed and another one taken
+                    // (or opened) instead: the other connections the blip killed are not used.
+                    .before_acquire(move |conn, _| {
+                        let check = suspect.suspect();
+                        Box::pin(async move {
+                            if !check {
+                                return Ok(true);
+                            }
+                            Ok(sqlx::Connection::ping(conn).await.is_ok())
+                        })
+                    })
                     .connect(url)
                     .await?;
                 Ok(Self {
                     pool: Pool::Postgres(pool),
+                    watch,
                 })
             }
         }
@@ -202,17 +290,64 @@ impl Db {
     }
 
     /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// that it waits its turn instead of failing when it would upgrade a read lock.
+    /// that it waits its turn instead of failing when it would upgrade a read lock. A `BEGIN`
+    /// whose connection was lost is sent once more, on another connection: nothing was sent
+    /// before it, so nothing can be done twice.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match &self.pool {
-            Pool::Sqlite(db) => Tx::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        match self.begin_once().await {
+            Err(e) if self.watch.saw(&e) => {
+                self.watch.retried_begin();
+                let again = self.begin_once().await;
+                if let Err(e) = &again {
+                    self.watch.saw(e);
+                }
+                again
+            }
+            Err(e) => Err(e),
+            Ok(tx) => Ok(tx),
+        }
+    }
+
+    async fn begin_once(&self) -> Result<Tx, sqlx::Error> {
+        let conn = match &self.pool {
+            Pool::Sqlite(db) => TxConn::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            watch: self.watch.clone(),
         })
     }
 
-    /// A round trip to the database.
+    /// [`read!`]'s decision after a read failed: run it again when its connection was lost
+    /// (counted). The error has been looked at already, by [`with_pool!`].
+    pub(crate) fn retry_read(&self, e: &sqlx::Error) -> bool {
+        let lost = self.is_postgres() && watch::connection_lost(e);
+        if lost {
+            self.watch.retried_read();
+        }
+        lost
+    }
+
+    /// A round trip to the database (retried once, as a read, if its connection was lost).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+        read!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// The clock `/health`'s "degraded" window is read by (the server's; the wall clock until
+    /// this is called).
+    pub fn use_clock(&self, clock: crate::clock::Clock) {
+        self.watch.use_clock(clock);
+    }
+
+    /// Why the database is "degraded" now, if it is: what happened within the last minute.
+    pub fn degraded(&self) -> Vec<Degraded> {
+        self.watch.degraded()
+    }
+
+    /// The pool's counters since start: lost connections, retries, pool timeouts.
+    pub fn stats(&self) -> DbStats {
+        self.watch.stats()
     }
 
     /// True on PostgreSQL, false on SQLite.
@@ -252,7 +387,10 @@ impl Db {
         {
             readers.close();
         }
-        with_pool!(self, pool => pool.close().await)
+        match &self.pool {
+            Pool::Sqlite(db) => db.pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

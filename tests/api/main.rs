@@ -34,6 +34,7 @@ mod passkeys;
 mod refresh;
 mod register;
 mod sessions;
+mod shared_limits;
 mod signing;
 mod time;
 mod tokens;

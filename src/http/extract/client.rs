@@ -68,6 +68,7 @@ where
             state
                 .limiter
                 .check(G::GROUP, ip)
+                .await
                 .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
         }
         Ok(Self(std::marker::PhantomData))
@@ -80,11 +81,12 @@ pub struct ClientLimits(Option<IpAddr>);
 
 impl ClientLimits {
     /// Takes one request's allowance of `G`'s limit; over it, 429 TooManyRequests.
-    pub fn check<G: LimitGroup>(&self, state: &AppState) -> Result<(), Error> {
+    pub async fn check<G: LimitGroup>(&self, state: &AppState) -> Result<(), Error> {
         match self.0 {
             Some(ip) => state
                 .limiter
                 .check(G::GROUP, ip)
+                .await
                 .map_err(|retry_after| Error::TooManyRequests { retry_after }),
             None => Ok(()),
         }
