@@ -136,8 +136,8 @@ pub(crate) enum TxConnMut<'a> {
 impl Tx {
     pub(crate) fn conn_mut(&mut self) -> TxConnMut<'_> {
         match &mut self.conn {
-            TxConn::Sqlite(tx) => TxConnMut::Sqlite(&mut **tx),
-            TxConn::Postgres(tx) => TxConnMut::Postgres(&mut **tx),
+            TxConn::Sqlite(tx) => TxConnMut::Sqlite(tx),
+            TxConn::Postgres(tx) => TxConnMut::Postgres(tx),
         }
     }
 
@@ -343,6 +343,11 @@ impl Db {
     /// Why the database is "degraded" now, if it is: what happened within the last minute.
     pub fn degraded(&self) -> Vec<Degraded> {
         self.watch.degraded()
+    }
+
+    /// Whether connections are pinged before use now (for a few seconds after a lost one).
+    pub fn suspect(&self) -> bool {
+        self.watch.suspect()
     }
 
     /// The pool's counters since start: lost connections, retries, pool timeouts.

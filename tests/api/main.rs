@@ -8,6 +8,7 @@ mod smtp;
 mod soft_passkey;
 
 mod admin;
+mod blips;
 mod browser;
 mod cli;
 mod durability;
