@@ -144,6 +144,7 @@ impl Application {
                 retry_base: self.state.config.mail.retry_base,
                 max_attempts: self.state.config.mail.max_attempts,
                 clock: self.state.clock.clone(),
+                counters: self.state.metrics.mail.clone(),
             }
             .run(stop),
         );

@@ -9,6 +9,7 @@ use crate::auth::webauthn::WebAuthn;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
+use crate::metrics::Metrics;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -27,6 +28,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The WebAuthn relying party (PASSKEYS' settings), built once.
     pub webauthn: Arc<WebAuthn>,
+    /// This server's metrics registry (GET /metrics); see `crate::metrics` for adding one.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -56,13 +59,19 @@ impl AppState {
             None => SealKey::derive(config.tokens.secret_key()),
         };
         let webauthn = WebAuthn::new(&config.passkeys).map_err(crate::Error::internal)?;
+        let hasher = Arc::new(hasher);
+        let metrics = Metrics::new(clock.now_ms());
+        crate::metrics::register_hashing(&metrics, &hasher);
+        crate::metrics::register_database(&metrics, &db);
+        crate::metrics::register_rate_limits(&metrics, &limiter);
         Ok(Self {
+            metrics: Arc::new(metrics),
             webauthn: Arc::new(webauthn),
             limiter,
             seal: Arc::new(seal),
             config: Arc::new(config),
             db,
-            hasher: Arc::new(hasher),
+            hasher,
             tokens: Arc::new(tokens),
             mail_wakeup: Arc::new(tokio::sync::Notify::new()),
             clock,

@@ -27,6 +27,7 @@ mod hashing;
 mod limits;
 mod logging;
 mod mail;
+mod metrics;
 mod mfa;
 mod pages;
 mod passkeys;
@@ -49,6 +50,7 @@ pub use hashing::{Argon2Config, HashingConfig};
 pub use limits::{LoginLockout, RateLimits};
 pub use logging::{LogFormat, LoggingConfig};
 pub use mail::{MailConfig, SMTP_TIMEOUT_MAX_SECONDS};
+pub use metrics::{Exposure as MetricsExposure, METRICS_TOKEN_MIN_LENGTH, MetricsConfig};
 pub use mfa::{MfaConfig, MfaRequiredFor};
 pub use pages::PagesConfig;
 pub use passkeys::{CounterPolicy, PasskeyConfig};
@@ -88,6 +90,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[command(flatten)]
     pub pages: PagesConfig,
+    #[command(flatten)]
+    pub metrics: MetricsConfig,
 }
 
 /// A configuration error: names the variable and says what is wrong, on one line.
@@ -265,6 +269,7 @@ impl Config {
         self.mail.validate()?;
         self.lockout.validate()?;
         self.passkeys.validate(&self.server, &self.mfa)?;
+        self.metrics.validate(&self.server)?;
         Ok(self)
     }
 }

@@ -173,7 +173,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 75, "{vars:?}");
+    assert_eq!(vars.len(), 78, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(
@@ -380,4 +380,42 @@ fn redis_settings() {
         assert_eq!(e.var, var, "{value}: {e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
+}
+
+#[test]
+fn metrics_settings() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.metrics.exposure(), MetricsExposure::MainListener);
+    assert!(c.metrics.token.is_none());
+    let c = config(&[("METRICS", "false"), ("METRICS_ADDRESS", "127.0.0.1:9100")]).unwrap();
+    assert_eq!(c.metrics.exposure(), MetricsExposure::Off);
+    let c = config(&[
+        ("METRICS_ADDRESS", "[::1]:9100"),
+        ("METRICS_TOKEN", "0123456789abcdef0123"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.metrics.exposure(),
+        MetricsExposure::Separate("[::1]:9100".parse().unwrap())
+    );
+    assert_eq!(c.metrics.token.unwrap().expose(), "0123456789abcdef0123");
+    // Port 0 twice is two free ports.
+    assert!(config(&[("PORT", "0"), ("METRICS_ADDRESS", "127.0.0.1:0")]).is_ok());
+    for (var, value) in [
+        ("METRICS", "maybe"),
+        ("METRICS_ADDRESS", "localhost"),
+        ("METRICS_ADDRESS", "127.0.0.1"),
+        ("METRICS_ADDRESS", "127.0.0.1:8000"),
+        ("METRICS_ADDRESS", "0.0.0.0:8000"),
+        ("METRICS_TOKEN", "short"),
+        ("METRICS_TOKEN", "a token with spaces in it"),
+    ] {
+        let e = config(&[(var, value)]).unwrap_err();
+        assert_eq!(e.var, var, "{value}");
+    }
+    // The token is a secret: no error repeats it, Debug never shows it.
+    let e = config(&[("METRICS_TOKEN", "hunter2")]).unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let c = config(&[("METRICS_TOKEN", "0123456789abcdef-secret")]).unwrap();
+    assert!(!format!("{c:?}").contains("0123456789abcdef-secret"));
 }

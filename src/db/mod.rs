@@ -31,6 +31,8 @@ pub use watch::{DbStats, Degraded};
 
 use std::str::FromStr;
 use std::sync::Arc;
+
+use sqlx::SqlSafeStr as _;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -47,6 +49,46 @@ pub struct Db {
     pool: Pool,
     /// Lost connections, retries and pool timeouts: the suspect window and `/health`.
     watch: Arc<watch::Watch>,
+    observer: PoolObserver,
+}
+
+/// What the pool reports to the metrics (`crate::metrics` registers these): the waits for a
+/// connection that ran out of time, and how long transactions waited for one.
+#[derive(Clone, Debug)]
+pub struct PoolObserver {
+    /// `PoolTimedOut` errors of any query or transaction (each answered 503).
+    pub timeouts: prometheus_client::metrics::counter::Counter,
+    /// Seconds a transaction waited for its connection ([`Db::begin`]).
+    pub acquire_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for PoolObserver {
+    fn default() -> Self {
+        Self {
+            timeouts: Default::default(),
+            acquire_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                crate::metrics::ACQUIRE_BUCKETS,
+            ),
+        }
+    }
+}
+
+/// The pool's connections now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    /// DATABASE_MAX_CONNECTIONS (or the backend's default).
+    pub max: u32,
+}
+
+/// Counts a pool timeout in `result` (every query goes through [`with_pool!`] or [`Db::begin`]).
+#[inline]
+pub(crate) fn observed<T>(db: &Db, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    if let Err(sqlx::Error::PoolTimedOut) = &result {
+        db.observer.timeouts.inc();
+    }
+    result
 }
 
 #[derive(Clone, Debug)]
@@ -64,7 +106,8 @@ struct SqliteDb {
 
 /// Runs `$body` (a `Result<_, sqlx::Error>`) with `$pool` bound to the concrete pool
 /// (`&SqlitePool` or `&PgPool`), once: a write, or anything that must not run twice. Its error
-/// is looked at (a lost connection makes the pool suspect).
+/// is looked at: a pool timeout is counted (`PoolObserver`), a lost connection makes the pool
+/// suspect (`watch`).
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {{
         let db: &$crate::db::Db = $db;
@@ -75,7 +118,7 @@ macro_rules! with_pool {
         if let Err(e) = &done {
             db.watch.saw(e);
         }
-        done
+        $crate::db::observed(db, done)
     }};
 }
 pub(crate) use with_pool;
@@ -215,6 +258,7 @@ impl Db {
                 Ok(Self {
                     pool: Pool::Sqlite(SqliteDb { pool, readers }),
                     watch: Arc::new(watch::Watch::new(false)),
+                    observer: PoolObserver::default(),
                 })
             }
             DatabaseUrl::Postgres(url) => {
@@ -242,6 +286,7 @@ impl Db {
                 Ok(Self {
                     pool: Pool::Postgres(pool),
                     watch,
+                    observer: PoolObserver::default(),
                 })
             }
         }
@@ -293,6 +338,9 @@ impl Db {
     /// that it waits its turn instead of failing when it would upgrade a read lock. A `BEGIN`
     /// whose connection was lost is sent once more, on another connection: nothing was sent
     /// before it, so nothing can be done twice.
+    ///
+    /// The wait for the connection is measured apart from the `BEGIN` (`PoolObserver`): this
+    /// is what `Pool::begin_with` does, with a clock read around its `acquire`.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self.begin_once().await {
             Err(e) if self.watch.saw(&e) => {
@@ -309,9 +357,18 @@ impl Db {
     }
 
     async fn begin_once(&self) -> Result<Tx, sqlx::Error> {
+        let started = std::time::Instant::now();
         let conn = match &self.pool {
-            Pool::Sqlite(db) => TxConn::Sqlite(db.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+            Pool::Sqlite(db) => {
+                let conn = self.acquired(started, db.pool.acquire().await)?;
+                TxConn::Sqlite(
+                    sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?,
+                )
+            }
+            Pool::Postgres(pool) => {
+                let conn = self.acquired(started, pool.acquire().await)?;
+                TxConn::Postgres(sqlx::Transaction::begin(conn, None).await?)
+            }
         };
         Ok(Tx {
             conn,
@@ -327,6 +384,45 @@ impl Db {
             self.watch.retried_read();
         }
         lost
+    }
+
+    /// Records a transaction's wait for its connection, begun at `started`.
+    fn acquired<C>(
+        &self,
+        started: std::time::Instant,
+        conn: Result<C, sqlx::Error>,
+    ) -> Result<C, sqlx::Error> {
+        self.observer
+            .acquire_seconds
+            .observe(started.elapsed().as_secs_f64());
+        observed(self, conn)
+    }
+
+    /// The metrics' handles on this pool (`crate::metrics::register_database`).
+    pub fn observer(&self) -> &PoolObserver {
+        &self.observer
+    }
+
+    /// The pool's connections now: cheap (no query), for the metrics.
+    pub fn pool_state(&self) -> PoolState {
+        let (size, idle, max) = match &self.pool {
+            Pool::Sqlite(db) => (
+                db.pool.size(),
+                db.pool.num_idle(),
+                db.pool.options().get_max_connections(),
+            ),
+            Pool::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        PoolState {
+            in_use: size - idle,
+            idle,
+            max,
+        }
     }
 
     /// A round trip to the database (retried once, as a read, if its connection was lost).

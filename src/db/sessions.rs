@@ -446,3 +446,11 @@ pub async fn purge_ended(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
         "DELETE FROM sessions WHERE revoked_at < $1 OR refresh_expires_at < $1 OR expires_at < $1";
     with_pool!(db, pool => sqlx::query(sql).bind(before).execute(pool).await.map(|r| r.rows_affected()))
 }
+
+/// How many sessions are live at `now`: not revoked, neither their refresh chain nor the
+/// session expired (for the metrics; a scan of the table, which they read at most every 15 s).
+pub async fn count_live(db: &Db, now: i64) -> Result<i64, sqlx::Error> {
+    let sql = "SELECT COUNT(*) FROM sessions \
+               WHERE revoked_at IS NULL AND refresh_expires_at > $1 AND expires_at > $1";
+    read!(db, pool => sqlx::query_scalar(sql).bind(now).fetch_one(pool).await)
+}

@@ -31,6 +31,8 @@ pub struct Worker {
     pub retry_base: Duration,
     pub max_attempts: u32,
     pub clock: crate::clock::Clock,
+    /// Sent, failed attempts, given up (`crate::metrics`).
+    pub counters: crate::metrics::MailCounters,
 }
 
 impl Worker {
@@ -73,10 +75,13 @@ impl Worker {
         let now = self.clock.now_ms();
         let result = match outcome {
             Ok(()) => {
+                self.counters.sent.inc();
                 tracing::info!(mail_id = %mail.id, attempts = mail.attempts, "mail sent");
                 outbox::mark_sent(&self.db, &mail.id, now).await
             }
             Err(f) if f.permanent || mail.attempts >= i64::from(self.max_attempts) => {
+                self.counters.failed_attempts.inc();
+                self.counters.given_up.inc();
                 tracing::error!(
                     mail_id = %mail.id,
                     attempts = mail.attempts,
@@ -86,6 +91,7 @@ impl Worker {
                 outbox::mark_failed(&self.db, &mail.id, now, &f.message).await
             }
             Err(f) => {
+                self.counters.failed_attempts.inc();
                 let base = i64::try_from(self.retry_base.as_millis()).unwrap_or(i64::MAX);
                 let backoff = base
                     .saturating_mul(1i64 << (mail.attempts - 1).clamp(0, 30))

@@ -5,6 +5,7 @@ use crate::auth::tokens::hash_token_id;
 use crate::db::{Tx, mfa, sessions, users};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
+use crate::metrics::LoginMethod;
 use crate::service::sessions::{ClientInfo, TokenPair, token_pair};
 use crate::service::{lockout, ms};
 use crate::state::AppState;
@@ -13,6 +14,17 @@ use crate::state::AppState;
 /// lockout (see `service::lockout`) before the password is looked at.
 #[tracing::instrument(skip_all)]
 pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &Password,
+    client: ClientInfo,
+) -> Result<TokenPair> {
+    let result = check_password(state, email, password, client).await;
+    state.metrics.login(LoginMethod::Password, &result);
+    result
+}
+
+async fn check_password(
     state: &AppState,
     email: &str,
     password: &Password,

@@ -586,6 +586,19 @@ pub async fn complete_login(
     factor: &SecondFactor,
     client: ClientInfo,
 ) -> Result<TokenPair> {
+    let result = second_step(state, mfa_token, factor, client).await;
+    state
+        .metrics
+        .login(crate::metrics::LoginMethod::Mfa, &result);
+    result
+}
+
+async fn second_step(
+    state: &AppState,
+    mfa_token: &str,
+    factor: &SecondFactor,
+    client: ClientInfo,
+) -> Result<TokenPair> {
     // A passkey's answer that cannot be read costs no try.
     let assertion = match factor {
         SecondFactor::Passkey(_) if !state.config.passkeys.enabled => {

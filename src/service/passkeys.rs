@@ -884,6 +884,20 @@ pub async fn login(
     credential: &serde_json::Value,
     client: ClientInfo,
 ) -> Result<TokenPair> {
+    // Off, there is no passkey login to count.
+    enabled(state)?;
+    let result = sign_in(state, credential, client).await;
+    state
+        .metrics
+        .login(crate::metrics::LoginMethod::Passkey, &result);
+    result
+}
+
+async fn sign_in(
+    state: &AppState,
+    credential: &serde_json::Value,
+    client: ClientInfo,
+) -> Result<TokenPair> {
     enabled(state)?;
     let assertion = parse_assertion("credential", credential)?;
     let now = state.clock.now_ms();

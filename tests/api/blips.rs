@@ -206,6 +206,14 @@ async fn an_idle_connection_killed_between_requests_costs_no_read_and_health_say
     );
     let stats = app.state.db.stats();
     assert!(stats.connections_lost >= 1, "{stats:?}");
+    let metrics = app.state.metrics.scrape(&app.state).await;
+    assert!(
+        metrics.contains(&format!(
+            "auth_db_connections_lost_total {}",
+            stats.connections_lost
+        )),
+        "{metrics}"
+    );
 
     // Degraded for a minute (by the server's clock), with the reason; then ok.
     let health = app.get_json("/health").await;

@@ -371,6 +371,14 @@ async fn redis_going_away_leaves_each_instance_its_own_limits_until_it_is_back()
         let stats = app.state.limiter.stats();
         assert_eq!(stats.fallbacks, 1, "{stats:?}");
         assert!(stats.errors >= 1, "{stats:?}");
+        let metrics = app.state.metrics.scrape(&app.state).await;
+        for line in [
+            "auth_rate_limit_backend{backend=\"fallback\"} 1",
+            "auth_rate_limit_backend{backend=\"redis\"} 0",
+            "auth_rate_limit_fallbacks_total 1",
+        ] {
+            assert!(metrics.contains(line), "{line} not in {metrics}");
+        }
     }
     // /health says why the limits are not shared (the database is fine).
     let health = a.client.get(a.url("/health")).send().await.unwrap();
@@ -402,6 +410,11 @@ async fn redis_going_away_leaves_each_instance_its_own_limits_until_it_is_back()
     assert!(attempt(&b).await.is_err());
     assert_eq!(logs.count(&[BACK]), 2);
     assert_eq!(logs.count(&[TO_LOCAL]), 2);
+    let metrics = a.state.metrics.scrape(&a.state).await;
+    assert!(
+        metrics.contains("auth_rate_limit_backend{backend=\"redis\"} 1"),
+        "{metrics}"
+    );
     let health = a.get_json("/health").await;
     assert_eq!(health["status"], "ok", "{health}");
 }

@@ -81,6 +81,8 @@ pub struct PoolStats {
     pub computed: u64,
     /// Jobs dropped unstarted because their request had gone.
     pub abandoned: u64,
+    /// Jobs turned away because the expected wait or the queue was over its bound.
+    pub refused: u64,
     /// Jobs waiting now.
     pub queued: usize,
     /// Jobs being computed now.
@@ -114,7 +116,8 @@ impl Job {
 }
 
 struct Queue {
-    jobs: VecDeque<Job>,
+    /// The jobs waiting, each with the time it was queued.
+    jobs: VecDeque<(Instant, Job)>,
     stopped: bool,
 }
 
@@ -126,8 +129,15 @@ struct Shared {
     mean_nanos: AtomicU64,
     computed: AtomicU64,
     abandoned: AtomicU64,
+    /// Jobs turned away by the admission (`Error::Busy`).
+    refused: AtomicU64,
     running: AtomicUsize,
+    /// Told how long each job waited in the queue before a thread took it (the metrics).
+    on_wait: std::sync::OnceLock<WaitHook>,
 }
+
+/// See [`PasswordHasher::on_wait`].
+type WaitHook = Box<dyn Fn(Duration) + Send + Sync>;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -149,7 +159,7 @@ impl Shared {
     /// Removes the jobs whose requests have gone; returns how many.
     fn drop_abandoned(&self, queue: &mut Queue) -> usize {
         let before = queue.jobs.len();
-        queue.jobs.retain(|job| !job.abandoned());
+        queue.jobs.retain(|(_, job)| !job.abandoned());
         let dropped = before - queue.jobs.len();
         self.abandoned.fetch_add(dropped as u64, Ordering::Relaxed);
         dropped
@@ -215,7 +225,9 @@ impl PasswordHasher {
             mean_nanos: AtomicU64::new(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
             computed: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             running: AtomicUsize::new(0),
+            on_wait: std::sync::OnceLock::new(),
         });
         for i in 0..threads {
             let worker = Worker::new(params.clone(), dummy_hash.clone());
@@ -314,6 +326,13 @@ impl PasswordHasher {
         Ok(verified.verification)
     }
 
+    /// Calls `hook` with how long each job waited in the queue before a thread took it (the
+    /// jobs computed, not those dropped because their request had gone). Set once; a second
+    /// hook is ignored. It runs on the hashing thread: keep it to a few atomic operations.
+    pub fn on_wait(&self, hook: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.shared.on_wait.set(Box::new(hook));
+    }
+
     /// The limits stored hashes are checked against.
     pub fn limits(&self) -> &HashLimits {
         &self.limits
@@ -325,6 +344,7 @@ impl PasswordHasher {
         PoolStats {
             computed: self.shared.computed.load(Ordering::Relaxed),
             abandoned: self.shared.abandoned.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
             queued: queue.jobs.len(),
             running: self.shared.running.load(Ordering::Relaxed),
             mean: Duration::from_nanos(self.shared.mean_nanos.load(Ordering::Relaxed)),
@@ -351,11 +371,12 @@ impl PasswordHasher {
             self.shared.drop_abandoned(&mut queue);
         }
         if let Some(wait) = over(&queue) {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Busy {
                 retry_after: whole_seconds(wait),
             });
         }
-        queue.jobs.push_back(job);
+        queue.jobs.push_back((Instant::now(), job));
         drop(queue);
         self.shared.ready.notify_one();
         Ok(())

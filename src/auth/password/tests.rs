@@ -251,10 +251,13 @@ async fn retry_after_is_the_expected_wait_rounded_up() {
     for _ in 0..5 {
         let (reply, answer) = oneshot::channel();
         answers.push(answer);
-        queue.jobs.push_back(Job::Hash {
-            password: Password::given("x".into()),
-            reply,
-        });
+        queue.jobs.push_back((
+            Instant::now(),
+            Job::Hash {
+                password: Password::given("x".into()),
+                reply,
+            },
+        ));
     }
     drop(queue);
     assert_eq!(hasher.expected_wait(5), Duration::from_millis(1750));

@@ -41,19 +41,23 @@ impl Worker {
                     if queue.stopped {
                         return;
                     }
-                    if let Some(job) = queue.jobs.pop_front() {
+                    if let Some((queued, job)) = queue.jobs.pop_front() {
                         shared.running.fetch_add(1, Ordering::Relaxed);
-                        break job;
+                        break (queued, job);
                     }
                     queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
                 }
             };
+            let (queued, job) = job;
             if job.abandoned() {
                 shared.abandoned.fetch_add(1, Ordering::Relaxed);
                 shared.running.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
             let started = Instant::now();
+            if let Some(hook) = shared.on_wait.get() {
+                hook(started.saturating_duration_since(queued));
+            }
             match job {
                 Job::Hash { password, reply } => {
                     let hash = self.hash(password.expose());

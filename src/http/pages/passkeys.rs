@@ -24,8 +24,9 @@ use super::public::{self, SIGN_IN, allowed_next, filled, second_factor};
 use super::render::{self, Form};
 use crate::domain::Password;
 use crate::error::Error;
-use crate::http::extract::{Client, ClientLimits, LoginLimit};
+use crate::http::extract::{Client, ClientLimits};
 use crate::http::problem;
+use crate::metrics::LoginMethod;
 use crate::service::passkeys::{self, Options};
 use crate::service::sessions::Caller;
 use crate::state::AppState;
@@ -114,7 +115,7 @@ pub(super) async fn sign_in(
     let next = allowed_next(&pages, posted.next.as_deref());
     let mut form = Form::new("sign-in", SIGN_IN);
     form.keep("next", next.as_deref());
-    if let Err(e) = limits.check::<LoginLimit>(state).await {
+    if let Err(e) = limits.check_login(state, LoginMethod::Passkey).await {
         form.fail(e);
         return public::sign_in_view(&pages, &browser, form, None);
     }

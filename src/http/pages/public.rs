@@ -14,9 +14,8 @@ use super::browser::{self, Browser, PageForm, safe_next};
 use super::render::{self, Form, Message, View};
 use crate::domain::{Email, FieldErrors, Name, Password};
 use crate::error::{Error, FieldError, Result};
-use crate::http::extract::{
-    Client, ClientLimits, LoginLimit, MailLimit, RefreshLimit, RegisterLimit,
-};
+use crate::http::extract::{Client, ClientLimits, MailLimit, RefreshLimit, RegisterLimit};
+use crate::metrics::LoginMethod;
 use crate::service::accounts::{self, Registration};
 use crate::service::mfa::{self, SecondFactor};
 use crate::service::sessions::{self, LogoutScope, TokenPair};
@@ -217,7 +216,7 @@ pub(super) async fn sign_in(
     form.keep("email", posted.email.as_deref());
     form.keep("next", next.as_deref());
     let result = async {
-        limits.check::<LoginLimit>(state).await?;
+        limits.check_login(state, LoginMethod::Password).await?;
         let mut errors = FieldErrors::default();
         let email = required(&mut errors, "email", posted.email);
         let password = required_password(&mut errors, "password", posted.password);
@@ -306,7 +305,7 @@ pub(super) async fn sign_in_mfa(
     form.keep("mfa_token", Some(&mfa_token));
     form.keep("methods", posted.methods.as_deref());
     form.keep("next", next.as_deref());
-    if let Err(e) = limits.check::<LoginLimit>(state).await {
+    if let Err(e) = limits.check_login(state, LoginMethod::Mfa).await {
         form.fail(e);
         return mfa_view(&pages, &browser, form);
     }
