@@ -104,6 +104,8 @@ impl Application {
             );
         }
         let state = AppState::new(config, db, tokens, clock)?;
+        // With REDIS_URL: says whether the limits start shared or local (never stops the start).
+        state.limiter.start().await;
         // Accounts still on bcrypt must not stand out by their login timing.
         let bcrypt_cost =
             crate::db::users::max_bcrypt_cost(&state.db, state.hasher.limits().max_bcrypt_cost)

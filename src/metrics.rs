@@ -16,8 +16,11 @@
 //!   scrape time.
 //! - Webhooks: `webhooks::Counters` (`webhooks::register_metrics`), kept by their worker; the
 //!   queue's length is a COUNT at scrape time.
-//! - The database pool (`db::Db::pool_state`, `db::PoolObserver`), and the live sessions (a
-//!   COUNT, at most once per [`SESSIONS_COUNT_EVERY_MS`]).
+//! - The database pool (`db::Db::pool_state`, `db::PoolObserver`; its lost connections and
+//!   retries, `db::Db::stats`), and the live sessions (a COUNT, at most once per
+//!   [`SESSIONS_COUNT_EVERY_MS`]).
+//! - The per-client limits (`ratelimit`): the backend in use, Redis's errors and the switches
+//!   to the local limits ([`register_rate_limits`]).
 //!
 //! # Adding a metric (other modules)
 //!
@@ -587,6 +590,75 @@ pub fn register_database(metrics: &Metrics, db: &crate::db::Db) {
         Unit::Seconds,
         observer.acquire_seconds.clone(),
     );
+    // Blips (`db::watch`): read at scrape time from the pool's own counters.
+    let counter = |read: fn(crate::db::DbStats) -> u64| {
+        let db = db.clone();
+        FnCounter::new(move || read(db.stats()))
+    };
+    metrics.register(
+        "auth_db_connections_lost",
+        "Queries whose database connection was lost (a restart, a terminated backend, the network)",
+        counter(|s| s.connections_lost),
+    );
+    metrics.register(
+        "auth_db_read_retries",
+        "Reads run again on a fresh connection after their connection was lost",
+        counter(|s| s.read_retries),
+    );
+    metrics.register(
+        "auth_db_begin_retries",
+        "Transactions begun again after their BEGIN's connection was lost",
+        counter(|s| s.begin_retries),
+    );
+}
+
+/// The per-client limits (`ratelimit`): where they are kept now, and Redis's failures.
+pub fn register_rate_limits(metrics: &Metrics, limiter: &Arc<crate::ratelimit::RateLimiter>) {
+    metrics.register(
+        "auth_rate_limit_backend",
+        "Where the per-client limits are kept now: 1 for the backend in use (memory: no REDIS_URL; redis; fallback: this instance's memory while Redis does not answer), 0 for the others",
+        BackendGauge(limiter.clone()),
+    );
+    let counter = |read: fn(crate::ratelimit::shared::SharedStats) -> u64| {
+        let limiter = limiter.clone();
+        FnCounter::new(move || read(limiter.stats()))
+    };
+    metrics.register(
+        "auth_rate_limit_redis_errors",
+        "Calls to Redis for a per-client limit that failed or did not answer within REDIS_TIMEOUT_MS (the instance's own limit decided)",
+        counter(|s| s.errors),
+    );
+    metrics.register(
+        "auth_rate_limit_fallbacks",
+        "Times this instance switched its per-client limits to its own memory because Redis did not answer",
+        counter(|s| s.fallbacks),
+    );
+}
+
+/// `auth_rate_limit_backend{backend}`: one series per backend, 1 for the one in use.
+struct BackendGauge(Arc<crate::ratelimit::RateLimiter>);
+
+impl std::fmt::Debug for BackendGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendGauge")
+    }
+}
+
+impl EncodeMetric for BackendGauge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        use crate::ratelimit::Backend;
+        let current = self.0.backend();
+        for backend in [Backend::Memory, Backend::Redis, Backend::Fallback] {
+            let labels = [("backend", backend.name())];
+            ConstGauge::new(i64::from(backend == current))
+                .encode(encoder.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
 }
 
 #[cfg(test)]

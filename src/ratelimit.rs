@@ -1,14 +1,22 @@
-//! Per-client-address request limits: a token bucket per (endpoint group, client), in memory.
-//! IPv6 clients are counted by a prefix of their address (`RATE_LIMIT_IPV6_PREFIX`, /64 by
-//! default), which one subscriber usually holds whole.
+//! Per-client-address request limits: a budget per (endpoint group, client). IPv6 clients are
+//! counted by a prefix of their address (`RATE_LIMIT_IPV6_PREFIX`, /64 by default), which one
+//! subscriber usually holds whole.
 //!
-//! Each group has its own table of at most `RATE_LIMIT_MAX_CLIENTS` clients, kept in least
+//! Two places keep the budgets. With `REDIS_URL` set, Redis ([`shared`]): one atomic script per
+//! limited request, so every instance using that Redis (and `REDIS_KEY_PREFIX`) draws on one
+//! budget per client. Without it, or while Redis does not answer within `REDIS_TIMEOUT_MS`, each
+//! instance's own memory: the token buckets below. Both give the same budget: `N` a minute, a
+//! burst of `N`, refilled evenly; a refusal says when the next request would pass.
+//!
+//! In memory, each group has its own table of at most `RATE_LIMIT_MAX_CLIENTS` clients, kept in least
 //! recently seen order (an LRU: a lookup, an insertion and an eviction are each O(1)). A new
 //! client in a full table takes the place of the one seen longest ago, so memory stays bounded
 //! however many addresses arrive, a new client is always served, and a client seen recently
 //! keeps its bucket. Forgetting a client only ever gives it a full bucket again, so the cost of a
 //! flood of addresses is that the quietest clients' limits start over, never that anyone is
 //! refused for it.
+
+pub mod shared;
 
 use std::collections::hash_map::RandomState;
 use std::net::IpAddr;
@@ -34,6 +42,37 @@ impl Group {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// The group's name in Redis keys and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Login => "login",
+            Group::Register => "register",
+            Group::Refresh => "refresh",
+            Group::Mail => "mail",
+        }
+    }
+}
+
+/// Where the limits are kept at the moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// In this instance's memory: no `REDIS_URL`.
+    Memory,
+    /// In Redis, shared by the instances using it.
+    Redis,
+    /// In this instance's memory because Redis does not answer (`REDIS_URL` is set).
+    Fallback,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redis => "redis",
+            Backend::Fallback => "fallback",
+        }
+    }
 }
 
 struct Bucket {
@@ -50,6 +89,8 @@ pub struct RateLimiter {
     limits: RateLimits,
     tables: [Mutex<Table>; 4],
     clock: Clock,
+    /// With `REDIS_URL`: the budgets in Redis (the tables above serve while it is away).
+    shared: Option<shared::Shared>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -61,6 +102,7 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
+    /// Limits kept in this instance's memory only.
     pub fn new(limits: RateLimits, clock: Clock) -> Self {
         let capacity = limits.max_clients.max(1);
         Self {
@@ -68,7 +110,51 @@ impl RateLimiter {
             clock,
             tables: Group::ALL
                 .map(|_| Mutex::new(LruCache::with_hasher(capacity, RandomState::new()))),
+            shared: None,
         }
+    }
+
+    /// Limits kept in Redis when `redis.url` is set (else as [`RateLimiter::new`]). No
+    /// connection is made here: the first limited request (or [`RateLimiter::start`]) makes it.
+    pub fn with_redis(
+        limits: RateLimits,
+        redis: &crate::config::RedisConfig,
+        clock: Clock,
+    ) -> Result<Self, String> {
+        let mut limiter = Self::new(limits, clock);
+        if let Some(url) = &redis.url {
+            limiter.shared = Some(shared::Shared::new(
+                url.expose(),
+                &redis.key_prefix,
+                redis.timeout,
+            )?);
+        }
+        Ok(limiter)
+    }
+
+    /// At start, with Redis: one round trip, to say in the log whether the limits are shared
+    /// (info) or local until Redis answers (warn). Never fails the start.
+    pub async fn start(&self) {
+        if let Some(shared) = &self.shared {
+            shared.start().await;
+        }
+    }
+
+    /// Where the limits are kept now.
+    pub fn backend(&self) -> Backend {
+        match &self.shared {
+            None => Backend::Memory,
+            Some(shared) if shared.on_fallback() => Backend::Fallback,
+            Some(_) => Backend::Redis,
+        }
+    }
+
+    /// Redis's counters (all zero without `REDIS_URL`).
+    pub fn stats(&self) -> shared::SharedStats {
+        self.shared
+            .as_ref()
+            .map(shared::Shared::stats)
+            .unwrap_or_default()
     }
 
     fn per_minute(&self, group: Group) -> u32 {
@@ -91,19 +177,38 @@ impl RateLimiter {
         self.table(group).len()
     }
 
-    /// Takes one request's allowance; `Err` says how long until the next is allowed.
-    pub fn check(&self, group: Group, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(group, ip, self.clock.now_ms())
+    /// Takes one request's allowance; `Err` says how long until the next is allowed. With Redis
+    /// this is one round trip, at most `REDIS_TIMEOUT_MS`; without an answer in time, the
+    /// instance's own buckets decide.
+    pub async fn check(&self, group: Group, ip: IpAddr) -> Result<(), Duration> {
+        let limit = self.per_minute(group);
+        if limit == 0 {
+            return Ok(());
+        }
+        // Only the client's network reaches a key: never text from the request.
+        let network = crate::net::client_network(ip, self.limits.ipv6_prefix);
+        if let Some(shared) = &self.shared
+            && let Some(decided) = shared.check(group, network, limit).await
+        {
+            return decided;
+        }
+        self.check_local_at(group, network, self.clock.now_ms())
     }
 
+    #[cfg(test)]
     fn check_at(&self, group: Group, ip: IpAddr, now: i64) -> Result<(), Duration> {
+        let network = crate::net::client_network(ip, self.limits.ipv6_prefix);
+        self.check_local_at(group, network, now)
+    }
+
+    /// The in-memory bucket of `key` (a client network) takes one request's allowance.
+    fn check_local_at(&self, group: Group, key: IpAddr, now: i64) -> Result<(), Duration> {
         let limit = self.per_minute(group);
         if limit == 0 {
             return Ok(());
         }
         let capacity = f64::from(limit);
         let per_second = capacity / 60.0;
-        let key = crate::net::client_network(ip, self.limits.ipv6_prefix);
         let mut table = self.table(group);
         // `get_mut` marks the client as just seen; `insert` drops the least recently seen one
         // when the table is full, so it never holds more than its capacity.

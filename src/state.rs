@@ -20,7 +20,7 @@ pub struct AppState {
     /// Seals TOTP secrets and keys recovery-code hashes (MFA_ENCRYPTION_KEY, or derived from
     /// SECRET_KEY).
     pub seal: Arc<SealKey>,
-    /// Per-client-address request limits.
+    /// Per-client-address request limits (in Redis with REDIS_URL, else in memory).
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Wakes the mail worker when a request has queued mail.
     pub mail_wakeup: Arc<tokio::sync::Notify>,
@@ -48,10 +48,16 @@ impl AppState {
                 max_wait: config.hashing.max_wait,
             },
         )?;
-        let limiter = Arc::new(crate::ratelimit::RateLimiter::new(
-            config.rate_limits,
-            clock.clone(),
-        ));
+        let limiter = Arc::new(
+            crate::ratelimit::RateLimiter::with_redis(
+                config.rate_limits,
+                &config.redis,
+                clock.clone(),
+            )
+            .map_err(crate::Error::internal)?,
+        );
+        // `/health`'s "degraded" window runs on the server's clock.
+        db.use_clock(clock.clone());
         let seal = match &config.mfa.encryption_key {
             Some(key) => SealKey::new(*key.expose()),
             None => SealKey::derive(config.tokens.secret_key()),
@@ -63,6 +69,7 @@ impl AppState {
         crate::metrics::register_database(&metrics, &db);
         let webhook_counters = Arc::new(crate::webhooks::Counters::default());
         crate::webhooks::register_metrics(&metrics, &webhook_counters);
+        crate::metrics::register_rate_limits(&metrics, &limiter);
         Ok(Self {
             metrics: Arc::new(metrics),
             webauthn: Arc::new(webauthn),

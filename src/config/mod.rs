@@ -32,6 +32,7 @@ mod metrics;
 mod mfa;
 mod pages;
 mod passkeys;
+mod redis;
 mod server;
 mod tokens;
 mod values;
@@ -43,6 +44,7 @@ use std::ffi::OsString;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, FromArgMatches};
 
+pub use self::redis::RedisConfig;
 pub use accounts::{AccountPolicy, PASSWORD_MAX_LENGTH, RegistrationMode};
 pub use audit::AuditConfig;
 pub use connections::ConnectionConfig;
@@ -86,6 +88,8 @@ pub struct Config {
     pub lockout: LoginLockout,
     #[command(flatten)]
     pub rate_limits: RateLimits,
+    #[command(flatten)]
+    pub redis: RedisConfig,
     #[command(flatten)]
     pub logging: LoggingConfig,
     #[command(flatten)]

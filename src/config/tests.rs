@@ -173,7 +173,7 @@ fn every_setting_is_a_flag_named_after_its_variable() {
         vars.push(var.to_string());
     }
     // Every variable the README documents.
-    assert_eq!(vars.len(), 83, "{vars:?}");
+    assert_eq!(vars.len(), 86, "{vars:?}");
     let help = cmd.clone().render_long_help().to_string();
     for var in &vars {
         assert!(
@@ -409,6 +409,43 @@ fn webhook_settings() {
         ("WEBHOOK_LOG_RETENTION_DAYS", "366"),
     ] {
         assert_eq!(config(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
+    }
+}
+
+
+#[test]
+fn redis_settings() {
+    let c = config(&[]).unwrap();
+    assert!(c.redis.url.is_none());
+    assert_eq!(c.redis.key_prefix, "auth:");
+    assert_eq!(c.redis.timeout, Duration::from_millis(250));
+    let c = config(&[
+        ("REDIS_URL", "redis://:pw@cache.internal:6380/2"),
+        ("REDIS_KEY_PREFIX", "eu-1:auth:"),
+        ("REDIS_TIMEOUT_MS", "50"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.redis.url.as_ref().unwrap().expose(),
+        "redis://:pw@cache.internal:6380/2"
+    );
+    assert!(
+        !format!("{c:?}").contains("pw@"),
+        "Debug shows the password"
+    );
+    assert_eq!(c.redis.key_prefix, "eu-1:auth:");
+    assert_eq!(c.redis.timeout, Duration::from_millis(50));
+    for (var, value) in [
+        ("REDIS_URL", "http://cache:6379"),
+        ("REDIS_URL", "redis://:hunter2@cache:port"),
+        ("REDIS_KEY_PREFIX", "a b"),
+        ("REDIS_KEY_PREFIX", &"x".repeat(65)),
+        ("REDIS_TIMEOUT_MS", "0"),
+        ("REDIS_TIMEOUT_MS", "10001"),
+    ] {
+        let e = config(&[(var, value)]).unwrap_err();
+        assert_eq!(e.var, var, "{value}: {e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }
 

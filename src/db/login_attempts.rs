@@ -3,7 +3,7 @@
 //! `service::lockout`), with one conditional statement, so concurrent attempts on any number of
 //! instances cannot check more passwords than the lockout allows.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 /// What is on record for an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -15,7 +15,7 @@ pub struct Attempts {
 /// The record of `email`, if it has one.
 pub async fn lookup(db: &Db, email: &str) -> Result<Option<Attempts>, sqlx::Error> {
     let sql = "SELECT failures, locked_until FROM login_attempts WHERE email = $1";
-    with_pool!(db, pool => sqlx::query_as(sql).bind(email).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(email).fetch_optional(pool).await)
 }
 
 /// Counts one attempt, if the record is still `seen` (`None`: there was none) and not locked at

@@ -2,7 +2,7 @@
 //! accepted time step and a pending superuser reset), `mfa_recovery_codes` (keyed hashes) and
 //! `mfa_challenges` (the `mfa_token` of a login waiting for its second factor, by hash).
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 /// An account's TOTP authenticator, confirmed or under enrolment.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -21,7 +21,7 @@ const TOTP_OF: &str = "SELECT user_id, secret_sealed, created_at, confirmed_at, 
 
 /// The account's TOTP row, if any.
 pub async fn totp_of(db: &Db, user_id: &str) -> Result<Option<Totp>, sqlx::Error> {
-    with_pool!(db, pool => sqlx::query_as(TOTP_OF).bind(user_id).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(TOTP_OF).bind(user_id).fetch_optional(pool).await)
 }
 
 /// The same, inside a transaction: a request that holds one never waits for a second pooled
@@ -33,8 +33,7 @@ pub async fn totp_of_in(tx: &mut Tx, user_id: &str) -> Result<Option<Totp>, sqlx
 /// Whether the account has a confirmed TOTP authenticator.
 pub async fn has_totp(db: &Db, user_id: &str) -> Result<bool, sqlx::Error> {
     let sql = "SELECT COUNT(*) FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL";
-    let n: i64 =
-        with_pool!(db, pool => sqlx::query_scalar(sql).bind(user_id).fetch_one(pool).await)?;
+    let n: i64 = read!(db, pool => sqlx::query_scalar(sql).bind(user_id).fetch_one(pool).await)?;
     Ok(n > 0)
 }
 
@@ -47,7 +46,7 @@ pub async fn has_second_factor(
 ) -> Result<bool, sqlx::Error> {
     let sql = "SELECT (SELECT COUNT(*) FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
                + CASE WHEN $2 THEN (SELECT COUNT(*) FROM passkeys WHERE user_id = $1) ELSE 0 END";
-    let n: i64 = with_pool!(db, pool => sqlx::query_scalar(sql)
+    let n: i64 = read!(db, pool => sqlx::query_scalar(sql)
         .bind(user_id)
         .bind(passkeys)
         .fetch_one(pool)
@@ -184,7 +183,7 @@ pub async fn cancel_reset_in(tx: &mut Tx, user_id: &str) -> Result<bool, sqlx::E
 pub async fn due_resets(db: &Db, now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
     let sql = "SELECT user_id, COALESCE(reset_requested_by, '') FROM mfa_totp \
                WHERE reset_due_at IS NOT NULL AND reset_due_at <= $1 LIMIT 100";
-    with_pool!(db, pool => sqlx::query_as(sql).bind(now).fetch_all(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(now).fetch_all(pool).await)
 }
 
 /// Takes a due reset for applying: clears it only if it is still due (of several instances
@@ -248,7 +247,7 @@ const RECOVERY_CODES_LEFT: &str =
 
 /// How many unused recovery codes the account has.
 pub async fn recovery_codes_left(db: &Db, user_id: &str) -> Result<i64, sqlx::Error> {
-    with_pool!(db, pool => sqlx::query_scalar(RECOVERY_CODES_LEFT).bind(user_id).fetch_one(pool).await)
+    read!(db, pool => sqlx::query_scalar(RECOVERY_CODES_LEFT).bind(user_id).fetch_one(pool).await)
 }
 
 /// The same, inside a transaction (after a code was spent in it).
@@ -325,7 +324,7 @@ pub async fn peek_challenge(
                WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3 \
                AND EXISTS (SELECT 1 FROM users u WHERE u.id = mfa_challenges.user_id \
                AND u.security_stamp = mfa_challenges.user_stamp AND u.is_active)";
-    with_pool!(db, pool => sqlx::query_as(sql)
+    read!(db, pool => sqlx::query_as(sql)
         .bind(token_hash)
         .bind(now)
         .bind(max_attempts)

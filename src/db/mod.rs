@@ -4,6 +4,15 @@
 //! The schema uses types both backends share (TEXT, BIGINT epoch milliseconds, BOOLEAN) and the
 //! queries use `$n` placeholders, which both SQLite and PostgreSQL read, so one SQL text serves
 //! both; [`with_pool!`] runs it on whichever pool is configured.
+//!
+//! **Blips** (`watch`): a PostgreSQL restart or a terminated backend kills the pool's
+//! connections. A read whose connection was lost is run once more, on a connection that works
+//! ([`read!`], used by every read function here); `BEGIN` is begun again the same way ([`Db::begin`]),
+//! since nothing was sent before it. A write outside a transaction, any statement inside one, and
+//! a `COMMIT` are never run again: whether they took effect is unknown, so the request is
+//! answered 503 and the client decides (a retry then finds what was done, or does it once). After
+//! a lost connection the pool is "suspect" for a few seconds and pings idle connections before
+//! handing them out, so the blip's other dead connections are replaced rather than used.
 
 pub mod events;
 pub mod invitations;
@@ -20,8 +29,12 @@ pub mod throttle;
 pub mod users;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
+mod watch;
+
+pub use watch::{DbStats, Degraded};
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::SqlSafeStr as _;
 use std::time::Duration;
@@ -38,6 +51,8 @@ use crate::config::{DatabaseUrl, SqliteSynchronous as Synchronous};
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    /// Lost connections, retries and pool timeouts: the suspect window and `/health`.
+    watch: Arc<watch::Watch>,
     observer: PoolObserver,
 }
 
@@ -94,65 +109,108 @@ struct SqliteDb {
 }
 
 /// Runs `$body` (a `Result<_, sqlx::Error>`) with `$pool` bound to the concrete pool
-/// (`&SqlitePool` or `&PgPool`); a pool timeout is counted (`PoolObserver`).
+/// (`&SqlitePool` or `&PgPool`), once: a write, or anything that must not run twice. Its error
+/// is looked at: a pool timeout is counted (`PoolObserver`), a lost connection makes the pool
+/// suspect (`watch`).
 macro_rules! with_pool {
-    ($db:expr, $pool:ident => $body:expr) => {
-        $crate::db::observed(
-            &$db,
-            match &$db.pool {
-                $crate::db::Pool::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
-                $crate::db::Pool::Postgres($pool) => $body,
-            },
-        )
-    };
+    ($db:expr, $pool:ident => $body:expr) => {{
+        let db: &$crate::db::Db = $db;
+        let done = match &db.pool {
+            $crate::db::Pool::Sqlite($crate::db::SqliteDb { pool: $pool, .. }) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
+        };
+        if let Err(e) = &done {
+            db.watch.saw(e);
+        }
+        $crate::db::observed(db, done)
+    }};
 }
 pub(crate) use with_pool;
+
+/// A read: [`with_pool!`], and once more if its connection was lost (on PostgreSQL), on a
+/// connection the suspect pool has checked. `$body` must be safe to run twice: a SELECT.
+macro_rules! read {
+    ($db:expr, $pool:ident => $body:expr) => {{
+        let db: &$crate::db::Db = $db;
+        match $crate::db::with_pool!(db, $pool => $body) {
+            Err(e) if db.retry_read(&e) => $crate::db::with_pool!(db, $pool => $body),
+            done => done,
+        }
+    }};
+}
+pub(crate) use read;
 
 /// A transaction on the configured backend. Dropped without `commit`, it rolls back, and what
 /// was to happen after its commit does not happen.
 pub struct Tx {
-    inner: TxInner,
-    /// Run in order once the commit succeeded (the audit trail's log lines: a line is written
-    /// for what the database kept, never for what was rolled back).
+    conn: TxConn,
+    watch: Arc<watch::Watch>,
+    /// Run in order once the commit succeeded (the audit trail's log lines, the webhook
+    /// worker's wake-up: for what the database kept, never for what was rolled back).
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
-pub(crate) enum TxInner {
+enum TxConn {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
-/// Runs `$body` with `$conn` bound to the transaction's connection.
+/// Runs `$body` with `$conn` bound to the transaction's connection, once (a statement inside a
+/// transaction is never run again: see the module's doc). Its error is looked at.
 macro_rules! with_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
-        match &mut $tx.inner {
-            $crate::db::TxInner::Sqlite(tx) => {
-                let $conn = &mut **tx;
+    ($tx:expr, $conn:ident => $body:expr) => {{
+        let tx: &mut $crate::db::Tx = $tx;
+        let done = match tx.conn_mut() {
+            $crate::db::TxConnMut::Sqlite(conn) => {
+                let $conn = conn;
                 $body
             }
-            $crate::db::TxInner::Postgres(tx) => {
-                let $conn = &mut **tx;
+            $crate::db::TxConnMut::Postgres(conn) => {
+                let $conn = conn;
                 $body
             }
+        };
+        if let Err(e) = &done {
+            tx.saw(e);
         }
-    };
+        done
+    }};
 }
 pub(crate) use with_tx;
 
+/// The connection of a transaction, for [`with_tx!`].
+pub(crate) enum TxConnMut<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
 impl Tx {
-    fn new(inner: TxInner) -> Self {
-        Self {
-            inner,
-            after_commit: Vec::new(),
+    pub(crate) fn conn_mut(&mut self) -> TxConnMut<'_> {
+        match &mut self.conn {
+            TxConn::Sqlite(tx) => TxConnMut::Sqlite(tx),
+            TxConn::Postgres(tx) => TxConnMut::Postgres(tx),
         }
     }
 
-    /// Commits, then runs what was registered with [`Tx::after_commit`].
+    pub(crate) fn saw(&self, e: &sqlx::Error) {
+        self.watch.saw(e);
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.conn, TxConn::Postgres(_))
+    }
+
+    /// Commits, once: a COMMIT whose answer was lost may have been applied, so it is never sent
+    /// again (the request is answered 503).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self.inner {
-            TxInner::Sqlite(tx) => tx.commit().await?,
-            TxInner::Postgres(tx) => tx.commit().await?,
+        let done = match self.conn {
+            TxConn::Sqlite(tx) => tx.commit().await,
+            TxConn::Postgres(tx) => tx.commit().await,
+        };
+        if let Err(e) = &done {
+            self.watch.saw(e);
         }
+        done?;
         for then in self.after_commit {
             then();
         }
@@ -162,11 +220,6 @@ impl Tx {
     /// Runs `then` once this transaction has committed; never if it rolls back.
     pub fn after_commit(&mut self, then: impl FnOnce() + Send + 'static) {
         self.after_commit.push(Box::new(then));
-    }
-
-    /// True on PostgreSQL, false on SQLite.
-    pub(crate) fn is_postgres(&self) -> bool {
-        matches!(self.inner, TxInner::Postgres(_))
     }
 }
 
@@ -221,20 +274,35 @@ impl Db {
                 let readers = sqlite_read::Readers::for_file(&options).map(std::sync::Arc::new);
                 Ok(Self {
                     pool: Pool::Sqlite(SqliteDb { pool, readers }),
+                    watch: Arc::new(watch::Watch::new(false)),
                     observer: PoolObserver::default(),
                 })
             }
             DatabaseUrl::Postgres(url) => {
+                let watch = Arc::new(watch::Watch::new(true));
+                let suspect = watch.clone();
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections.unwrap_or(10))
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    // No ping before each use (a round trip per query): a connection broken while
-                    // the database was away fails once, is dropped, and a new one is opened.
+                    // No ping before each use in steady state (a round trip per query) ...
                     .test_before_acquire(false)
+                    // ... but for a few seconds after a lost connection (`watch`), an idle
+                    // connection that does not answer a ping is closed and another one taken
+                    // (or opened) instead: the other connections the blip killed are not used.
+                    .before_acquire(move |conn, _| {
+                        let check = suspect.suspect();
+                        Box::pin(async move {
+                            if !check {
+                                return Ok(true);
+                            }
+                            Ok(sqlx::Connection::ping(conn).await.is_ok())
+                        })
+                    })
                     .connect(url)
                     .await?;
                 Ok(Self {
                     pool: Pool::Postgres(pool),
+                    watch,
                     observer: PoolObserver::default(),
                 })
             }
@@ -284,26 +352,56 @@ impl Db {
     }
 
     /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// that it waits its turn instead of failing when it would upgrade a read lock.
+    /// that it waits its turn instead of failing when it would upgrade a read lock. A `BEGIN`
+    /// whose connection was lost is sent once more, on another connection: nothing was sent
+    /// before it, so nothing can be done twice.
     ///
     /// The wait for the connection is measured apart from the `BEGIN` (`PoolObserver`): this
     /// is what `Pool::begin_with` does, with a clock read around its `acquire`.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self.begin_once().await {
+            Err(e) if self.watch.saw(&e) => {
+                self.watch.retried_begin();
+                let again = self.begin_once().await;
+                if let Err(e) = &again {
+                    self.watch.saw(e);
+                }
+                again
+            }
+            Err(e) => Err(e),
+            Ok(tx) => Ok(tx),
+        }
+    }
+
+    async fn begin_once(&self) -> Result<Tx, sqlx::Error> {
         let started = std::time::Instant::now();
-        Ok(match &self.pool {
+        let conn = match &self.pool {
             Pool::Sqlite(db) => {
                 let conn = self.acquired(started, db.pool.acquire().await)?;
-                Tx::new(TxInner::Sqlite(
+                TxConn::Sqlite(
                     sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?,
-                ))
+                )
             }
             Pool::Postgres(pool) => {
                 let conn = self.acquired(started, pool.acquire().await)?;
-                Tx::new(TxInner::Postgres(
-                    sqlx::Transaction::begin(conn, None).await?,
-                ))
+                TxConn::Postgres(sqlx::Transaction::begin(conn, None).await?)
             }
+        };
+        Ok(Tx {
+            conn,
+            watch: self.watch.clone(),
+            after_commit: Vec::new(),
         })
+    }
+
+    /// [`read!`]'s decision after a read failed: run it again when its connection was lost
+    /// (counted). The error has been looked at already, by [`with_pool!`].
+    pub(crate) fn retry_read(&self, e: &sqlx::Error) -> bool {
+        let lost = self.is_postgres() && watch::connection_lost(e);
+        if lost {
+            self.watch.retried_read();
+        }
+        lost
     }
 
     /// Records a transaction's wait for its connection, begun at `started`.
@@ -345,9 +443,35 @@ impl Db {
         }
     }
 
-    /// A round trip to the database.
+    /// A round trip to the database (retried once, as a read, if its connection was lost).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+        read!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// The clock `/health`'s "degraded" window is read by (the server's; the wall clock until
+    /// this is called).
+    pub fn use_clock(&self, clock: crate::clock::Clock) {
+        self.watch.use_clock(clock);
+    }
+
+    /// Why the database is "degraded" now, if it is: what happened within the last minute.
+    pub fn degraded(&self) -> Vec<Degraded> {
+        self.watch.degraded()
+    }
+
+    /// Whether connections are pinged before use now (for a few seconds after a lost one).
+    pub fn suspect(&self) -> bool {
+        self.watch.suspect()
+    }
+
+    /// The pool's counters since start: lost connections, retries, pool timeouts.
+    pub fn stats(&self) -> DbStats {
+        self.watch.stats()
+    }
+
+    /// True on PostgreSQL, false on SQLite.
+    fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// SQLite's `synchronous` setting as this pool's connections have it (0 off, 1 normal, 2

@@ -1,6 +1,6 @@
 //! The `one_time_tokens` table: password-reset and email-verification tokens, by hash.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 pub const PASSWORD_RESET: &str = "password_reset";
 pub const VERIFY_EMAIL: &str = "verify_email";
@@ -91,7 +91,7 @@ pub async fn find_usable(
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
     let sql = concat!("SELECT user_id FROM one_time_tokens WHERE ", usable!());
-    with_pool!(db, pool => sqlx::query_scalar(sql)
+    read!(db, pool => sqlx::query_scalar(sql)
         .bind(token_hash)
         .bind(purpose)
         .bind(now)

@@ -1,6 +1,6 @@
 //! The `mail_outbox` table: mail written with the change that causes it, sent by a worker.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Mail {
@@ -97,5 +97,5 @@ pub async fn purge_done(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
 /// How many mails wait to be sent (not sent, not given up), by the index of due mail.
 pub async fn count_pending(db: &Db) -> Result<i64, sqlx::Error> {
     let sql = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL";
-    with_pool!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+    read!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
 }

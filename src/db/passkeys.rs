@@ -2,7 +2,7 @@
 //! library's encoding of its public key, its counter and flags, the name its user gave it) and
 //! `webauthn_ceremonies` (a ceremony waiting for its answer, by the hash of its challenge).
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 /// A registered passkey.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -73,14 +73,14 @@ pub async fn list_of_user(db: &Db, user_id: &str) -> Result<Vec<Passkey>, sqlx::
     if !super::can_be_stored(user_id) {
         return Ok(Vec::new());
     }
-    with_pool!(db, pool => sqlx::query_as(LIST_OF_USER).bind(user_id).fetch_all(pool).await)
+    read!(db, pool => sqlx::query_as(LIST_OF_USER).bind(user_id).fetch_all(pool).await)
 }
 
 const COUNT_OF_USER: &str = "SELECT COUNT(*) FROM passkeys WHERE user_id = $1";
 
 /// How many passkeys the account has.
 pub async fn count_of_user(db: &Db, user_id: &str) -> Result<i64, sqlx::Error> {
-    with_pool!(db, pool => sqlx::query_scalar(COUNT_OF_USER).bind(user_id).fetch_one(pool).await)
+    read!(db, pool => sqlx::query_scalar(COUNT_OF_USER).bind(user_id).fetch_one(pool).await)
 }
 
 /// The same, inside a transaction.
@@ -91,7 +91,7 @@ pub async fn count_of_user_in(tx: &mut Tx, user_id: &str) -> Result<i64, sqlx::E
 /// How many of the account's passkeys verified the user when they were registered.
 pub async fn count_user_verified(db: &Db, user_id: &str) -> Result<i64, sqlx::Error> {
     let sql = "SELECT COUNT(*) FROM passkeys WHERE user_id = $1 AND user_verified";
-    with_pool!(db, pool => sqlx::query_scalar(sql).bind(user_id).fetch_one(pool).await)
+    read!(db, pool => sqlx::query_scalar(sql).bind(user_id).fetch_one(pool).await)
 }
 
 /// The same, inside a transaction.
@@ -143,7 +143,7 @@ pub async fn find_by_credential_id(
         columns!(),
         " FROM passkeys WHERE credential_id = $1"
     );
-    with_pool!(db, pool => sqlx::query_as(sql).bind(credential_id).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(credential_id).fetch_optional(pool).await)
 }
 
 /// One of the account's passkeys, by our id.
@@ -160,7 +160,7 @@ pub async fn find_of_user(
         columns!(),
         " FROM passkeys WHERE id = $1 AND user_id = $2"
     );
-    with_pool!(db, pool => sqlx::query_as(sql).bind(id).bind(user_id).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(id).bind(user_id).fetch_optional(pool).await)
 }
 
 /// Renames one of the account's passkeys; returns it, or `None` if it is not the account's.

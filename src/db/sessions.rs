@@ -1,6 +1,6 @@
 //! The `sessions` table: one row per login, holding the state of its refresh-token chain.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 use sqlx::Row as _;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -128,7 +128,7 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<SessionState>, sqlx::Error
         credentials_current!(),
         " AS credentials_current FROM sessions WHERE id = $1"
     );
-    with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
 
 /// The account of a live session, as the check of an access token reads it: without its
@@ -219,23 +219,28 @@ pub async fn find_live_user(
     {
         return Ok(found);
     }
-    match &db.pool {
-        super::Pool::Sqlite(sqlite) => {
-            sqlx::query(FIND_LIVE_USER)
-                .bind(session_id)
-                .bind(now)
-                .try_map(|row: sqlx::sqlite::SqliteRow| Ok(live_user_from_row!(row, try_get)))
-                .fetch_optional(&sqlite.pool)
-                .await
-        }
-        super::Pool::Postgres(pool) => {
-            sqlx::query(FIND_LIVE_USER)
-                .bind(session_id)
-                .bind(now)
-                .try_map(|row: sqlx::postgres::PgRow| Ok(live_user_from_row!(row, try_get)))
-                .fetch_optional(pool)
-                .await
-        }
+    read!(db, pool => sqlx::query(FIND_LIVE_USER)
+        .bind(session_id)
+        .bind(now)
+        .try_map(LiveUserRow::live_user)
+        .fetch_optional(pool)
+        .await)
+}
+
+/// A row of [`FIND_LIVE_USER`] on either backend, as a [`LiveUser`].
+trait LiveUserRow: Sized {
+    fn live_user(self) -> Result<LiveUser, sqlx::Error>;
+}
+
+impl LiveUserRow for sqlx::sqlite::SqliteRow {
+    fn live_user(self) -> Result<LiveUser, sqlx::Error> {
+        Ok(live_user_from_row!(self, try_get))
+    }
+}
+
+impl LiveUserRow for sqlx::postgres::PgRow {
+    fn live_user(self) -> Result<LiveUser, sqlx::Error> {
+        Ok(live_user_from_row!(self, try_get))
     }
 }
 
@@ -365,7 +370,7 @@ pub async fn list_live_of_user(
         credentials_current!(),
         " ORDER BY created_at DESC, id DESC"
     );
-    with_pool!(db, pool => sqlx::query_as(sql).bind(user_id).bind(now).fetch_all(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(user_id).bind(now).fetch_all(pool).await)
 }
 
 /// Records, inside a transaction, that a live session passed the second factor at `now`, with
@@ -423,5 +428,5 @@ pub async fn purge_ended(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
 pub async fn count_live(db: &Db, now: i64) -> Result<i64, sqlx::Error> {
     let sql = "SELECT COUNT(*) FROM sessions \
                WHERE revoked_at IS NULL AND refresh_expires_at > $1 AND expires_at > $1";
-    with_pool!(db, pool => sqlx::query_scalar(sql).bind(now).fetch_one(pool).await)
+    read!(db, pool => sqlx::query_scalar(sql).bind(now).fetch_one(pool).await)
 }

@@ -597,12 +597,21 @@ impl From<TokenPair> for TokenPairResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthResponse {
-    /// `ok`, or `unavailable` when the database does not answer.
+    /// `ok`; `degraded` when the database answers but something is off (see `reasons`); `down`
+    /// when the database does not answer (with 503).
     #[schema(example = "ok")]
     pub status: &'static str,
     /// `ok` or `unavailable`.
     #[schema(example = "ok")]
     pub database: &'static str,
+    /// Only when `degraded`, what is off: `database_connection_lost` (a database connection was
+    /// lost within the last minute: a read was run again, or a write answered 503),
+    /// `database_pool_exhausted` (a request waited for a database connection in vain within the
+    /// last minute), `rate_limits_local` (REDIS_URL is set but Redis does not answer: each
+    /// instance counts its own per-client limits).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(example = json!(["database_connection_lost"]))]
+    pub reasons: Vec<&'static str>,
 }
 
 /// Options for `navigator.credentials.create()` or `.get()`: pass `publicKey` through

@@ -2,7 +2,7 @@
 //! costs, and the one-off backfill after an upgrade.
 
 use super::{User, search_folded};
-use crate::db::{Db, with_pool, with_tx};
+use crate::db::{Db, read, with_pool, with_tx};
 
 /// Rows a statement of [`insert_many`] writes: 11 parameters a row, 22,000 a statement, under
 /// PostgreSQL's limit of 65,535 and SQLite's default of 32,766.
@@ -64,8 +64,7 @@ pub async fn max_bcrypt_cost(db: &Db, at_most: u32) -> Result<Option<u32>, sqlx:
     // bcrypt writes its cost as two digits: `$2b$12$…`.
     let sql =
         "SELECT DISTINCT SUBSTR(password_hash, 1, 7) FROM users WHERE password_hash LIKE '$2%'";
-    let prefixes: Vec<String> =
-        with_pool!(db, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
+    let prefixes: Vec<String> = read!(db, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
     Ok(prefixes
         .iter()
         .filter_map(|p| {
@@ -89,7 +88,7 @@ pub async fn max_bcrypt_cost(db: &Db, at_most: u32) -> Result<Option<u32>, sqlx:
 pub async fn backfill_after_upgrade(db: &Db) -> Result<u64, sqlx::Error> {
     let mut filled = 0;
     loop {
-        let rows: Vec<(String, String, String)> = with_pool!(db, pool => sqlx::query_as(
+        let rows: Vec<(String, String, String)> = read!(db, pool => sqlx::query_as(
             "SELECT id, email, name FROM users WHERE name_search IS NULL LIMIT 1000"
         )
         .fetch_all(pool)

@@ -1,7 +1,7 @@
 //! The `users` table, one account at a time (what requests do); what reads or writes the
 //! whole table (the import, the start-up scan, the upgrade backfill) is in `bulk`.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 /// An account as stored. `email` is normalised (trimmed, lower-cased).
 #[derive(Clone, sqlx::FromRow)]
@@ -90,7 +90,7 @@ pub async fn insert(tx: &mut Tx, user: &User) -> Result<(), sqlx::Error> {
 
 pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<User>, sqlx::Error> {
     let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
-    with_pool!(db, pool => sqlx::query_as(sql).bind(email).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(email).fetch_optional(pool).await)
 }
 
 pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, sqlx::Error> {
@@ -98,7 +98,7 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, sqlx::Error> 
         return Ok(None);
     }
     let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-    with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
 
 /// An account's address, inside a transaction.
@@ -383,14 +383,14 @@ pub async fn list(
         " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
     );
     let count = concat!("SELECT COUNT(*)", matching!());
-    let items = with_pool!(db, pool => sqlx::query_as(page)
+    let items = read!(db, pool => sqlx::query_as(page)
         .bind(&pattern)
         .bind(&idna)
         .bind(limit)
         .bind(offset)
         .fetch_all(pool)
         .await)?;
-    let total = with_pool!(db, pool => sqlx::query_scalar(count)
+    let total = read!(db, pool => sqlx::query_scalar(count)
         .bind(&pattern)
         .bind(&idna)
         .fetch_one(pool)

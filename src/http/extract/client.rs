@@ -72,7 +72,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         if let Some(ip) = client_addr(parts, &state)
-            && let Err(retry_after) = state.limiter.check(G::GROUP, ip)
+            && let Err(retry_after) = state.limiter.check(G::GROUP, ip).await
         {
             if let crate::ratelimit::Group::Login = G::GROUP
                 && let Some(method) = LoginMethod::of_api_path(parts.uri.path())
@@ -92,18 +92,19 @@ pub struct ClientLimits(Option<IpAddr>);
 impl ClientLimits {
     /// A login's allowance of the login limit: [`ClientLimits::check`], the refusal counted as
     /// the login's outcome (`rate_limited`).
-    pub fn check_login(&self, state: &AppState, method: LoginMethod) -> Result<(), Error> {
-        self.check::<LoginLimit>(state).inspect_err(|_| {
+    pub async fn check_login(&self, state: &AppState, method: LoginMethod) -> Result<(), Error> {
+        self.check::<LoginLimit>(state).await.inspect_err(|_| {
             state.metrics.login_rate_limited(method);
         })
     }
 
     /// Takes one request's allowance of `G`'s limit; over it, 429 TooManyRequests.
-    pub fn check<G: LimitGroup>(&self, state: &AppState) -> Result<(), Error> {
+    pub async fn check<G: LimitGroup>(&self, state: &AppState) -> Result<(), Error> {
         match self.0 {
             Some(ip) => state
                 .limiter
                 .check(G::GROUP, ip)
+                .await
                 .map_err(|retry_after| Error::TooManyRequests { retry_after }),
             None => Ok(()),
         }

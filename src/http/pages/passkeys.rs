@@ -115,7 +115,7 @@ pub(super) async fn sign_in(
     let next = allowed_next(&pages, posted.next.as_deref());
     let mut form = Form::new("sign-in", SIGN_IN);
     form.keep("next", next.as_deref());
-    if let Err(e) = limits.check_login(state, LoginMethod::Passkey) {
+    if let Err(e) = limits.check_login(state, LoginMethod::Passkey).await {
         form.fail(e);
         return public::sign_in_view(&pages, &browser, form, None);
     }

@@ -219,7 +219,7 @@ pub(super) async fn sign_in(
     form.keep("email", posted.email.as_deref());
     form.keep("next", next.as_deref());
     let result = async {
-        limits.check_login(state, LoginMethod::Password)?;
+        limits.check_login(state, LoginMethod::Password).await?;
         let mut errors = FieldErrors::default();
         let email = required(&mut errors, "email", posted.email);
         let password = required_password(&mut errors, "password", posted.password);
@@ -308,7 +308,7 @@ pub(super) async fn sign_in_mfa(
     form.keep("mfa_token", Some(&mfa_token));
     form.keep("methods", posted.methods.as_deref());
     form.keep("next", next.as_deref());
-    if let Err(e) = limits.check_login(state, LoginMethod::Mfa) {
+    if let Err(e) = limits.check_login(state, LoginMethod::Mfa).await {
         form.fail(e);
         return mfa_view(&pages, &browser, form);
     }
@@ -470,7 +470,7 @@ pub(super) async fn register(
     let mismatch = posted.password.as_ref().is_some_and(|p| !p.is_empty())
         && posted.password2 != posted.password;
     let result: Result<_> = async {
-        limits.check::<RegisterLimit>(state)?;
+        limits.check::<RegisterLimit>(state).await?;
         let mut errors = FieldErrors::default();
         let email = required(&mut errors, "email", posted.email)
             .and_then(|e| errors.check(Email::parse("email", &e)));
@@ -581,7 +581,7 @@ pub(super) async fn forgot_password(
     let mut form = Form::new("forgot-password", &["email"]);
     form.keep("email", posted.email.as_deref());
     let result: Result<Email> = async {
-        limits.check::<MailLimit>(state)?;
+        limits.check::<MailLimit>(state).await?;
         let mut errors = FieldErrors::default();
         let email = required(&mut errors, "email", posted.email)
             .and_then(|e| errors.check(Email::parse("email", &e)));
@@ -683,7 +683,7 @@ pub(super) async fn reset_password(
     };
     let mut form = Form::new("reset-password", RESET);
     form.keep("token", Some(&token));
-    if let Err(e) = limits.check::<RefreshLimit>(state) {
+    if let Err(e) = limits.check::<RefreshLimit>(state).await {
         form.fail(e);
         return reset_view(&pages, &browser, form);
     }
@@ -761,7 +761,7 @@ pub(super) async fn verify_email(
     let Some(token) = filled(posted.token) else {
         return incomplete_link(None);
     };
-    let result = match limits.check::<RefreshLimit>(state) {
+    let result = match limits.check::<RefreshLimit>(state).await {
         Ok(()) => recovery::confirm_verification(state, &token).await,
         Err(e) => Err(e),
     };
