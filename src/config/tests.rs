@@ -412,7 +412,6 @@ fn webhook_settings() {
     }
 }
 
-
 #[test]
 fn redis_settings() {
     let c = config(&[]).unwrap();

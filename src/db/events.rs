@@ -1,7 +1,7 @@
 //! The `security_events` table: the audit trail. Rows are written in the transaction of the change
 //! they record (`insert_in`), read newest first with a cursor on `seq`, and purged by age.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 /// One event as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -92,7 +92,7 @@ pub async fn list(db: &Db, filter: &EventFilter, limit: i64) -> Result<Vec<Event
         "SELECT seq, id, at, type, user_id, actor_id, session_id, ip, user_agent, detail \
          FROM security_events {where_clause} ORDER BY seq DESC LIMIT ${limit_placeholder}"
     );
-    with_pool!(db, pool => {
+    read!(db, pool => {
         let mut query = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(sql.as_str()));
         if let Some(user_id) = &filter.user_id {
             query = query.bind(user_id);

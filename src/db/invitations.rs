@@ -5,7 +5,7 @@
 //! writes one says so in its own `WHERE` (`pending!`), so that a decision never rests on an
 //! earlier read.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 /// An invitation as stored, without its token hash.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -85,7 +85,7 @@ pub async fn find_pending(
         " FROM invitations WHERE token_hash = $1 AND ",
         pending!("$2")
     );
-    with_pool!(db, pool => sqlx::query_as(sql)
+    read!(db, pool => sqlx::query_as(sql)
         .bind(token_hash)
         .bind(now)
         .fetch_optional(pool)
@@ -143,7 +143,7 @@ pub async fn list_pending(
         " ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
     );
     let count = concat!("SELECT COUNT(*) FROM invitations WHERE ", pending!("$1"));
-    with_pool!(db, pool => {
+    read!(db, pool => {
         let items = sqlx::query_as(page)
             .bind(now)
             .bind(limit)

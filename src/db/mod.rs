@@ -27,9 +27,9 @@ pub mod sessions;
 mod sqlite_read;
 pub mod throttle;
 pub mod users;
+mod watch;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
-mod watch;
 
 pub use watch::{DbStats, Degraded};
 

@@ -5,7 +5,7 @@
 //! the lease they were claimed under, so a late answer never overwrites a newer claim or a
 //! redelivery.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_pool, with_tx};
 
 /// A delivery as the log shows it (no payload).
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -185,7 +185,7 @@ pub async fn list(
         "SELECT {LOG_COLUMNS} FROM webhook_deliveries WHERE endpoint_id = $1 AND id < $2 \
          ORDER BY id DESC LIMIT $3"
     );
-    with_pool!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+    read!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(endpoint_id)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
@@ -219,7 +219,7 @@ pub async fn redeliver(
 pub async fn pending_count(db: &Db) -> Result<i64, sqlx::Error> {
     let sql = "SELECT COUNT(*) FROM webhook_deliveries \
                WHERE delivered_at IS NULL AND failed_at IS NULL";
-    with_pool!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+    read!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
 }
 
 /// Deletes deliveries made before `before` that were delivered or given up before it too.

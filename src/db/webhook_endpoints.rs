@@ -1,7 +1,7 @@
 //! The `webhook_endpoints` table: where superusers want security events sent. Written only by
 //! `service::webhooks`, each change in the transaction of its audit event.
 
-use super::{Db, Tx, with_pool, with_tx};
+use super::{Db, Tx, read, with_tx};
 
 /// One endpoint as stored. `event_types` is `*` or `,a,b,`; `secret` is sealed.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -48,13 +48,13 @@ pub async fn insert_in(tx: &mut Tx, row: &EndpointRow, max: i64) -> Result<bool,
 pub async fn list(db: &Db) -> Result<Vec<EndpointRow>, sqlx::Error> {
     let sql = "SELECT id, url, description, event_types, secret, enabled, created_by, created_at, updated_at \
                FROM webhook_endpoints ORDER BY created_at, id";
-    with_pool!(db, pool => sqlx::query_as(sql).fetch_all(pool).await)
+    read!(db, pool => sqlx::query_as(sql).fetch_all(pool).await)
 }
 
 pub async fn find(db: &Db, id: &str) -> Result<Option<EndpointRow>, sqlx::Error> {
     let sql = "SELECT id, url, description, event_types, secret, enabled, created_by, created_at, updated_at \
                FROM webhook_endpoints WHERE id = $1";
-    with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
 
 /// What an update changes: each field given replaces the stored one.
@@ -116,5 +116,5 @@ pub async fn delete_in(tx: &mut Tx, id: &str) -> Result<Option<EndpointRow>, sql
 /// What a delivery attempt needs of its endpoint: the URL and the sealed secret.
 pub async fn target(db: &Db, id: &str) -> Result<Option<(String, String)>, sqlx::Error> {
     let sql = "SELECT url, secret FROM webhook_endpoints WHERE id = $1";
-    with_pool!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+    read!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
