@@ -37,6 +37,7 @@ mod passkey_review;
 mod passkeys;
 mod refresh;
 mod register;
+mod review17;
 mod sessions;
 mod signing;
 mod time;
