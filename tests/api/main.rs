@@ -38,6 +38,7 @@ mod passkey_review;
 mod passkeys;
 mod refresh;
 mod register;
+mod review17;
 mod sessions;
 mod shared_limits;
 mod signing;
