@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::auth::tokens::TokenKeys;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, MetricsExposure};
 use crate::db::Db;
 use crate::mail::Mailer;
 use crate::mail::worker::Worker;
@@ -42,6 +42,8 @@ pub enum StartError {
 
 pub struct Application {
     listener: TcpListener,
+    /// METRICS_ADDRESS: the listener of its own that serves /metrics.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     mailer: Arc<Mailer>,
 }
@@ -88,6 +90,12 @@ impl Application {
     ) -> Result<Self, StartError> {
         let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let metrics_listener = match config.metrics.exposure() {
+            MetricsExposure::Separate(addr) => {
+                Some(bind(addr).map_err(|source| StartError::Bind { addr, source })?)
+            }
+            _ => None,
+        };
         let mailer = Mailer::new(&config.mail).map_err(StartError::Mail)?;
         if mailer.logs_only() {
             tracing::warn!(
@@ -110,6 +118,7 @@ impl Application {
         }
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             mailer: Arc::new(mailer),
         })
@@ -123,6 +132,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// Where /metrics is served on a listener of its own (METRICS_ADDRESS; port 0 reads back
+    /// the real port), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn state(&self) -> &AppState {
@@ -177,7 +194,45 @@ impl Application {
             shutdown_grace_seconds = limits.shutdown_grace.as_secs(),
             "serving HTTP/1.1"
         );
-        crate::serve::serve(self.listener, app, limits, shutdown).await;
+        match config.metrics.exposure() {
+            MetricsExposure::MainListener if config.metrics.token.is_none() => tracing::info!(
+                "GET /metrics is served on the main listener without a token (set METRICS_TOKEN or METRICS_ADDRESS to restrict it)"
+            ),
+            MetricsExposure::MainListener => {
+                tracing::info!("GET /metrics is served on the main listener behind METRICS_TOKEN")
+            }
+            _ => {}
+        }
+        // The metrics' own listener stops with the main one.
+        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let address = listener
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            tracing::info!(%address, "serving GET /metrics on its own listener (METRICS_ADDRESS)");
+            let metrics_limits = crate::serve::ConnectionLimits {
+                max_connections: METRICS_MAX_CONNECTIONS,
+                max_connections_per_client: METRICS_MAX_CONNECTIONS,
+                ..limits.clone()
+            };
+            let mut stopped = metrics_stopped;
+            tokio::spawn(crate::serve::serve(
+                listener,
+                crate::http::metrics_routes::separate_app(self.state.clone()),
+                metrics_limits,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
+        crate::serve::serve(self.listener, app, limits, async move {
+            shutdown.await;
+            let _ = stop_metrics.send(true);
+        })
+        .await;
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         let _ = stop_worker.send(true);
         let _ = worker.await;
         let _ = purger.await;
@@ -190,6 +245,9 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 }
+
+/// The most connections the metrics' own listener (METRICS_ADDRESS) holds at once.
+const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// Connections waiting to be accepted: those over `MAX_CONNECTIONS` wait here (the kernel caps it
 /// at `net.core.somaxconn`).

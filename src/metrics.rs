@@ -651,3 +651,99 @@ impl EncodeMetric for BackendGauge {
         MetricType::Gauge
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(metrics: &Metrics) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).unwrap();
+        text
+    }
+
+    #[test]
+    fn every_outcome_is_one_of_the_documented_set() {
+        use std::time::Duration;
+        let errors = [
+            Error::InvalidCredentials,
+            Error::TooManyRequests {
+                retry_after: Duration::ZERO,
+            },
+            Error::AccountDisabled,
+            Error::EmailNotVerified,
+            Error::InvalidMfaCode,
+            Error::InvalidMfaToken("x"),
+            Error::InvalidPasskey("x"),
+            Error::PasskeyChallengeInvalid("x"),
+            Error::PasskeyCounterRegressed,
+            Error::validation("x", "y"),
+            Error::Busy {
+                retry_after: Duration::ZERO,
+            },
+            Error::DatabaseUnavailable(sqlx::Error::PoolTimedOut),
+            Error::internal("x"),
+            Error::NotFound("x"),
+            Error::MfaRequired {
+                mfa_token: "t".into(),
+                methods: vec![],
+                expires_in: 1,
+            },
+        ];
+        for error in &errors {
+            assert!(LOGIN_OUTCOMES.contains(&login_outcome(error)), "{error:?}");
+        }
+        assert!(LOGIN_OUTCOMES.contains(&"success") && LOGIN_OUTCOMES.contains(&"rate_limited"));
+    }
+
+    #[test]
+    fn requests_are_labelled_by_route_template_and_each_route_is_kept_once() {
+        let metrics = Metrics::new(0);
+        for _ in 0..3 {
+            metrics.observe_request(
+                Some("/me/sessions/{id}"),
+                "DELETE",
+                204,
+                Duration::from_millis(3),
+            );
+        }
+        metrics.observe_request(None, "GET", 404, Duration::from_millis(1));
+        assert_eq!(metrics.routes.read().unwrap().len(), 1);
+        let text = text(&metrics);
+        assert!(
+            text.contains(
+                r#"http_requests_total{route="/me/sessions/{id}",method="DELETE",status="204"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_requests_total{route="unmatched",method="GET",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"http_request_duration_seconds_count{route="/me/sessions/{id}",method="DELETE"} 3"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn read_at_scrape_metrics_read_their_value_then() {
+        let metrics = Metrics::new(0);
+        let value = Arc::new(std::sync::atomic::AtomicU64::new(7));
+        let read = value.clone();
+        metrics.register(
+            "auth_example",
+            "An example",
+            FnCounter::new(move || read.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+        metrics.register("auth_example_gauge", "An example", FnGauge::new(|| -2));
+        assert!(text(&metrics).contains("auth_example_total 7\n"));
+        value.store(9, std::sync::atomic::Ordering::Relaxed);
+        let text = text(&metrics);
+        assert!(text.contains("auth_example_total 9\n"), "{text}");
+        assert!(text.contains("# TYPE auth_example counter\n"), "{text}");
+        assert!(text.contains("auth_example_gauge -2\n"), "{text}");
+    }
+}

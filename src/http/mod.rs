@@ -5,6 +5,7 @@ mod auth_routes;
 mod discovery_routes;
 pub mod extract;
 mod me_routes;
+pub mod metrics_routes;
 mod mfa_routes;
 pub mod openapi;
 mod ops_routes;
@@ -34,6 +35,7 @@ use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::config::MetricsExposure;
 use crate::error::Error;
 use crate::state::AppState;
 
@@ -93,11 +95,14 @@ pub fn app(state: AppState) -> Router {
     if config.pages.enabled {
         // The pages, with their own headers (`pages::routes`); a form posted to /register is
         // the registration page's, JSON the API's.
-        let (page_routes, register_form) = pages::routes(state);
+        let (page_routes, register_form) = pages::routes(state.clone());
         app = app.merge(page_routes).layer(from_fn_with_state(
             register_form,
             pages::register_form_first,
         ));
+    }
+    if config.metrics.exposure() == MetricsExposure::MainListener {
+        app = app.merge(metrics_routes::router(state.clone()));
     }
     let mut app = app.fallback(|| async { Error::NotFound("there is nothing at this path") });
     if !config.server.cors_origins.is_empty() {
@@ -112,9 +117,16 @@ pub fn app(state: AppState) -> Router {
         )
     });
 
-    // Outermost first: a request id for every request and a span carrying it; the security
-    // headers on every response, errors included; then the limits. Responses the framework or
-    // the limits make are turned into problem documents.
+    // With METRICS=false nothing is measured (no cost at all).
+    let track = config
+        .metrics
+        .enabled
+        .then(|| from_fn_with_state(state.metrics.clone(), metrics_routes::track_requests));
+
+    // Outermost first: a request id for every request and a span carrying it; the request's
+    // metrics (its final status, its whole time); the security headers on every response,
+    // errors included; then the limits. Responses the framework or the limits make are turned
+    // into problem documents.
     app.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -129,6 +141,7 @@ pub fn app(state: AppState) -> Router {
                     ),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .option_layer(track)
             .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
             // The pages set their own (`same-origin`: with `no-referrer` a browser sends
             // `Origin: null` on a page's own form posts, which the pages' check refuses).

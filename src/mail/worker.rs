@@ -75,23 +75,25 @@ impl Worker {
         let now = self.clock.now_ms();
         let result = match outcome {
             Ok(()) => {
-                self.counters.sent.inc();
                 tracing::info!(mail_id = %mail.id, attempts = mail.attempts, "mail sent");
-                outbox::mark_sent(&self.db, &mail.id, now).await
+                let recorded = outbox::mark_sent(&self.db, &mail.id, now).await;
+                // Counted once recorded, so that a scrape never sees it sent and still queued.
+                self.counters.sent.inc();
+                recorded
             }
             Err(f) if f.permanent || mail.attempts >= i64::from(self.max_attempts) => {
-                self.counters.failed_attempts.inc();
-                self.counters.given_up.inc();
                 tracing::error!(
                     mail_id = %mail.id,
                     attempts = mail.attempts,
                     error = %f.message,
                     "mail could not be delivered; giving up"
                 );
-                outbox::mark_failed(&self.db, &mail.id, now, &f.message).await
+                let recorded = outbox::mark_failed(&self.db, &mail.id, now, &f.message).await;
+                self.counters.failed_attempts.inc();
+                self.counters.given_up.inc();
+                recorded
             }
             Err(f) => {
-                self.counters.failed_attempts.inc();
                 let base = i64::try_from(self.retry_base.as_millis()).unwrap_or(i64::MAX);
                 let backoff = base
                     .saturating_mul(1i64 << (mail.attempts - 1).clamp(0, 30))
@@ -103,7 +105,10 @@ impl Worker {
                     error = %f.message,
                     "mail not sent; will retry"
                 );
-                outbox::mark_retry(&self.db, &mail.id, now + backoff, &f.message).await
+                let recorded =
+                    outbox::mark_retry(&self.db, &mail.id, now + backoff, &f.message).await;
+                self.counters.failed_attempts.inc();
+                recorded
             }
         };
         if let Err(e) = result {

@@ -127,6 +127,8 @@ impl Drop for TestDb {
 
 pub struct TestApp {
     pub address: String,
+    /// With METRICS_ADDRESS: `http://` and the address /metrics is served on instead.
+    pub metrics_address: Option<String>,
     pub client: reqwest::Client,
     pub state: AppState,
     /// The server's clock: it runs with the wall clock until a test freezes or moves it.
@@ -211,6 +213,7 @@ async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>, clock: Clock) -> Te
         .await
         .expect("the server starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -218,6 +221,7 @@ async fn start(vars: Vec<(String, String)>, db: Arc<TestDb>, clock: Clock) -> Te
     }));
     TestApp {
         address,
+        metrics_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -21,6 +21,7 @@ mod login;
 mod logout;
 mod mail;
 mod me;
+mod metrics;
 mod mfa;
 mod mfa_attacks;
 mod mfa_policy;
