@@ -7,6 +7,8 @@ use tokio::net::TcpStream;
 pub struct Conn {
     stream: BufReader<TcpStream>,
     line: String,
+    /// The last response's `Content-Type` (empty if it had none).
+    pub content_type: String,
 }
 
 impl Conn {
@@ -16,6 +18,7 @@ impl Conn {
         Ok(Self {
             stream: BufReader::with_capacity(16 * 1024, stream),
             line: String::new(),
+            content_type: String::new(),
         })
     }
 
@@ -34,6 +37,7 @@ impl Conn {
             .ok_or(std::io::ErrorKind::InvalidData)?;
         let mut length = 0usize;
         let mut chunked = false;
+        self.content_type.clear();
         loop {
             self.line.clear();
             self.stream.read_line(&mut self.line).await?;
@@ -44,6 +48,8 @@ impl Conn {
             if let Some((name, value)) = header.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("content-type") {
+                    self.content_type.push_str(value.trim());
                 } else if name.eq_ignore_ascii_case("transfer-encoding")
                     && value.contains("chunked")
                 {

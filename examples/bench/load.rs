@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::PASSWORD;
 use crate::client::{Conn, field, request};
-use crate::seed::email;
+use crate::passkey::SoftPasskey;
+use crate::seed::{Kind, email, email_of};
+use crate::totp::TotpAccounts;
 
 #[derive(Default)]
 pub struct Stats {
@@ -35,8 +37,11 @@ impl Stats {
 #[derive(Clone)]
 pub enum Work {
     Trivial,
+    /// `GET /me`: each worker with its own token of `tokens`, or, `spread`, a token picked at
+    /// random for each request.
     Me {
         tokens: Arc<Vec<String>>,
+        spread: bool,
     },
     Login {
         users: usize,
@@ -46,6 +51,16 @@ pub enum Work {
     },
     Refresh {
         tokens: Arc<Vec<String>>,
+    },
+    /// A whole second-factor login: `POST /login` (403 MFA_REQUIRED, an `mfa_token`), then
+    /// `POST /login/mfa` with the account's current code.
+    MfaLogin {
+        accounts: Arc<TotpAccounts>,
+    },
+    /// A whole passkey sign-in: the options, the authenticator's assertion, `POST /login/passkey`;
+    /// each worker with the passkey of its own account (`passkeys[id]`).
+    PasskeyLogin {
+        passkeys: Arc<Vec<tokio::sync::Mutex<SoftPasskey>>>,
     },
     Mixed {
         access: Arc<Vec<String>>,
@@ -88,13 +103,53 @@ impl Worker {
                 .await?
                 .0
                 == 200),
-            Work::Me { tokens } => {
-                let token = &tokens[self.id % tokens.len()];
+            Work::Me { tokens, spread } => {
+                let i = if spread {
+                    self.random(tokens.len())
+                } else {
+                    self.id % tokens.len()
+                };
                 Ok(conn
-                    .call(&request("GET", "/me", Some(token), None))
+                    .call(&request("GET", "/me", Some(&tokens[i]), None))
                     .await?
                     .0
                     == 200)
+            }
+            Work::MfaLogin { accounts } => {
+                let (account, code) = accounts.take().await;
+                let body = format!(
+                    r#"{{"email":"{}","password":"{PASSWORD}"}}"#,
+                    email_of(Kind::Mfa, account)
+                );
+                let (status, response) = conn
+                    .call(&request("POST", "/login", None, Some(&body)))
+                    .await?;
+                let Some(mfa_token) = field(&response, "mfa_token").filter(|_| status == 403)
+                else {
+                    return Ok(false);
+                };
+                let body = format!(r#"{{"mfa_token":"{mfa_token}","code":"{code}"}}"#);
+                let (status, response) = conn
+                    .call(&request("POST", "/login/mfa", None, Some(&body)))
+                    .await?;
+                Ok(status == 200 && field(&response, "access_token").is_some())
+            }
+            Work::PasskeyLogin { passkeys } => {
+                let (status, options) = conn
+                    .call(&request("POST", "/login/passkey/options", None, None))
+                    .await?;
+                let Ok(options) = serde_json::from_slice(&options) else {
+                    return Ok(false);
+                };
+                if status != 200 {
+                    return Ok(false);
+                }
+                let credential = passkeys[self.id].lock().await.get(&options).await;
+                let body = serde_json::json!({ "credential": credential }).to_string();
+                let (status, response) = conn
+                    .call(&request("POST", "/login/passkey", None, Some(&body)))
+                    .await?;
+                Ok(status == 200 && field(&response, "access_token").is_some())
             }
             Work::Login { users } => {
                 let body = self.login_body(users);

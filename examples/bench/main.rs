@@ -5,25 +5,34 @@
 //! cargo run --release --example bench                       # SQLite, 32 connections, 5 s a scenario
 //! cargo run --release --example bench -- --database postgres://postgres@127.0.0.1:5432
 //! cargo run --release --example bench -- --concurrency 64 --duration 10 --large-users 1000000
+//! cargo run --release --example bench -- --oha              # the ratio scenarios through oha too
 //! ```
 //!
 //! The load generator is a small HTTP/1.1 client (`client.rs`: pre-built requests, one
-//! connection per worker), so that it costs the shared cores as little as possible. It exits
-//! non-zero if any scenario saw an error.
+//! connection per worker), so that it costs the shared cores as little as possible. The targets
+//! compare the server with a bare axum server answering the same bytes (`reference.rs`), run
+//! right before it on the same cores. It exits non-zero if any scenario saw an error.
 //!
 //! This file reads the arguments and runs the scenarios in order; `server.rs` is the server
-//! under test, `seed.rs` the accounts, `load.rs` the workers, `scenarios.rs` a scenario's run,
-//! `machine.rs` the hash cost, `report.rs` the table and the targets.
+//! under test, `reference.rs` the bare axum reference, `seed.rs` the accounts, sessions and
+//! authenticators, `load.rs` the workers, `scenarios.rs` a scenario's run, `totp.rs` and
+//! `passkey.rs` the second factors' client side, `oha.rs` the external load generator,
+//! `machine.rs` the hash cost, `report.rs` the tables and the targets.
 
 mod client;
 mod load;
 mod machine;
+mod oha;
+mod passkey;
+mod reference;
 mod report;
 mod scenarios;
 mod seed;
 mod server;
+mod totp;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_server::config::DatabaseUrl;
@@ -31,8 +40,12 @@ use auth_server::db::Db;
 use clap::Parser;
 
 use load::Work;
-use report::Baseline;
-use scenarios::{Runner, sessions};
+use report::{
+    Baseline, LOGIN, ME, MFA_LOGIN, PASSKEY_LOGIN, REFERENCE_ME, REFERENCE_TRIVIAL, REFRESH,
+    REGISTER, TRIVIAL,
+};
+use scenarios::{Runner, passkeys, sessions};
+use seed::Kind;
 
 const PASSWORD: &str = "benchmark passphrase for everyone";
 const SECRET: &str = "benchmark-secret-key-that-is-long-enough-0123456789";
@@ -56,6 +69,13 @@ struct Args {
     /// Users for the large-database scenarios (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     large_users: usize,
+    /// Live sessions seeded for the large-database scenarios (spread over their users).
+    #[arg(long, default_value_t = 100_000)]
+    large_sessions: usize,
+    /// Also run the ratio scenarios (reference and server, trivial route and /me) through oha,
+    /// if it is on PATH or at ~/.cargo/bin/oha.
+    #[arg(long)]
+    oha: bool,
     /// Do not run `cargo build --release` first.
     #[arg(long)]
     no_build: bool,
@@ -65,11 +85,25 @@ struct Args {
     /// Keep the server running this many seconds before the scenarios (to attach a profiler).
     #[arg(long, default_value_t = 0)]
     pause: u64,
+    /// The hidden mode the bench starts itself in for the bare axum reference (`reference.rs`).
+    #[arg(long, hide = true)]
+    reference_server: bool,
+    #[arg(long, hide = true, default_value_t = 0)]
+    port: u16,
+    #[arg(long, hide = true)]
+    body_dir: Option<std::path::PathBuf>,
 }
+
+/// Tokens minted for the large /me scenario: requests spread over this many sessions.
+const LARGE_TOKENS: usize = 10_000;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.reference_server {
+        reference::serve(args.port, args.body_dir.as_deref().unwrap()).await;
+        return ExitCode::SUCCESS;
+    }
     if !args.no_build {
         server::build();
     }
@@ -82,23 +116,44 @@ async fn main() -> ExitCode {
         hash_seconds * 1000.0,
         cores as f64 / hash_seconds
     );
+    let c = args.concurrency;
+    let duration = Duration::from_secs(args.duration);
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
 
     // A fresh database, migrated and seeded before the server starts.
     let dir = std::env::temp_dir().join(format!("auth-server-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (url, cleanup) = server::fresh_database(args.database.as_deref(), &dir).await;
     let db_url = DatabaseUrl::parse(&url).unwrap();
+    let database = match db_url.backend_name() {
+        "postgres" => "PostgreSQL",
+        _ => "SQLite",
+    };
     let db = Db::connect(&db_url, Some(2)).await.unwrap();
     db.migrate().await.unwrap();
+    let t = Instant::now();
     seed::seed(&db, &hash, 0, args.users).await;
+    // Enough TOTP accounts that none is needed twice in a 30 s step at the login ceiling.
+    let mfa_accounts = if wanted(MFA_LOGIN) {
+        (login_ceiling * 1.3 * (args.duration + 1).min(30) as f64).ceil() as usize + 2 * c
+    } else {
+        0
+    };
+    seed::seed_accounts(&db, Kind::Mfa, &hash, 0, mfa_accounts).await;
+    let totp_accounts = Arc::new(totp::TotpAccounts::new(
+        seed::totp_secrets(&db, mfa_accounts).await,
+    ));
+    let passkey_accounts = if wanted(PASSKEY_LOGIN) { c } else { 0 };
+    seed::seed_accounts(&db, Kind::Passkey, &hash, 0, passkey_accounts).await;
     println!(
-        "database: {}; {} users seeded",
-        db_url.backend_name(),
-        args.users
+        "database: {database}; {} users, {} with TOTP, {} for passkeys seeded in {:.1} s",
+        args.users,
+        totp_accounts.len(),
+        passkey_accounts,
+        t.elapsed().as_secs_f64()
     );
     let server = server::start(&url, &dir, cleanup).await;
     let port = server.port;
-    let c = args.concurrency;
     let run_id = std::process::id() as u64;
     if args.pause > 0 {
         println!(
@@ -110,28 +165,57 @@ async fn main() -> ExitCode {
     }
     let mut runner = Runner {
         server: &server,
-        duration: Duration::from_secs(args.duration),
+        duration,
         only: args.only.as_deref(),
         rows: Vec::new(),
     };
 
+    // The ratio scenarios: each of the server's right after the bare axum reference's.
     let (access, _) = sessions(port, args.users, c).await;
-    runner
-        .run("GET /health/live (trivial route)", Work::Trivial, c)
-        .await;
+    let reference_dir = dir.join("reference");
+    std::fs::create_dir_all(&reference_dir).unwrap();
+    let reference = reference::start(port, &access[0], &reference_dir).await;
     let me = Work::Me {
         tokens: access.clone(),
+        spread: false,
     };
-    runner.run("GET /me", me, c).await;
+    runner
+        .run_reference(reference.port, REFERENCE_TRIVIAL, Work::Trivial, c)
+        .await;
+    runner.run(TRIVIAL, Work::Trivial, c).await;
+    runner
+        .run_reference(reference.port, REFERENCE_ME, me.clone(), c)
+        .await;
+    runner.run(ME, me, c).await;
+    let mut oha_rows = Vec::new();
+    if args.oha {
+        match oha::find() {
+            None => println!("--oha: oha is neither on PATH nor at ~/.cargo/bin/oha; skipped"),
+            Some(oha) => {
+                for (name, port, path, bearer) in [
+                    (REFERENCE_TRIVIAL, reference.port, "/health/live", None),
+                    (TRIVIAL, port, "/health/live", None),
+                    (REFERENCE_ME, reference.port, "/me", Some(access[0].as_str())),
+                    (ME, port, "/me", Some(access[0].as_str())),
+                ] {
+                    if wanted(name) {
+                        let stats = oha::run(&oha, port, path, bearer, c, duration);
+                        eprintln!("  oha: {name:<29} {:>9.0} req/s, {} errors", stats.rps, stats.errors);
+                        oha_rows.push((name, stats));
+                    }
+                }
+            }
+        }
+    }
+    drop(reference);
+
     let login = Work::Login { users: args.users };
-    runner.run("POST /login", login, c).await;
+    runner.run(LOGIN, login, c).await;
     let register = Work::Register { run: run_id };
-    runner.run("POST /register", register, c).await;
+    runner.run(REGISTER, register, c).await;
     let (_, chains) = sessions(port, args.users, c).await;
     let refresh = Work::Refresh { tokens: chains };
-    runner
-        .run("POST /refresh (following the chain)", refresh, c)
-        .await;
+    runner.run(REFRESH, refresh, c).await;
     let (mixed_access, mixed_refresh) = sessions(port, args.users, c).await;
     let mixed = Work::Mixed {
         access: mixed_access,
@@ -145,49 +229,64 @@ async fn main() -> ExitCode {
     runner
         .me_during_login_storm(access.clone(), args.users, cores, c)
         .await;
-
-    let mut large = None;
-    if args.large_users > args.users && runner.wanted("users)") {
+    let mfa = Work::MfaLogin {
+        accounts: totp_accounts,
+    };
+    runner.run(MFA_LOGIN, mfa, c).await;
+    if passkey_accounts > 0 {
         let t = Instant::now();
-        seed::seed(&db, &hash, args.users, args.large_users).await;
-        seed::checkpoint(&db).await;
+        let passkeys = passkeys(port, passkey_accounts).await;
         println!(
-            "seeded up to {} users in {:.1} s",
-            args.large_users,
+            "{passkey_accounts} passkeys registered in {:.1} s",
             t.elapsed().as_secs_f64()
         );
-        let (large_access, _) = sessions(port, args.large_users, c).await;
-        let n = args.large_users;
-        let login = Work::Login { users: n };
         runner
-            .run(format!("POST /login ({n} users)"), login, c)
+            .run(PASSKEY_LOGIN, Work::PasskeyLogin { passkeys }, c)
             .await;
+    }
+
+    let mut large = None;
+    let (n, m) = (args.large_users, args.large_sessions);
+    if n > args.users && runner.wanted("users") {
+        let t = Instant::now();
+        seed::seed(&db, &hash, args.users, n).await;
+        let large_access = seed::live_sessions(&db, n, m.max(1), LARGE_TOKENS).await;
+        seed::checkpoint(&db).await;
+        println!(
+            "seeded up to {n} users and {m} live sessions in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let login = Work::Login { users: n };
+        runner.run(report::large_login(n), login, c).await;
         let me = Work::Me {
             tokens: large_access,
+            spread: true,
         };
-        runner.run(format!("GET /me ({n} users)"), me, c).await;
-        large = Some(n);
+        runner.run(report::large_me(n, m.max(1)), me, c).await;
+        large = Some((n, m.max(1)));
     }
     db.close().await;
 
     let rows = runner.rows;
     report::print_table(&rows);
-    let errors: u64 = rows.iter().map(|r| r.stats.errors).sum();
+    if !oha_rows.is_empty() {
+        report::print_oha(&rows, &oha_rows);
+    }
+    let errors: u64 = rows.iter().map(|r| r.stats.errors).sum::<u64>()
+        + oha_rows.iter().map(|(_, o)| o.errors).sum::<u64>();
     let baseline = Baseline {
         cores,
         login_ceiling,
         users: args.users,
-        large_users: large,
+        database,
+        large,
     };
-    if !report::check_targets(&rows, &baseline) {
-        return if errors > 0 {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        };
+    let complete = report::check_targets(&rows, &baseline);
+    report::print_per_core(&rows, cores);
+    if complete {
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
     if errors > 0 {
         eprintln!("{errors} requests failed");
         return ExitCode::FAILURE;

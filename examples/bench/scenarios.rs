@@ -6,8 +6,9 @@ use std::time::Duration;
 use crate::PASSWORD;
 use crate::client::{Conn, field, request};
 use crate::load::{Work, load};
-use crate::report::Row;
-use crate::seed::email;
+use crate::passkey::SoftPasskey;
+use crate::report::{ME_DURING_STORM, Row};
+use crate::seed::{Kind, email, email_of};
 use crate::server::Server;
 
 /// Logs in `count` users (spread over `users`) and returns their access and refresh tokens.
@@ -32,6 +33,44 @@ pub async fn sessions(
     (Arc::new(access), Arc::new(refresh))
 }
 
+/// Registers a passkey for each of the accounts `0..count` of [`Kind::Passkey`] (a login, the
+/// creation options for the password, the authenticator, `POST /me/passkeys`): one per worker
+/// of the passkey scenario.
+pub async fn passkeys(port: u16, count: usize) -> Arc<Vec<tokio::sync::Mutex<SoftPasskey>>> {
+    let mut conn = Conn::open(port).await.unwrap();
+    let mut passkeys = Vec::with_capacity(count);
+    for i in 0..count {
+        let body = format!(
+            r#"{{"email":"{}","password":"{PASSWORD}"}}"#,
+            email_of(Kind::Passkey, i)
+        );
+        let (status, response) = conn
+            .call(&request("POST", "/login", None, Some(&body)))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&response));
+        let access = field(&response, "access_token").unwrap();
+        let body = format!(r#"{{"password":"{PASSWORD}"}}"#);
+        let (status, options) = conn
+            .call(&request("POST", "/me/passkeys/options", Some(&access), Some(&body)))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&options));
+        let mut passkey = SoftPasskey::new();
+        let credential = passkey
+            .create(&serde_json::from_slice(&options).unwrap())
+            .await;
+        let body = serde_json::json!({ "credential": credential }).to_string();
+        let (status, response) = conn
+            .call(&request("POST", "/me/passkeys", Some(&access), Some(&body)))
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&response));
+        passkeys.push(tokio::sync::Mutex::new(passkey));
+    }
+    Arc::new(passkeys)
+}
+
 /// Runs the scenarios that `--only` selects, one after another, and keeps their rows.
 pub struct Runner<'a> {
     pub server: &'a Server,
@@ -49,16 +88,30 @@ impl Runner<'_> {
     /// One scenario: `work` on `concurrency` connections, the server's peak memory measured
     /// from its start.
     pub async fn run(&mut self, name: impl Into<String>, work: Work, concurrency: usize) {
-        let name = name.into();
+        self.run_on(None, name.into(), work, concurrency).await;
+    }
+
+    /// The same against the bare axum reference on `port` (its memory is not measured).
+    pub async fn run_reference(&mut self, port: u16, name: &str, work: Work, concurrency: usize) {
+        self.run_on(Some(port), name.into(), work, concurrency)
+            .await;
+    }
+
+    async fn run_on(&mut self, reference: Option<u16>, name: String, work: Work, concurrency: usize) {
         if !self.wanted(&name) {
             return;
         }
         self.server.reset_peak();
-        let stats = load(self.server.port, work, concurrency, self.duration).await;
+        let port = reference.unwrap_or(self.server.port);
+        let stats = load(port, work, concurrency, self.duration).await;
         let row = Row {
             name,
             stats,
-            peak_rss_kib: self.server.peak_rss_kib(),
+            peak_rss_kib: if reference.is_some() {
+                0
+            } else {
+                self.server.peak_rss_kib()
+            },
         };
         eprintln!(
             "  {:<34} {:>9.0} req/s, {} errors",
@@ -78,7 +131,7 @@ impl Runner<'_> {
         cores: usize,
         concurrency: usize,
     ) {
-        if !self.wanted("GET /me during a login storm") {
+        if !self.wanted(ME_DURING_STORM) {
             return;
         }
         let (port, duration) = (self.server.port, self.duration);
@@ -90,10 +143,14 @@ impl Runner<'_> {
         ));
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.server.reset_peak();
-        let me_during = load(port, Work::Me { tokens }, concurrency, duration).await;
+        let me = Work::Me {
+            tokens,
+            spread: false,
+        };
+        let me_during = load(port, me, concurrency, duration).await;
         let logins_during = storm.await.unwrap();
         self.rows.push(Row {
-            name: "GET /me during a login storm".into(),
+            name: ME_DURING_STORM.into(),
             stats: me_during,
             peak_rss_kib: self.server.peak_rss_kib(),
         });
