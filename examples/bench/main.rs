@@ -200,7 +200,7 @@ async fn main() -> ExitCode {
                 ] {
                     if wanted(name) {
                         let stats = oha::run(&oha, port, path, bearer, c, duration);
-                        eprintln!("  oha: {name:<29} {:>9.0} req/s, {} errors", stats.rps, stats.errors);
+                        eprintln!("  oha: {name:<35} {:>9.0} req/s, {} errors", stats.rps, stats.errors);
                         oha_rows.push((name, stats));
                     }
                 }

@@ -29,11 +29,11 @@ fn find<'a>(rows: &'a [Row], name: &str) -> Option<&'a Stats> {
 pub fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| {:<34} | {:>9} | {:>8} | {:>8} | {:>8} | {:>6} | {:>9} |",
+        "| {:<40} | {:>9} | {:>8} | {:>8} | {:>8} | {:>6} | {:>9} |",
         "scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "peak RSS"
     );
     println!(
-        "|{:-<36}|{:->11}|{:->10}|{:->10}|{:->10}|{:->8}|{:->11}|",
+        "|{:-<42}|{:->11}|{:->10}|{:->10}|{:->10}|{:->8}|{:->11}|",
         "", "", "", "", "", "", ""
     );
     for r in rows {
@@ -43,7 +43,7 @@ pub fn print_table(rows: &[Row]) {
             format!("{:.1} MiB", r.peak_rss_kib as f64 / 1024.0)
         };
         println!(
-            "| {:<34} | {:>9.0} | {:>8.2} | {:>8.2} | {:>8.2} | {:>6} | {:>9} |",
+            "| {:<40} | {:>9.0} | {:>8.2} | {:>8.2} | {:>8.2} | {:>6} | {:>9} |",
             r.name,
             r.stats.rps(),
             r.stats.percentile(0.50),
@@ -194,17 +194,17 @@ pub fn print_oha(rows: &[Row], oha: &[(&str, OhaStats)]) {
     println!();
     println!("the ratio scenarios through oha as well (oha sends one token on every connection; the built-in client one per connection):");
     println!(
-        "| {:<34} | {:>13} | {:>9} | {:>10} | {:>10} | {:>10} |",
+        "| {:<40} | {:>14} | {:>9} | {:>10} | {:>10} | {:>10} |",
         "scenario", "built-in req/s", "oha req/s", "oha p50 ms", "oha p99 ms", "oha errors"
     );
     println!(
-        "|{:-<36}|{:->15}|{:->11}|{:->12}|{:->12}|{:->12}|",
+        "|{:-<42}|{:->16}|{:->11}|{:->12}|{:->12}|{:->12}|",
         "", "", "", "", "", ""
     );
     for (name, o) in oha {
         let builtin = find(rows, name).map_or(0.0, Stats::rps);
         println!(
-            "| {:<34} | {:>13.0} | {:>9.0} | {:>10.2} | {:>10.2} | {:>10} |",
+            "| {:<40} | {:>14.0} | {:>9.0} | {:>10.2} | {:>10.2} | {:>10} |",
             name, builtin, o.rps, o.p50_ms, o.p99_ms, o.errors
         );
     }

@@ -114,7 +114,7 @@ impl Runner<'_> {
             },
         };
         eprintln!(
-            "  {:<34} {:>9.0} req/s, {} errors",
+            "  {:<40} {:>9.0} req/s, {} errors",
             row.name,
             row.stats.rps(),
             row.stats.errors
