@@ -195,12 +195,20 @@ async fn main() -> ExitCode {
                 for (name, port, path, bearer) in [
                     (REFERENCE_TRIVIAL, reference.port, "/health/live", None),
                     (TRIVIAL, port, "/health/live", None),
-                    (REFERENCE_ME, reference.port, "/me", Some(access[0].as_str())),
+                    (
+                        REFERENCE_ME,
+                        reference.port,
+                        "/me",
+                        Some(access[0].as_str()),
+                    ),
                     (ME, port, "/me", Some(access[0].as_str())),
                 ] {
                     if wanted(name) {
                         let stats = oha::run(&oha, port, path, bearer, c, duration);
-                        eprintln!("  oha: {name:<35} {:>9.0} req/s, {} errors", stats.rps, stats.errors);
+                        eprintln!(
+                            "  oha: {name:<35} {:>9.0} req/s, {} errors",
+                            stats.rps, stats.errors
+                        );
                         oha_rows.push((name, stats));
                     }
                 }

@@ -56,7 +56,9 @@ pub fn run(
         .arg("--no-tui")
         .args(json);
     if let Some(token) = bearer {
-        command.arg("-H").arg(format!("Authorization: Bearer {token}"));
+        command
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"));
     }
     let output = command
         .arg(format!("http://127.0.0.1:{port}{path}"))

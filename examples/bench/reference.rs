@@ -75,12 +75,21 @@ impl Drop for Reference {
 pub async fn start(server_port: u16, token: &str, dir: &Path) -> Reference {
     let mut conn = Conn::open(server_port).await.unwrap();
     for (route, bearer) in [("live", None), ("me", Some(token))] {
-        let path = if route == "live" { "/health/live" } else { "/me" };
+        let path = if route == "live" {
+            "/health/live"
+        } else {
+            "/me"
+        };
         let (status, body) = conn
             .call(&request("GET", path, bearer, None))
             .await
             .unwrap();
-        assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
         let (ty_file, body_file) = files(dir, route);
         std::fs::write(ty_file, &conn.content_type).unwrap();
         std::fs::write(body_file, &body).unwrap();

@@ -192,7 +192,9 @@ pub fn check_targets(rows: &[Row], baseline: &Baseline) -> bool {
 /// The ratio scenarios through both load generators, side by side (`--oha`).
 pub fn print_oha(rows: &[Row], oha: &[(&str, OhaStats)]) {
     println!();
-    println!("the ratio scenarios through oha as well (oha sends one token on every connection; the built-in client one per connection):");
+    println!(
+        "the ratio scenarios through oha as well (oha sends one token on every connection; the built-in client one per connection):"
+    );
     println!(
         "| {:<40} | {:>14} | {:>9} | {:>10} | {:>10} | {:>10} |",
         "scenario", "built-in req/s", "oha req/s", "oha p50 ms", "oha p99 ms", "oha errors"

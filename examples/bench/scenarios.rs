@@ -52,7 +52,12 @@ pub async fn passkeys(port: u16, count: usize) -> Arc<Vec<tokio::sync::Mutex<Sof
         let access = field(&response, "access_token").unwrap();
         let body = format!(r#"{{"password":"{PASSWORD}"}}"#);
         let (status, options) = conn
-            .call(&request("POST", "/me/passkeys/options", Some(&access), Some(&body)))
+            .call(&request(
+                "POST",
+                "/me/passkeys/options",
+                Some(&access),
+                Some(&body),
+            ))
             .await
             .unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&options));
@@ -97,7 +102,13 @@ impl Runner<'_> {
             .await;
     }
 
-    async fn run_on(&mut self, reference: Option<u16>, name: String, work: Work, concurrency: usize) {
+    async fn run_on(
+        &mut self,
+        reference: Option<u16>,
+        name: String,
+        work: Work,
+        concurrency: usize,
+    ) {
         if !self.wanted(&name) {
             return;
         }

@@ -9,9 +9,9 @@ use auth_server::auth::seal::SealKey;
 use auth_server::auth::tokens::{Authentication, TokenKeys, hash_token_id};
 use auth_server::auth::totp;
 use auth_server::db::Db;
+use auth_server::db::mfa;
 use auth_server::db::sessions::{self, Session};
 use auth_server::db::users::{self, User};
-use auth_server::db::mfa;
 
 use crate::SECRET;
 
@@ -148,7 +148,13 @@ pub async fn live_sessions(db: &Db, users: usize, count: usize, tokens: usize) -
                 amr: &s.amr,
                 auth_time: now / 1000,
             };
-            minted.push(keys.issue_access(&s.user_id, &s.id, now / 1000, access_exp, authentication));
+            minted.push(keys.issue_access(
+                &s.user_id,
+                &s.id,
+                now / 1000,
+                access_exp,
+                authentication,
+            ));
         }
         sessions::insert_many(db, &batch)
             .await
@@ -175,7 +181,11 @@ pub async fn totp_secrets(db: &Db, count: usize) -> Vec<Vec<u8>> {
     }
     let mut tx = db.begin().await.unwrap();
     for (i, s) in sealed.iter().enumerate() {
-        assert!(mfa::confirm(&mut tx, &user_id(Kind::Mfa, i), s, 0, now).await.unwrap());
+        assert!(
+            mfa::confirm(&mut tx, &user_id(Kind::Mfa, i), s, 0, now)
+                .await
+                .unwrap()
+        );
     }
     tx.commit().await.unwrap();
     secrets
