@@ -3,7 +3,7 @@
 //! turn; with fewer accounts than logins in a step, workers wait for the next step (and the
 //! scenario's figure drops: `main.rs` seeds enough for the run).
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use auth_server::auth::totp;
@@ -12,6 +12,8 @@ pub struct TotpAccounts {
     secrets: Vec<Vec<u8>>,
     last_step: Vec<AtomicI64>,
     next: AtomicUsize,
+    /// How many times a worker found every account used in the step, and waited.
+    waits: AtomicU64,
 }
 
 impl TotpAccounts {
@@ -21,11 +23,17 @@ impl TotpAccounts {
             secrets,
             last_step,
             next: AtomicUsize::new(0),
+            waits: AtomicU64::new(0),
         }
     }
 
     pub fn len(&self) -> usize {
         self.secrets.len()
+    }
+
+    /// How many times a worker waited for the next step (then the scenario's figure is low).
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// An account not used in the current step, and its current code: (account, code).
@@ -45,6 +53,7 @@ impl TotpAccounts {
                 }
             }
             // Every account has had its code in this step: wait for the next one.
+            self.waits.fetch_add(1, Ordering::Relaxed);
             let into_step = now.rem_euclid(totp::PERIOD_SECONDS * 1000);
             let left = (totp::PERIOD_SECONDS * 1000 - into_step) as u64 + 5;
             tokio::time::sleep(Duration::from_millis(left)).await;
