@@ -183,6 +183,11 @@ impl Application {
             }
             .run(stop_worker.subscribe()),
         );
+        // PostgreSQL: other instances' changes of what the session check reads.
+        let listener = {
+            let (db, stop) = (self.state.db.clone(), stop_worker.subscribe());
+            tokio::spawn(async move { db.listen_for_session_changes(stop).await })
+        };
         let purger = tokio::spawn(crate::service::maintenance::run_purger(
             self.state.clone(),
             self.state.config.database.purge_interval,
@@ -255,6 +260,7 @@ impl Application {
         let _ = worker.await;
         let _ = webhook_worker.await;
         let _ = purger.await;
+        let _ = listener.await;
         self.state.db.close().await;
         Ok(())
     }

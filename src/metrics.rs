@@ -610,6 +610,27 @@ pub fn register_database(metrics: &Metrics, db: &crate::db::Db) {
         "Transactions begun again after their BEGIN's connection was lost",
         counter(|s| s.begin_retries),
     );
+    // The session check's cache (`db::session_cache`).
+    let cache = |read: fn((u64, u64, bool)) -> u64| {
+        let db = db.clone();
+        FnCounter::new(move || read(db.session_cache_stats()))
+    };
+    metrics.register(
+        "auth_session_cache_hits",
+        "Access-token checks answered from this instance's session cache (SESSION_CACHE_MS)",
+        cache(|(hits, _, _)| hits),
+    );
+    metrics.register(
+        "auth_session_cache_misses",
+        "Access-token checks that read the database while the session cache was in use",
+        cache(|(_, misses, _)| misses),
+    );
+    let in_use = db.clone();
+    metrics.register(
+        "auth_session_cache_in_use",
+        "1 while this instance answers session checks from its cache; 0 with SESSION_CACHE_MS=0, or on PostgreSQL while its channel of changes is down",
+        FnGauge::new(move || i64::from(in_use.session_cache_stats().2)),
+    );
 }
 
 /// The per-client limits (`ratelimit`): where they are kept now, and Redis's failures.

@@ -58,6 +58,10 @@ impl AppState {
         );
         // `/health`'s "degraded" window runs on the server's clock.
         db.use_clock(clock.clone());
+        db.use_session_cache(
+            config.tokens.session_cache,
+            config.tokens.session_cache_entries,
+        );
         let seal = match &config.mfa.encryption_key {
             Some(key) => SealKey::new(*key.expose()),
             None => SealKey::derive(config.tokens.secret_key()),

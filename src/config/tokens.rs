@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::values::{List, at_most, days, list, minutes, parsed, positive_at_most, seconds, text};
+use super::values::{
+    List, at_most, converted, days, list, milliseconds, minutes, parsed, positive_at_most, seconds,
+    text, within,
+};
 use super::{ConfigError, Secret};
 
 #[derive(Clone, Debug, clap::Args)]
@@ -122,6 +125,30 @@ pub struct TokenConfig {
         value_parser = text
     )]
     pub jwt_audience: String,
+
+    /// How long an instance may answer the session check of an access token from its own
+    /// memory (at most 60000; 0: every request reads the database). A revocation is seen at
+    /// once by the instance that made it; by other instances when PostgreSQL's notification
+    /// arrives (milliseconds), and never later than this
+    #[arg(
+        long = "session-cache-ms",
+        env = "SESSION_CACHE_MS",
+        value_name = "MILLISECONDS",
+        default_value = "1000",
+        value_parser = milliseconds(at_most(60_000))
+    )]
+    pub session_cache: Duration,
+
+    /// How many session checks an instance keeps at most (1 to 1000000; the least recently
+    /// used go first)
+    #[arg(
+        long = "session-cache-entries",
+        env = "SESSION_CACHE_ENTRIES",
+        value_name = "COUNT",
+        default_value = "10000",
+        value_parser = converted(within(1u64, 1_000_000), |n| n as usize)
+    )]
+    pub session_cache_entries: usize,
 }
 
 fn secret_key(text: &str) -> Result<Secret<Vec<u8>>, String> {

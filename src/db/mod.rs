@@ -23,6 +23,7 @@ pub mod one_time_tokens;
 pub mod original;
 pub mod outbox;
 pub mod passkeys;
+pub mod session_cache;
 pub mod sessions;
 mod sqlite_read;
 pub mod throttle;
@@ -54,6 +55,8 @@ pub struct Db {
     /// Lost connections, retries and pool timeouts: the suspect window and `/health`.
     watch: Arc<watch::Watch>,
     observer: PoolObserver,
+    /// The session check's cache (`session_cache`): off until `use_session_cache`.
+    checks: Arc<session_cache::SessionCache>,
 }
 
 /// What the pool reports to the metrics (`crate::metrics` registers these): the waits for a
@@ -148,6 +151,7 @@ pub struct Tx {
     /// Run in order once the commit succeeded (the audit trail's log lines, the webhook
     /// worker's wake-up: for what the database kept, never for what was rolled back).
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
+    checks: Arc<session_cache::SessionCache>,
 }
 
 enum TxConn {
@@ -221,6 +225,18 @@ impl Tx {
     pub fn after_commit(&mut self, then: impl FnOnce() + Send + 'static) {
         self.after_commit.push(Box::new(then));
     }
+
+    /// A statement of this transaction wrote a column the session check reads: once it
+    /// commits, the cached checks of that account or session read before are not served.
+    pub(crate) fn session_changed(&mut self, what: session_cache::Changed) {
+        let checks = self.checks.clone();
+        self.after_commit(move || checks.changed(what));
+    }
+
+    /// [`Tx::session_changed`] for an account (every session of it).
+    pub(crate) fn account_changed(&mut self, id: &str) {
+        self.session_changed(session_cache::Changed::Account(id.to_owned()));
+    }
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -276,6 +292,7 @@ impl Db {
                     pool: Pool::Sqlite(SqliteDb { pool, readers }),
                     watch: Arc::new(watch::Watch::new(false)),
                     observer: PoolObserver::default(),
+                    checks: Default::default(),
                 })
             }
             DatabaseUrl::Postgres(url) => {
@@ -304,6 +321,7 @@ impl Db {
                     pool: Pool::Postgres(pool),
                     watch,
                     observer: PoolObserver::default(),
+                    checks: Default::default(),
                 })
             }
         }
@@ -391,6 +409,7 @@ impl Db {
             conn,
             watch: self.watch.clone(),
             after_commit: Vec::new(),
+            checks: self.checks.clone(),
         })
     }
 
@@ -452,6 +471,39 @@ impl Db {
     /// this is called).
     pub fn use_clock(&self, clock: crate::clock::Clock) {
         self.watch.use_clock(clock);
+    }
+
+    /// Turns the session check's cache on (`session_cache`): up to `capacity` checks, each kept
+    /// `ttl` (zero: off). On PostgreSQL the cache is unused until [`Db::listen_for_session_changes`]
+    /// listens.
+    pub fn use_session_cache(&self, ttl: Duration, capacity: usize) {
+        self.checks.configure(ttl, capacity);
+        if self.is_postgres() && !ttl.is_zero() {
+            self.checks.set_usable(false);
+        }
+    }
+
+    /// PostgreSQL: listens for other instances' and processes' changes of what the session
+    /// check reads until `stop` (`session_cache::listen`); returns at once on SQLite or with the
+    /// cache off.
+    pub async fn listen_for_session_changes(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        if let Pool::Postgres(pool) = &self.pool
+            && self.checks.configured()
+        {
+            session_cache::listen(pool.clone(), self.checks.clone(), stop).await;
+        }
+    }
+
+    /// A write outside a transaction changed a column the session check reads (see
+    /// `Tx::session_changed` for one inside).
+    pub(crate) fn sessions_changed(&self, what: session_cache::Changed) {
+        self.checks.changed(what);
+    }
+
+    /// The session cache's hits and misses so far, and whether it is in use now.
+    pub fn session_cache_stats(&self) -> (u64, u64, bool) {
+        let (hits, misses) = self.checks.stats();
+        (hits, misses, self.checks.in_use())
     }
 
     /// Why the database is "degraded" now, if it is: what happened within the last minute.

@@ -1,5 +1,6 @@
 //! The `sessions` table: one row per login, holding the state of its refresh-token chain.
 
+use super::session_cache::Changed;
 use super::{Db, Tx, read, with_pool, with_tx};
 use sqlx::Row as _;
 
@@ -192,6 +193,8 @@ pub struct LiveUser {
     pub passkey_at: Option<i64>,
     /// Whether the account has a password (an empty hash means none: a passkey-only account).
     pub has_password: bool,
+    /// The session's sliding end when read (the session cache serves the check no later).
+    pub refresh_expires_at: i64,
 }
 
 impl std::fmt::Debug for LiveUser {
@@ -207,7 +210,7 @@ impl std::fmt::Debug for LiveUser {
 /// account's current credentials), in one round trip.
 pub(super) const FIND_LIVE_USER: &str = "SELECT u.id, u.email, u.name, u.is_active, \
     u.is_verified, u.is_superuser, u.created_at, u.updated_at, u.security_stamp, s.amr, s.mfa_at, \
-    s.passkey_at, u.password_hash <> '' AS has_password \
+    s.passkey_at, u.password_hash <> '' AS has_password, s.refresh_expires_at \
     FROM sessions s JOIN users u ON u.id = s.user_id \
     WHERE s.id = $1 AND s.revoked_at IS NULL AND s.refresh_expires_at > $2 \
     AND s.user_stamp = u.security_stamp";
@@ -230,13 +233,16 @@ macro_rules! live_user_from_row {
             mfa_at: $row.$get(10)?,
             passkey_at: $row.$get(11)?,
             has_password: $row.$get(12)?,
+            refresh_expires_at: $row.$get(13)?,
         }
     };
 }
 pub(super) use live_user_from_row;
 
 /// The user of a session that is live at `now`: this runs on every authenticated request.
-/// On a SQLite file it is read on rusqlite connections of their own, on two reader threads of
+/// A check made in the last SESSION_CACHE_MS is answered from the process's cache
+/// (`session_cache`: never one read before a change of the account or the session). Otherwise,
+/// on a SQLite file it is read on rusqlite connections of their own, on two reader threads of
 /// their own, never on an async worker (see `sqlite_read`); anything unexpected there, and
 /// PostgreSQL, take sqlx. Both read [`FIND_LIVE_USER`] through `live_user_from_row!`.
 ///
@@ -248,6 +254,22 @@ pub(super) use live_user_from_row;
 /// query and each row to its connection's worker thread and back through channels; here one
 /// message goes each way.
 pub async fn find_live_user(
+    db: &Db,
+    session_id: &str,
+    now: i64,
+) -> Result<Option<LiveUser>, sqlx::Error> {
+    let ticket = match db.checks.get(session_id, now) {
+        Ok(cached) => return Ok(Some(LiveUser::clone(&cached))),
+        Err(ticket) => ticket,
+    };
+    let found = read_live_user(db, session_id, now).await?;
+    if let (Some(ticket), Some(user)) = (ticket, &found) {
+        db.checks.keep(ticket, session_id, user.clone());
+    }
+    Ok(found)
+}
+
+async fn read_live_user(
     db: &Db,
     session_id: &str,
     now: i64,
@@ -343,6 +365,7 @@ pub async fn revoke_in(
     if !super::can_be_stored(session_id) || !super::can_be_stored(user_id) {
         return Ok(false);
     }
+    tx.session_changed(Changed::Session(session_id.to_owned()));
     let done = with_tx!(tx, conn => sqlx::query(REVOKE_ONE)
         .bind(session_id)
         .bind(user_id)
@@ -364,6 +387,7 @@ pub async fn revoke_all_of_user_in(
     keep: Option<&str>,
     now: i64,
 ) -> Result<u64, sqlx::Error> {
+    tx.account_changed(user_id);
     with_tx!(tx, conn => sqlx::query(REVOKE_ALL_OF_USER)
         .bind(user_id)
         .bind(now)
@@ -387,6 +411,7 @@ pub async fn carry_forward(
     let sql = "UPDATE sessions SET user_stamp = $3 \
                WHERE user_id = $1 AND user_stamp = $2 AND revoked_at IS NULL \
                AND ($4 IS NULL OR id = $4)";
+    tx.account_changed(user_id);
     with_tx!(tx, conn => sqlx::query(sql)
         .bind(user_id)
         .bind(old_stamp)
@@ -423,6 +448,7 @@ pub async fn passed_second_factor_in(
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE sessions SET amr = $2, mfa_at = $3 WHERE id = $1 AND revoked_at IS NULL";
+    tx.session_changed(Changed::Session(session_id.to_owned()));
     let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(session_id)
         .bind(amr)
@@ -446,6 +472,7 @@ pub async fn passed_passkey_in(
     let sql = "UPDATE sessions SET amr = $2, mfa_at = $3, \
                passkey_at = CASE WHEN $4 THEN $3 ELSE passkey_at END \
                WHERE id = $1 AND revoked_at IS NULL";
+    tx.session_changed(Changed::Session(session_id.to_owned()));
     let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(session_id)
         .bind(amr)

@@ -253,7 +253,14 @@ impl TestApp {
 
     /// Another server process's worth: a second instance, with its own pool, on the same database.
     pub async fn another_instance(&self) -> TestApp {
-        start(self.vars.clone(), self.db.clone(), self.clock.clone()).await
+        self.another_instance_with(&[]).await
+    }
+
+    /// [`TestApp::another_instance`] with `extra` variables changed.
+    pub async fn another_instance_with(&self, extra: &[(&str, &str)]) -> TestApp {
+        let mut vars = self.vars.clone();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        start(vars, self.db.clone(), self.clock.clone()).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -106,6 +106,7 @@ pub async fn backfill_after_upgrade(db: &Db) -> Result<u64, sqlx::Error> {
                     .execute(pool)
                     .await
                     .map(|_| ()));
+                db.sessions_changed(crate::db::session_cache::Changed::Account(id.clone()));
                 match renamed {
                     Ok(()) => {}
                     Err(e) if crate::db::is_unique_violation(&e) => tracing::error!(

@@ -153,6 +153,7 @@ pub async fn update_profile(
         " RETURNING ",
         columns!()
     );
+    tx.account_changed(id);
     with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(id)
         .bind(changes.name)
@@ -185,6 +186,7 @@ pub async fn replace_password_hash(
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
+    db.sessions_changed(super::session_cache::Changed::Account(id.to_owned()));
     Ok(done == 1)
 }
 
@@ -202,6 +204,7 @@ pub async fn delete_own_in(
         "DELETE FROM users WHERE id = $1 AND security_stamp = $2 AND ",
         caller_session_live!("$3")
     );
+    tx.account_changed(id);
     let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(id)
         .bind(expected_stamp)
@@ -219,6 +222,7 @@ pub async fn delete_in(tx: &mut Tx, id: &str) -> Result<Option<String>, sqlx::Er
         return Ok(None);
     }
     let sql = "DELETE FROM users WHERE id = $1 RETURNING email";
+    tx.account_changed(id);
     with_tx!(tx, conn => sqlx::query_scalar(sql).bind(id).fetch_optional(conn).await)
 }
 
@@ -236,6 +240,7 @@ pub async fn mark_verified(
          WHERE id = $1 AND email = $2 AND security_stamp = $4 RETURNING ",
         columns!()
     );
+    tx.account_changed(id);
     with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(id)
         .bind(email)
@@ -274,6 +279,7 @@ pub async fn set_password_hash(
         ") RETURNING ",
         columns!()
     );
+    tx.account_changed(change.id);
     with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(change.id)
         .bind(change.hash)
@@ -310,6 +316,7 @@ pub async fn remove_password(
         " RETURNING ",
         columns!()
     );
+    tx.account_changed(id);
     with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(id)
         .bind(expected_stamp)
@@ -335,6 +342,7 @@ pub async fn move_stamp(
         caller_session_live!("$4"),
         " RETURNING security_stamp"
     );
+    tx.account_changed(id);
     with_tx!(tx, conn => sqlx::query_scalar(sql)
         .bind(id)
         .bind(expected_stamp)
@@ -429,6 +437,7 @@ pub async fn admin_update(
          updated_at = $7 WHERE id = $1 AND security_stamp = $9 RETURNING ",
         columns!()
     );
+    tx.account_changed(id);
     with_tx!(tx, conn => sqlx::query_as(sql)
         .bind(id)
         .bind(c.name)
@@ -458,6 +467,7 @@ pub async fn promote_in(tx: &mut Tx, email: &str, now: i64) -> Result<Promotion,
     }
     let sql = "UPDATE users SET is_superuser = TRUE, updated_at = $3, \
                security_stamp = security_stamp + 1 WHERE id = $1 AND security_stamp = $2";
+    tx.account_changed(&id);
     let done = with_tx!(tx, conn => sqlx::query(sql)
         .bind(&id)
         .bind(stamp)
