@@ -46,6 +46,7 @@ impl AppState {
                 concurrency: config.hashing.concurrency,
                 queue_limit: config.hashing.queue_limit,
                 max_wait: config.hashing.max_wait,
+                nice: config.hashing.nice,
             },
         )?;
         let limiter = Arc::new(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
-use super::values::{milliseconds, parsed, positive, positive_capped};
+use super::values::{converted, milliseconds, parsed, positive, positive_capped, within};
 
 // The argon2id parameters of new hashes, and the bound on stored ones.
 #[derive(Clone, Debug, clap::Args)]
@@ -115,6 +115,19 @@ pub struct HashingConfig {
         value_parser = milliseconds(positive_capped(3_600_000))
     )]
     pub max_wait: Duration,
+
+    /// The hashing threads' nice value (0 to 19; Linux): above 0, request workers get the
+    /// cores first while hashes run (a token check's latency during a login storm), and hashes
+    /// still get a share of them under any load (they are never starved, as they would be at
+    /// idle priority)
+    #[arg(
+        long = "hash-nice",
+        env = "HASH_NICE",
+        value_name = "NICE",
+        default_value = "0",
+        value_parser = converted(within(0u64, 19), |n| n as i32)
+    )]
+    pub nice: i32,
 }
 
 fn cores() -> usize {

@@ -112,7 +112,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller> {
                 TokenError::Malformed | TokenError::Invalid => "the access token is not valid",
             })
         })?;
-    live_caller(state, claims.sid, &claims.sub).await
+    live_caller(state, claims.sid.clone(), &claims.sub).await
 }
 
 /// The caller of a session that is live now (not revoked, not expired, opened under the

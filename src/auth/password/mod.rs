@@ -15,8 +15,11 @@
 //! made it has gone (the client disconnected, the request timed out), the channel is closed and
 //! the worker drops the job instead of hashing for nobody.
 //!
-//! **Priority.** The threads run at the normal priority: the kernel shares the cores fairly
-//! between them and the request workers, so neither logins nor other requests can starve.
+//! **Priority.** The threads run at the normal priority by default: the kernel shares the cores
+//! fairly between them and the request workers, so neither logins nor other requests can
+//! starve. HASH_NICE above 0 weighs them lower (nice 10: about a tenth of a core's share against
+//! a busy request worker), which still never starves them, unlike idle priority (`SCHED_IDLE`,
+//! tried before: a flood of cheap requests held logins for as long as it lasted).
 //!
 //! **Hashes from elsewhere** (imported, or written into the database by someone else) are
 //! checked against sane bounds before anything is computed: see [`HashLimits`].
@@ -72,6 +75,8 @@ pub struct PoolConfig {
     pub queue_limit: usize,
     /// The longest expected wait at which a job is still accepted.
     pub max_wait: Duration,
+    /// The threads' nice value (HASH_NICE).
+    pub nice: i32,
 }
 
 /// What the pool has done so far (for tests and diagnostics).
@@ -232,9 +237,13 @@ impl PasswordHasher {
         for i in 0..threads {
             let worker = Worker::new(params.clone(), dummy_hash.clone());
             let shared = shared.clone();
+            let nice = pool.nice;
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || worker.run(shared))
+                .spawn(move || {
+                    worker::set_nice(nice);
+                    worker.run(shared)
+                })
                 .map_err(Error::internal)?;
         }
         Ok(Self {

@@ -31,6 +31,7 @@ fn pool(concurrency: usize, queue_limit: usize, max_wait: Duration) -> PoolConfi
         concurrency,
         queue_limit,
         max_wait,
+        nice: 0,
     }
 }
 
