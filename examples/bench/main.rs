@@ -79,6 +79,10 @@ struct Args {
     /// Do not run `cargo build --release` first.
     #[arg(long)]
     no_build: bool,
+    /// A setting for the server under test, KEY=VALUE (repeatable): to compare settings in one
+    /// run's terms, e.g. `--server-env SESSION_CACHE_MS=0` or `--server-env HASH_NICE=10`.
+    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = key_value)]
+    server_env: Vec<(String, String)>,
     /// Run only the scenarios whose name contains this (for profiling one of them).
     #[arg(long)]
     only: Option<String>,
@@ -96,6 +100,12 @@ struct Args {
 
 /// Tokens minted for the large /me scenario: requests spread over this many sessions.
 const LARGE_TOKENS: usize = 10_000;
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| "expected KEY=VALUE".to_string())
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -154,7 +164,15 @@ async fn main() -> ExitCode {
         passkey_accounts,
         t.elapsed().as_secs_f64()
     );
-    let server = server::start(&url, &dir, cleanup).await;
+    let server = server::start(&url, &dir, cleanup, &args.server_env).await;
+    if !args.server_env.is_empty() {
+        let shown: Vec<String> = args
+            .server_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("server settings: {}", shown.join(" "));
+    }
     let port = server.port;
     let run_id = std::process::id() as u64;
     if args.pause > 0 {

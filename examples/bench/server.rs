@@ -128,7 +128,13 @@ fn server_binary() -> PathBuf {
 }
 
 /// Starts the release server on `database_url` (rate limits off) and waits until it answers.
-pub async fn start(database_url: &str, dir: &Path, cleanup: Cleanup) -> Server {
+/// `env`: settings over those (`--server-env`).
+pub async fn start(
+    database_url: &str,
+    dir: &Path,
+    cleanup: Cleanup,
+    env: &[(String, String)],
+) -> Server {
     let port = free_port();
     let child = Command::new(server_binary())
         .current_dir(dir)
@@ -141,6 +147,7 @@ pub async fn start(database_url: &str, dir: &Path, cleanup: Cleanup) -> Server {
         .env("RATE_LIMIT_MAIL_PER_MINUTE", "0")
         .env("DATABASE_CONNECT_TIMEOUT_SECONDS", "30")
         .env("MAIL_RATE_LIMIT_SECONDS", "0")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
