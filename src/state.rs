@@ -11,8 +11,22 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::metrics::Metrics;
 
+/// The shared state, behind one `Arc`: extractors and middleware clone it for every request, and
+/// one reference count is cheaper than one per field (a profile of GET /me showed the field-wise
+/// clone and drop at 4% of the server's time). Fields are read through `Deref`.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<State>);
+
+impl std::ops::Deref for AppState {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct State {
     pub config: Arc<Config>,
     pub db: Db,
     pub hasher: Arc<PasswordHasher>,
@@ -75,7 +89,7 @@ impl AppState {
         let webhook_counters = Arc::new(crate::webhooks::Counters::default());
         crate::webhooks::register_metrics(&metrics, &webhook_counters);
         crate::metrics::register_rate_limits(&metrics, &limiter);
-        Ok(Self {
+        Ok(Self(Arc::new(State {
             metrics: Arc::new(metrics),
             webauthn: Arc::new(webauthn),
             limiter,
@@ -88,6 +102,6 @@ impl AppState {
             webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
             webhook_counters,
             clock,
-        })
+        })))
     }
 }
