@@ -4,7 +4,8 @@
 //!
 //! What is measured, and where:
 //! - HTTP requests by matched route, method and status, and their latency by route and method:
-//!   the middleware `http::track_requests` calls [`Metrics::observe_request`]. The route is the
+//!   the middleware `http::edge` calls [`Metrics::observe_series`] (a series resolved once per
+//!   route, [`Metrics::request_series`]) or [`Metrics::observe_request`]. The route is the
 //!   route's template (`/me/sessions/{id}`) or [`UNMATCHED`], never the path a client sent.
 //! - Logins by method and outcome: [`Metrics::login`], called where each login is decided
 //!   (`service::login::login`, `service::mfa::complete_login`, `service::passkeys::login`) with
@@ -53,7 +54,7 @@
 //! none of it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
@@ -183,6 +184,26 @@ struct RequestLabels {
 struct RouteLabels {
     route: Arc<str>,
     method: &'static str,
+}
+
+/// One route's and method's request metrics, resolved once ([`Metrics::request_series`]): the
+/// histogram, and the counter of the first status seen (for most routes, nearly every request's).
+pub struct RequestSeries {
+    route: Arc<str>,
+    method: &'static str,
+    seconds: Histogram,
+    first_status: OnceLock<(u16, Counter)>,
+}
+
+impl RequestSeries {
+    /// Whether this is the series of `route` (`None`: unmatched) and `method`.
+    pub fn is_for(&self, route: Option<&str>, method: &'static str) -> bool {
+        self.method == method
+            && match route {
+                Some(route) => *self.route == *route,
+                None => &*self.route == UNMATCHED,
+            }
+    }
 }
 
 /// The mail worker's counters (`mail::worker::Worker` holds a clone).
@@ -412,6 +433,50 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// The series of one route (`None`: [`UNMATCHED`]) and method, resolved once, for
+    /// [`Metrics::observe_series`]: the middleware keeps one per route instead of looking the
+    /// labels up on every request. Resolve it when a request has been answered (a series appears
+    /// at its first observation, as with [`Metrics::observe_request`]).
+    pub fn request_series(&self, route: Option<&str>, method: &'static str) -> RequestSeries {
+        let route = match route {
+            Some(route) => self.route(route),
+            None => self.unmatched.clone(),
+        };
+        let seconds = self
+            .request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+                method,
+            })
+            .clone();
+        RequestSeries {
+            route,
+            method,
+            seconds,
+            first_status: OnceLock::new(),
+        }
+    }
+
+    /// [`Metrics::observe_request`] on a resolved series: the same histogram and counters.
+    pub fn observe_series(&self, series: &RequestSeries, status: u16, elapsed: Duration) {
+        series.seconds.observe(elapsed.as_secs_f64());
+        let count = |status| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: series.route.clone(),
+                    method: series.method,
+                    status,
+                })
+                .clone()
+        };
+        let (first, counter) = series.first_status.get_or_init(|| (status, count(status)));
+        if *first == status {
+            counter.inc();
+        } else {
+            count(status).inc();
+        }
     }
 
     /// The shared string of a route template.

@@ -2,19 +2,15 @@
 //! on a listener of its own (METRICS_ADDRESS), behind METRICS_TOKEN when it is set. Not in the
 //! OpenAPI document: it is for the monitoring system, not for the API's clients.
 
-use std::time::Instant;
-
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
 use crate::config::MetricsConfig;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// The OpenMetrics text format's content type.
@@ -86,7 +82,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// The `method` label: one of a fixed set, so that a client's invented methods make no series.
-fn method_label(method: &Method) -> &'static str {
+pub(super) fn method_label(method: &Method) -> &'static str {
     match method.as_str() {
         "GET" => "GET",
         "HEAD" => "HEAD",
@@ -97,26 +93,6 @@ fn method_label(method: &Method) -> &'static str {
         "OPTIONS" => "OPTIONS",
         _ => "other",
     }
-}
-
-/// The middleware that counts every request by its matched route (the template; none: `unmatched`),
-/// method and status, and times it.
-pub async fn track_requests(
-    State(metrics): State<std::sync::Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    metrics.observe_request(
-        route.as_ref().map(MatchedPath::as_str),
-        method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod admin_routes;
 mod auth_routes;
 mod discovery_routes;
+mod edge;
 mod events_routes;
 pub mod extract;
 mod invitation_routes;
@@ -22,28 +23,19 @@ pub mod webhook_types;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::IntoResponse;
 use tower::ServiceBuilder;
-use tower_http::LatencyUnit;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::MetricsExposure;
 use crate::error::Error;
 use crate::state::AppState;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use edge::REQUEST_ID;
 
 /// The API's routes, the discovery routes, and their one OpenAPI document, built from the same
 /// handler lists.
@@ -70,7 +62,6 @@ pub fn api() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole application: API, docs, and the middleware stack.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
-    let state_for_origin = state.clone();
     let (api, discovery, openapi) = api();
     let openapi = openapi::configure(openapi, &config);
 
@@ -104,76 +95,23 @@ pub fn app(state: AppState) -> Router {
         // The pages, with their own headers (`pages::routes`); a form posted to /register is
         // the registration page's, JSON the API's.
         let (page_routes, register_form) = pages::routes(state.clone());
-        app = app.merge(page_routes).layer(from_fn_with_state(
-            register_form,
-            pages::register_form_first,
-        ));
+        app = app
+            .merge(page_routes)
+            .layer(pages::RegisterFormFirst::new(register_form));
     }
     if config.metrics.exposure() == MetricsExposure::MainListener {
         app = app.merge(metrics_routes::router(state.clone()));
     }
-    let mut app = app
-        .fallback(|| async { Error::NotFound("there is nothing at this path") })
-        .layer(from_fn_with_state(
-            state_for_origin,
-            extract::client::audit_origin,
-        ));
+    let mut app = app.fallback(|| async { Error::NotFound("there is nothing at this path") });
     if !config.server.cors_origins.is_empty() {
         app = app.layer(cors(&config.server.cors_origins));
     }
-    let header =
-        |name, value| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
-    let hsts = config.server.hsts.then(|| {
-        header(
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        )
-    });
-
-    // With METRICS=false nothing is measured (no cost at all).
-    let track = config
-        .metrics
-        .enabled
-        .then(|| from_fn_with_state(state.metrics.clone(), metrics_routes::track_requests));
-
-    // Outermost first: a request id for every request and a span carrying it; the request's
-    // metrics (its final status, its whole time); the security headers on every response,
-    // errors included; then the limits. Responses the framework or the limits make are turned
-    // into problem documents.
+    // Everything else every request passes through (request id, span and access line, metrics,
+    // security headers, problem documents, panics, the head, time and body limits, the origin
+    // for the audit trail), folded into one service: see `edge`.
     app.layer(
         ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    .on_request(())
-                    .on_response(
-                        DefaultOnResponse::new()
-                            .level(Level::INFO)
-                            .latency_unit(LatencyUnit::Millis),
-                    ),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .option_layer(track)
-            .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-            // The pages set their own (`same-origin`: with `no-referrer` a browser sends
-            // `Origin: null` on a page's own form posts, which the pages' check refuses).
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ))
-            .layer(header(header::X_FRAME_OPTIONS, "DENY"))
-            .option_layer(hsts)
-            .layer(map_response(problem::problemize))
-            .layer(CatchPanicLayer::custom(problem::panic_response))
-            .layer(axum::middleware::from_fn(limit_headers))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                config.connections.request_timeout,
-            ))
-            .layer(RequestBodyLimitLayer::new(
-                config.connections.body_limit_bytes,
-            ))
+            .layer(edge::EdgeLayer::new(&state))
             .layer(DefaultBodyLimit::max(config.connections.body_limit_bytes)),
     )
 }
@@ -185,27 +123,6 @@ async fn without_passkeys(
 ) -> axum::response::Response {
     if passkey_routes::is_passkey_route(request.method(), request.uri().path()) {
         return Error::NotFound("there is nothing at this path").into_response();
-    }
-    next.run(request).await
-}
-
-/// The most header bytes a request may carry (hyper itself stops at about 400 KiB).
-const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// Refuses requests with more than [`MAX_HEADER_BYTES`] of headers: 431.
-async fn limit_headers(request: Request, next: axum::middleware::Next) -> axum::response::Response {
-    let size: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if size > MAX_HEADER_BYTES {
-        return problem::problem(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
-        )
-        .into_response();
     }
     next.run(request).await
 }
@@ -227,26 +144,4 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
         .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .max_age(Duration::from_secs(600))
-}
-
-/// The span of one request: method, path (never the query), route and request id, so every
-/// log line of the request carries them. Headers are not recorded: they hold tokens.
-fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-        .unwrap_or("-");
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        route,
-        request_id,
-    )
 }

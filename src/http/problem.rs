@@ -211,7 +211,11 @@ where
     B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    let response = response.map(Body::new);
+    problemize_response(response.map(Body::new))
+}
+
+/// [`problemize`] for a response of axum's own body type, without a future.
+pub fn problemize_response(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<NotAProblem>().is_some()

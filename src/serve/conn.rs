@@ -73,13 +73,25 @@ pub(super) async fn serve_connection(
             .max_buf_size(MAX_HEAD_BUFFER)
             .serve_connection(io, service)
     );
-    let timer = tokio::time::sleep(Duration::ZERO);
+    // The timer is never later than the connection's deadline, without being told of every
+    // change: it is set to the deadline, or to a check within the shortest timeout if that is
+    // sooner (or no deadline is running, a request being served). A deadline only ever starts
+    // at least that far after the moment it starts, so the timer, set before, fires no later
+    // than it; firing, it looks again. (Telling the task of each request's start and end cost
+    // a wake-up and a timer reset each.)
+    let check_every = timeouts.header_read.min(timeouts.keep_alive);
+    let timer = tokio::time::sleep(check_every);
     let mut timer = pin!(timer);
+    let mut armed = timer.deadline();
     let mut stopping = false;
     loop {
-        let deadline = activity.deadline(&timeouts);
-        if let Some(deadline) = deadline {
-            timer.as_mut().reset(deadline);
+        let next_check = Instant::now() + check_every;
+        let due = activity
+            .deadline(&timeouts)
+            .map_or(next_check, |deadline| deadline.min(next_check));
+        if due != armed {
+            timer.as_mut().reset(due);
+            armed = due;
         }
         tokio::select! {
             result = conn.as_mut() => {
@@ -89,8 +101,7 @@ pub(super) async fn serve_connection(
                 }
                 return;
             }
-            () = activity.changed.notified() => {}
-            () = &mut timer, if deadline.is_some() => {
+            () = &mut timer => {
                 if activity.deadline(&timeouts).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!(%peer, "closing a connection: request head too slow, or idle");
                     // Reset rather than closed: the kernel is not to go on sending what a slow
@@ -173,8 +184,6 @@ struct Activity {
     past_head: AtomicBool,
     /// At least one request was answered: the connection is a keep-alive one.
     answered: AtomicBool,
-    /// Wakes the connection's task to set its timer again.
-    changed: tokio::sync::Notify,
 }
 
 const NONE: u64 = u64::MAX;
@@ -192,7 +201,6 @@ impl Activity {
             next_read: AtomicBool::new(false),
             past_head: AtomicBool::new(false),
             answered: AtomicBool::new(false),
-            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -222,7 +230,6 @@ impl Activity {
         self.past_head.store(past_head, Ordering::Relaxed);
         if self.head_since.load(Ordering::Relaxed) == NONE {
             self.head_since.store(now, Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -258,7 +265,6 @@ impl Activity {
             if self.next_read.swap(false, Ordering::Relaxed) {
                 self.head_since.store(self.now(), Ordering::Relaxed);
             }
-            self.changed.notify_one();
         }
     }
 
@@ -291,7 +297,6 @@ impl Drop for InProgress {
         activity.in_progress.fetch_sub(1, Ordering::Relaxed);
         activity.answered.store(true, Ordering::Relaxed);
         activity.last_io.store(activity.now(), Ordering::Relaxed);
-        activity.changed.notify_one();
     }
 }
 

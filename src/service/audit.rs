@@ -20,6 +20,7 @@
 //!   events, naming no other account: see [`EventView`]), newest first, by a `seq` cursor.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -134,18 +135,42 @@ pub struct Origin {
     pub user_agent: Option<String>,
 }
 
+/// Where a request came from, worked out only when an event asks for it: `http` keeps the
+/// request's address and user agent header, and makes the strings for the events it records
+/// (most requests record none).
+pub trait OriginSource: Send + Sync {
+    fn origin(&self) -> Origin;
+}
+
+impl OriginSource for Origin {
+    fn origin(&self) -> Origin {
+        self.clone()
+    }
+}
+
 tokio::task_local! {
-    static ORIGIN: Origin;
+    static ORIGIN: Arc<dyn OriginSource>;
 }
 
 /// Runs `work` with `origin` as the request's origin for the events it records.
 pub async fn with_origin<F: Future>(origin: Origin, work: F) -> F::Output {
-    ORIGIN.scope(origin, work).await
+    ORIGIN.scope(Arc::new(origin), work).await
+}
+
+/// Runs `work` with `source` as the request's origin: [`with_origin`] as a nameable future, for
+/// the middleware.
+pub fn scope_origin<F: Future>(
+    source: Arc<dyn OriginSource>,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<Arc<dyn OriginSource>, F> {
+    ORIGIN.scope(source, work)
 }
 
 /// The origin of the request being served (empty outside one: the command line, a job).
 pub fn current_origin() -> Origin {
-    ORIGIN.try_with(Clone::clone).unwrap_or_default()
+    ORIGIN
+        .try_with(|source| source.origin())
+        .unwrap_or_default()
 }
 
 /// An event to record: built with [`Event::new`] and the setters.

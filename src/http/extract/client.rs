@@ -2,11 +2,12 @@
 //! user agent, and the per-client-address limits checked against that address.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
-use axum::http::HeaderName;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
 
 use crate::error::Error;
 use crate::metrics::LoginMethod;
@@ -15,10 +16,45 @@ use crate::state::AppState;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The request's client as the middleware (`http::edge`) puts it in the request's extensions
+/// (`Arc<RequestOrigin>`) and in the audit trail's task-local: the address, and the user agent
+/// header as it came (a reference-counted copy); the strings are made only when something asks.
+#[derive(Debug)]
+pub struct RequestOrigin {
+    ip: Option<IpAddr>,
+    user_agent: Option<HeaderValue>,
+}
+
+impl RequestOrigin {
+    pub(in crate::http) fn of(request: &axum::extract::Request, state: &AppState) -> Self {
+        Self {
+            ip: client_addr_of(request.extensions(), request.headers(), state),
+            user_agent: request.headers().get(USER_AGENT).cloned(),
+        }
+    }
+
+    fn client_info(&self) -> ClientInfo {
+        ClientInfo {
+            ip: self.ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent.as_ref().and_then(user_agent_text),
+        }
+    }
+}
+
+impl crate::service::audit::OriginSource for RequestOrigin {
+    fn origin(&self) -> crate::service::audit::Origin {
+        let ClientInfo { ip, user_agent } = self.client_info();
+        crate::service::audit::Origin { ip, user_agent }
+    }
+}
+
 /// The client's address: the peer, or through `TRUSTED_PROXIES` only, X-Forwarded-For (all of
-/// its lines, in order, as one list).
+/// its lines, in order, as one list). The middleware's [`RequestOrigin`] when there is one.
 fn client_addr(parts: &Parts, state: &AppState) -> Option<IpAddr> {
-    client_addr_of(&parts.extensions, &parts.headers, state)
+    match parts.extensions.get::<Arc<RequestOrigin>>() {
+        Some(origin) => origin.ip,
+        None => client_addr_of(&parts.extensions, &parts.headers, state),
+    }
 }
 
 fn client_addr_of(
@@ -29,6 +65,11 @@ fn client_addr_of(
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
+            let trusted = &state.config.server.trusted_proxies;
+            if trusted.is_empty() {
+                // X-Forwarded-For is not read at all.
+                return crate::net::client_ip(peer.ip(), std::iter::empty(), trusted);
+            }
             // Bytes that are not text (a client may send them, and a proxy that appends its own
             // entry to the same line keeps them) spoil only the entry they are in: the walk from
             // the right reaches the proxy's entry first.
@@ -38,7 +79,7 @@ fn client_addr_of(
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .collect();
             let forwarded = lines.iter().map(|l| Some(l.as_str()));
-            crate::net::client_ip(peer.ip(), forwarded, &state.config.server.trusted_proxies)
+            crate::net::client_ip(peer.ip(), forwarded, trusted)
         })
 }
 
@@ -136,33 +177,21 @@ where
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(origin) = parts.extensions.get::<Arc<RequestOrigin>>() {
+            return Ok(Self(origin.client_info()));
+        }
         let state = AppState::from_ref(state);
         let ip = client_addr(parts, &state).map(|ip| ip.to_string());
         Ok(Self(ClientInfo {
             ip,
-            user_agent: user_agent(&parts.headers),
+            user_agent: parts.headers.get(USER_AGENT).and_then(user_agent_text),
         }))
     }
 }
 
-fn user_agent(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get(USER_AGENT)
-        .and_then(|v| v.to_str().ok())
+fn user_agent_text(value: &HeaderValue) -> Option<String> {
+    value
+        .to_str()
+        .ok()
         .map(|ua| ua.chars().take(USER_AGENT_MAX).collect())
-}
-
-/// Middleware: the request's origin (the client's address as [`Client`] reads it, and its user
-/// agent) for the audit events recorded while it is served (`service::audit::with_origin`).
-pub async fn audit_origin(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let origin = crate::service::audit::Origin {
-        ip: client_addr_of(request.extensions(), request.headers(), &state)
-            .map(|ip| ip.to_string()),
-        user_agent: user_agent(request.headers()),
-    };
-    crate::service::audit::with_origin(origin, next.run(request)).await
 }

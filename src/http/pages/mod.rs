@@ -21,15 +21,17 @@ mod passkeys;
 mod public;
 mod render;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{FromRef, Request};
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower::ServiceExt as _;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::csrf::CsrfKey;
@@ -67,7 +69,7 @@ fn csp(allowlist: &[String]) -> String {
 
 /// The pages' routes, and the one route they share with the API: POST /register, the page's
 /// form when the body is a form, the API's JSON registration otherwise (see
-/// [`register_form_first`]). `http::app` merges them when PAGES is true.
+/// [`RegisterFormFirst`]). `http::app` merges them when PAGES is true.
 pub fn routes(state: AppState) -> (Router, Router) {
     render::check_templates();
     let pages = Pages {
@@ -151,23 +153,86 @@ pub fn routes(state: AppState) -> (Router, Router) {
     )
 }
 
-/// Sends a form posted to /register (the registration page's) to `register_form`; anything
-/// else, JSON included, goes on to the API's POST /register as before.
-pub async fn register_form_first(
-    State(register_form): State<Router>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.method() == Method::POST
-        && request.uri().path() == "/register"
-        && super::extract::is_form(request.headers())
-    {
-        return match register_form.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+/// Sends a form posted to /register (the registration page's) to the page's router; anything
+/// else, JSON included, goes on to the API's POST /register as before. A tower layer written out
+/// (not `from_fn`: that boxed a service and a future for every request of every route).
+#[derive(Clone)]
+pub struct RegisterFormFirst {
+    form: Router,
+}
+
+impl RegisterFormFirst {
+    pub fn new(form: Router) -> Self {
+        Self { form }
     }
-    next.run(request).await
+}
+
+impl<S> tower::Layer<S> for RegisterFormFirst {
+    type Service = RegisterFormFirstService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RegisterFormFirstService {
+            form: self.form.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RegisterFormFirstService<S> {
+    form: Router,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for RegisterFormFirstService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FormOrApi<axum::routing::future::RouteFuture<Infallible>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() == Method::POST
+            && request.uri().path() == "/register"
+            && super::extract::is_form(request.headers())
+        {
+            // A Router is always ready.
+            return FormOrApi::Form {
+                future: tower::Service::call(&mut self.form, request),
+            };
+        }
+        FormOrApi::Api {
+            future: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = FormOrApiProjection]
+    pub enum FormOrApi<F, A> {
+        Form { #[pin] future: F },
+        Api { #[pin] future: A },
+    }
+}
+
+impl<F, A> Future for FormOrApi<F, A>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+    A: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            FormOrApiProjection::Form { future } => future.poll(cx),
+            FormOrApiProjection::Api { future } => future.poll(cx),
+        }
+    }
 }
 
 /// GET /static/passkeys.js: the one script, from the binary (PASSKEYS=true).

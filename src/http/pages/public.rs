@@ -448,7 +448,7 @@ pub(super) struct RegisterForm {
     invitation: Option<String>,
 }
 
-/// POST /register, as a form (JSON goes to the API: see `register_form_first`).
+/// POST /register, as a form (JSON goes to the API: see `RegisterFormFirst`).
 pub(super) async fn register(
     State(pages): State<Pages>,
     browser: Browser,
