@@ -69,6 +69,8 @@ struct Shared {
     hsts: bool,
     timeout: Duration,
     body_limit: usize,
+    /// ACCESS_LOG: the request's span and its access line.
+    access_log: bool,
     /// With METRICS=false nothing is measured.
     metrics: Option<Arc<Metrics>>,
 }
@@ -78,6 +80,7 @@ impl EdgeLayer {
         let config = &state.config;
         Self {
             shared: Arc::new(Shared {
+                access_log: config.logging.access_log,
                 state: state.clone(),
                 hsts: config.server.hsts,
                 timeout: config.connections.request_timeout,
@@ -130,7 +133,11 @@ where
                 id
             }
         };
-        let span = request_span(&request, &request_id);
+        let span = if self.shared.access_log {
+            request_span(&request, &request_id)
+        } else {
+            tracing::Span::none()
+        };
         let route = request.extensions().get::<MatchedPath>().cloned();
         let done = Done {
             started,
@@ -276,7 +283,25 @@ impl Done {
             .headers_mut()
             .entry(&REQUEST_ID)
             .or_insert(self.request_id);
-        access_line(&self.span, status, elapsed);
+        if self.shared.access_log {
+            access_line(&self.span, status, elapsed);
+        } else if status.is_server_error() {
+            let route = self.route.as_ref().map_or("-", MatchedPath::as_str);
+            let request_id = response
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::error!(
+                target: "tower_http::trace::on_failure",
+                method = self.method,
+                route,
+                request_id,
+                classification = %Failure(status),
+                latency = %Millis(elapsed),
+                "response failed"
+            );
+        }
         response
     }
 }

@@ -767,6 +767,7 @@ async fn no_password_token_or_hash_reaches_the_log_at_any_level() {
     let url = sink.url();
     let server = ChildServer::on_test_database(&[
         ("RUST_LOG", "trace"),
+        ("ACCESS_LOG", "true"),
         ("SMTP_URL", url.as_str()),
         ("MAIL_FROM", "no-reply@example.com"),
         ("ARGON2_MEMORY_KIB", "256"),
