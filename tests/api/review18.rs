@@ -75,7 +75,14 @@ fn id(user: &Value) -> String {
 
 /// PATCH /users/{id} as a superuser.
 async fn admin_patch(app: &TestApp, admin: &str, user_id: &str, body: Value) -> Response {
-    call(app, Method::PATCH, &format!("/users/{user_id}"), admin, &body).await
+    call(
+        app,
+        Method::PATCH,
+        &format!("/users/{user_id}"),
+        admin,
+        &body,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -108,7 +115,11 @@ async fn profile_and_administrator_changes_show_in_the_very_next_answer() {
 
     // Each administrator's change, one at a time, after warming again.
     for (body, field, value) in [
-        (json!({"name": "Admin Renamed"}), "name", json!("Admin Renamed")),
+        (
+            json!({"name": "Admin Renamed"}),
+            "name",
+            json!("Admin Renamed"),
+        ),
         (json!({"is_verified": true}), "is_verified", json!(true)),
         (json!({"is_superuser": true}), "is_superuser", json!(true)),
         (json!({"is_superuser": false}), "is_superuser", json!(false)),
@@ -179,7 +190,12 @@ async fn every_way_a_session_ends_is_seen_by_the_very_next_request() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    refused(&app, &fourth.access, "an administrator's end of one session").await;
+    refused(
+        &app,
+        &fourth.access,
+        "an administrator's end of one session",
+    )
+    .await;
     warm(&app, &second.access).await;
     let response = bare(
         &app,
@@ -189,7 +205,12 @@ async fn every_way_a_session_ends_is_seen_by_the_very_next_request() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    refused(&app, &second.access, "an administrator's end of every session").await;
+    refused(
+        &app,
+        &second.access,
+        "an administrator's end of every session",
+    )
+    .await;
 
     // Deletion, by the user and by a superuser.
     let (_, own) = app.signed_up(&unique_email()).await;
@@ -253,7 +274,9 @@ async fn mail_links_change_the_warm_check_at_once() {
         .link_token("/verify-email")
         .unwrap();
     assert_eq!(warm(&app, &tokens.access).await["is_verified"], false);
-    let response = app.post_json("/verify/confirm", &json!({"token": link})).await;
+    let response = app
+        .post_json("/verify/confirm", &json!({"token": link}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(me(&app, &tokens.access).await["is_verified"], true);
 
@@ -578,7 +601,10 @@ async fn the_token_cache_vouches_only_for_the_exact_bytes_that_verified() {
     // A token signed under another SECRET_KEY (same issuer, audience and claims).
     let mut vars = test_vars("sqlite::memory:");
     vars.retain(|(k, _)| k != "SECRET_KEY");
-    vars.push(("SECRET_KEY".into(), "another-secret-key-of-at-least-32-bytes!!".into()));
+    vars.push((
+        "SECRET_KEY".into(),
+        "another-secret-key-of-at-least-32-bytes!!".into(),
+    ));
     let config = auth_server::Config::from_vars(vars).unwrap();
     let other_keys = auth_server::auth::tokens::TokenKeys::new(&config.tokens).unwrap();
     let now_s = app.clock.now_ms() / 1000;
@@ -603,12 +629,24 @@ async fn the_token_cache_vouches_only_for_the_exact_bytes_that_verified() {
         s
     };
     let attempts = [
-        ("another account's claims under my signature", format!("{header}.{swapped}.{signature}")),
+        (
+            "another account's claims under my signature",
+            format!("{header}.{swapped}.{signature}"),
+        ),
         ("alg none", format!("{none}.{swapped}.")),
-        ("alg none with my signature", format!("{none}.{payload}.{signature}")),
-        ("alg HS512 with my signature", format!("{hs512}.{payload}.{signature}")),
+        (
+            "alg none with my signature",
+            format!("{none}.{payload}.{signature}"),
+        ),
+        (
+            "alg HS512 with my signature",
+            format!("{hs512}.{payload}.{signature}"),
+        ),
         ("no typ", format!("{no_typ}.{payload}.{signature}")),
-        ("a flipped signature", format!("{header}.{payload}.{flipped}")),
+        (
+            "a flipped signature",
+            format!("{header}.{payload}.{flipped}"),
+        ),
         ("padding", format!("{header}.{payload}.{signature}=")),
         ("a trailing dot", format!("{}.", attacker.access)),
         ("four parts", format!("{}.{signature}", attacker.access)),
@@ -807,5 +845,44 @@ async fn a_listener_cut_during_a_revocation_does_not_keep_the_session_alive() {
         )
         .await;
         refused(&a, &tokens.access, "a, after its channel was cut").await;
+    }
+}
+
+/// An operator's emergency "log everyone out": `TRUNCATE sessions` fires no row trigger. Every
+/// instance must still stop serving the warm checks within the bound (the statement notifies
+/// everything: a flush).
+#[tokio::test]
+async fn truncating_the_sessions_is_seen_by_every_instance_within_the_bound() {
+    if !on_postgres() {
+        println!("PostgreSQL only (the triggers); on SQLite the bound is SESSION_CACHE_MS");
+        return;
+    }
+    let a = spawn_app_with(&[KEEP]).await;
+    let b = a.another_instance().await;
+    cache_in_use(&a).await;
+    cache_in_use(&b).await;
+    let (_, tokens) = a.signed_up(&unique_email()).await;
+    let (_, other) = a.signed_up(&unique_email()).await;
+    for app in [&a, &b] {
+        warm(app, &tokens.access).await;
+        warm(app, &other.access).await;
+    }
+    let TestPool::Postgres(pool) = &a.sql else {
+        unreachable!("on PostgreSQL")
+    };
+    sqlx::query("TRUNCATE sessions CASCADE")
+        .execute(pool)
+        .await
+        .unwrap();
+    for app in [&a, &b] {
+        for access in [&tokens.access, &other.access] {
+            eventually(
+                "a session truncated away refused",
+                Duration::from_secs(2),
+                || async { app.me(access).await.status() },
+                |s| *s == StatusCode::UNAUTHORIZED,
+            )
+            .await;
+        }
     }
 }
