@@ -39,6 +39,7 @@ mod passkeys;
 mod refresh;
 mod register;
 mod review17;
+mod review18;
 mod session_cache;
 mod sessions;
 mod shared_limits;
