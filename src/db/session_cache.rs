@@ -276,9 +276,14 @@ enum Payload<'a> {
     Ping(&'a str),
 }
 
+/// The longest payload taken for an account id (ids are UUIDs): anything longer, which only
+/// someone else's NOTIFY can send, empties the cache rather than being kept as a change.
+const MAX_ID: usize = 64;
+
 fn parse_payload(payload: &str) -> Payload<'_> {
     match payload {
         "*" => Payload::Everything,
+        p if p.len() > MAX_ID && !p.starts_with("ping:") => Payload::Everything,
         p => match p.strip_prefix("ping:") {
             Some(nonce) => Payload::Ping(nonce),
             None => Payload::Changed(Changed::Account(p.to_string())),
@@ -391,7 +396,7 @@ async fn ping(
                 .execute(pool)
                 .await?;
             echoed
-                .wait_for(|echo| *echo >= n)
+                .wait_for(|echo| *echo == n)
                 .await
                 .map_err(|_| sqlx::Error::PoolClosed)?;
             Ok::<_, sqlx::Error>(())
@@ -495,6 +500,7 @@ mod tests {
         }
         assert!(cache.get("s1", 0).is_err());
         assert_eq!(parse_payload("*"), Payload::Everything);
+        assert_eq!(parse_payload(&"x".repeat(65)), Payload::Everything);
         assert_eq!(parse_payload("ping:ab:3"), Payload::Ping("ab:3"));
         assert_eq!(
             parse_payload("u1"),

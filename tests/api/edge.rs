@@ -530,7 +530,7 @@ async fn the_connection_cap_is_logged_once_and_the_server_recovers() {
 #[tokio::test]
 async fn text_logs_carry_no_colour_codes_when_not_on_a_terminal() {
     for extra in [&[][..], &[("NO_COLOR", "1")][..]] {
-        let mut env = vec![("LOG_FORMAT", "text")];
+        let mut env = vec![("LOG_FORMAT", "text"), ("ACCESS_LOG", "true")];
         env.extend_from_slice(extra);
         let server = ChildServer::on_test_database(&env).await;
         let response = reqwest::get(server.url("/health")).await.unwrap();
