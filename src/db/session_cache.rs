@@ -302,6 +302,24 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn listen(
     pool: sqlx::PgPool,
     cache: Arc<SessionCache>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    // Connections of their own (the listening one and one to send pings), outside the pool
+    // requests use: a pool exhausted by requests neither delays the channel nor is made smaller
+    // by it.
+    let options = pool.connect_options().as_ref().clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .min_connections(0)
+        .acquire_timeout(PING_TIMEOUT)
+        .connect_lazy_with(options);
+    listen_on(&pool, &cache, stop).await;
+    pool.close().await;
+}
+
+async fn listen_on(
+    pool: &sqlx::PgPool,
+    cache: &Arc<SessionCache>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use sqlx::postgres::PgListener;
@@ -312,7 +330,7 @@ pub async fn listen(
     loop {
         cache.set_usable(false);
         let connected = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
+            let mut listener = PgListener::connect_with(pool).await?;
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -344,8 +362,8 @@ pub async fn listen(
         // listener is dropped with the select, never used after a cancelled receive.
         let why = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            why = receive(listener, &cache, &nonce, echoed.0) => why,
-            why = ping(&pool, &nonce, echoed.1) => why,
+            why = receive(listener, cache, &nonce, echoed.0) => why,
+            why = ping(pool, &nonce, echoed.1) => why,
         };
         tracing::warn!(
             "the session changes' channel {why}; the cache is dropped until it listens again"

@@ -17,6 +17,10 @@ use sqlx::postgres::PgConnection;
 
 use crate::helpers::*;
 
+/// These tests are about the database's path: the session check's cache (which would answer
+/// GET /me without it) is off.
+const NO_CACHE: (&str, &str) = ("SESSION_CACHE_MS", "0");
+
 /// False, after one line on stderr (once per run), when the suite runs on SQLite.
 fn postgres_only() -> bool {
     if on_postgres() {
@@ -125,7 +129,7 @@ async fn reads_under_load_survive_two_blips() {
         return;
     }
     // A small pool, so that the reads queue for connections the blips kill.
-    let app = Arc::new(spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "3")]).await);
+    let app = Arc::new(spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "3"), NO_CACHE]).await);
     let (_, admin) = app.superuser().await;
     let mut users = Vec::new();
     for _ in 0..3 {
@@ -185,7 +189,7 @@ async fn an_idle_connection_killed_between_requests_costs_no_read_and_health_say
     if !postgres_only() {
         return;
     }
-    let app = spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "2")]).await;
+    let app = spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "2"), NO_CACHE]).await;
     let (_, tokens) = app.signed_up(&unique_email()).await;
     assert_eq!(app.me(&tokens.access).await.status(), StatusCode::OK);
     assert_eq!(
@@ -236,7 +240,7 @@ async fn registrations_during_blips_are_applied_once_or_answered_503() {
     if !postgres_only() {
         return;
     }
-    let app = Arc::new(spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "3")]).await);
+    let app = Arc::new(spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "3"), NO_CACHE]).await);
     let load = {
         let app = app.clone();
         Load::start(4, move |task, i| {
@@ -352,7 +356,7 @@ async fn a_pool_that_ran_out_of_connections_shows_in_health_for_a_minute() {
         return;
     }
     // One connection, held by a password change that waits for the row the test holds.
-    let app = Arc::new(spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "1")]).await);
+    let app = Arc::new(spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "1"), NO_CACHE]).await);
     let email = unique_email();
     let (user, tokens) = app.signed_up(&email).await;
     let mut holder = RowHolder::lock(&app, user["id"].as_str().unwrap()).await;
@@ -402,7 +406,7 @@ async fn a_write_cut_inside_its_transaction_is_answered_503_and_retried_by_the_c
     if !postgres_only() {
         return;
     }
-    let app = Arc::new(spawn_app().await);
+    let app = Arc::new(spawn_app_with(&[NO_CACHE]).await);
     let email = unique_email();
     let (user, tokens) = app.signed_up(&email).await;
     let user_id = user["id"].as_str().unwrap().to_string();
@@ -453,7 +457,7 @@ async fn health_is_down_when_the_database_is_gone() {
     if !postgres_only() {
         return;
     }
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[NO_CACHE]).await;
     assert_eq!(
         app.get_json("/health").await,
         serde_json::json!({"status": "ok", "database": "ok"})

@@ -564,7 +564,7 @@ async fn the_database_pool_gauges_are_there() {
 
 #[tokio::test]
 async fn pool_timeouts_are_counted_and_the_metrics_still_answer_while_the_pool_is_exhausted() {
-    let app = spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "1")]).await;
+    let app = spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "1"), ("SESSION_CACHE_MS", "0")]).await;
     assert_eq!(
         scrape(&app).await.value("auth_db_pool_timeouts_total", &[]),
         0.0
