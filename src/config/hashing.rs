@@ -124,7 +124,7 @@ pub struct HashingConfig {
         long = "hash-nice",
         env = "HASH_NICE",
         value_name = "NICE",
-        default_value = "0",
+        default_value = "19",
         value_parser = converted(within(0u64, 19), |n| n as i32)
     )]
     pub nice: i32,

@@ -134,7 +134,7 @@ pub struct TokenConfig {
         long = "session-cache-ms",
         env = "SESSION_CACHE_MS",
         value_name = "MILLISECONDS",
-        default_value = "1000",
+        default_value = "5000",
         value_parser = milliseconds(at_most(60_000))
     )]
     pub session_cache: Duration,
