@@ -6,7 +6,6 @@
 //! vouches only for the exact bytes that verified, and never past their `exp`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -17,26 +16,11 @@ use serde_json::{Value, json};
 use crate::audit::sid;
 use crate::helpers::*;
 use crate::mfa::{bare, call, enrol, enrolled, mfa_login_ok, ms_of, next_code, pair};
+use crate::session_cache::{cache_in_use, hits, race_checks_with};
 use crate::smtp::{SmtpSink, WAIT, app_with_mail};
 
 /// Entries kept a minute: within a test, only a mark of the change can explain a refusal.
 const KEEP: (&str, &str) = ("SESSION_CACHE_MS", "60000");
-
-/// Checks answered from `app`'s cache so far.
-fn hits(app: &TestApp) -> u64 {
-    app.state.db.session_cache_stats().0
-}
-
-/// Waits until `app` answers checks from its cache (on PostgreSQL, once it listens).
-async fn cache_in_use(app: &TestApp) {
-    eventually(
-        "the session cache in use",
-        Duration::from_secs(10),
-        || async { app.state.db.session_cache_stats().2 },
-        |in_use| *in_use,
-    )
-    .await;
-}
 
 /// GET /me until two answers came from the cache: the check of `access` is warm (a
 /// notification arriving meanwhile may drop it once). Returns the user it answers.
@@ -459,47 +443,22 @@ async fn no_request_after_a_password_change_is_served_from_before_it() {
         let email = unique_email();
         let (_, victim) = app.signed_up(&email).await;
         let changer = app.login_ok(&email).await;
-        let changed = Arc::new(AtomicBool::new(false));
-        let late = Arc::new(AtomicUsize::new(0));
-        let checks = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<_> = (0..6)
-            .map(|_| {
-                let (app, access) = (app.clone(), victim.access.clone());
-                let (changed, late, checks) = (changed.clone(), late.clone(), checks.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let after = changed.load(Ordering::SeqCst);
-                        let status = app.me(&access).await.status();
-                        checks.fetch_add(1, Ordering::Relaxed);
-                        if after {
-                            if status == StatusCode::OK {
-                                late.fetch_add(1, Ordering::SeqCst);
-                            }
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let (checks, late) = race_checks_with(&app, &victim.access, async {
+            assert_eq!(
+                app.change_password(
+                    &changer.access,
+                    PASSWORD,
+                    &format!("a new passphrase, round {round}")
+                )
+                .await
+                .status(),
+                StatusCode::NO_CONTENT
+            );
+        })
+        .await;
+        assert!(checks > 6, "round {round}: raced");
         assert_eq!(
-            app.change_password(
-                &changer.access,
-                PASSWORD,
-                &format!("a new passphrase, round {round}")
-            )
-            .await
-            .status(),
-            StatusCode::NO_CONTENT
-        );
-        changed.store(true, Ordering::SeqCst);
-        for w in workers {
-            w.await.unwrap();
-        }
-        assert!(checks.load(Ordering::Relaxed) > 6, "round {round}: raced");
-        assert_eq!(
-            late.load(Ordering::SeqCst),
-            0,
+            late, 0,
             "round {round}: a request sent after the password change was served"
         );
     }

@@ -12,12 +12,12 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// Checks answered from `app`'s cache so far.
-fn hits(app: &TestApp) -> u64 {
+pub(crate) fn hits(app: &TestApp) -> u64 {
     app.state.db.session_cache_stats().0
 }
 
 /// Waits until `app` answers checks from its cache (on PostgreSQL, once it listens).
-async fn cache_in_use(app: &TestApp) {
+pub(crate) async fn cache_in_use(app: &TestApp) {
     eventually(
         "the session cache in use",
         Duration::from_secs(10),
@@ -113,6 +113,45 @@ async fn app_email(app: &TestApp, tokens: &Tokens) -> String {
     me["email"].as_str().unwrap().to_string()
 }
 
+/// Six workers send GET /me with `access` in a loop while `change` runs; each sends one more
+/// once `change` has been answered. Returns (checks sent, checks sent after the change that
+/// were still served).
+pub(crate) async fn race_checks_with(
+    app: &Arc<TestApp>,
+    access: &str,
+    change: impl std::future::Future<Output = ()>,
+) -> (usize, usize) {
+    let changed = Arc::new(AtomicBool::new(false));
+    let late = Arc::new(AtomicUsize::new(0));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (app, access) = (app.clone(), access.to_string());
+            let (changed, late, checks) = (changed.clone(), late.clone(), checks.clone());
+            tokio::spawn(async move {
+                loop {
+                    let after = changed.load(Ordering::SeqCst);
+                    let status = app.me(&access).await.status();
+                    checks.fetch_add(1, Ordering::Relaxed);
+                    if after {
+                        if status == StatusCode::OK {
+                            late.fetch_add(1, Ordering::SeqCst);
+                        }
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    change.await;
+    changed.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    (checks.load(Ordering::Relaxed), late.load(Ordering::SeqCst))
+}
+
 /// Requests racing a logout on one instance: none sent after the logout's answer is served.
 #[tokio::test]
 async fn no_request_after_a_logout_is_served_from_a_check_made_before_it() {
@@ -120,44 +159,16 @@ async fn no_request_after_a_logout_is_served_from_a_check_made_before_it() {
     cache_in_use(&app).await;
     for round in 0..5 {
         let (_, tokens) = app.signed_up(&unique_email()).await;
-        let logged_out = Arc::new(AtomicBool::new(false));
-        let late = Arc::new(AtomicUsize::new(0));
-        let checks = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<_> = (0..6)
-            .map(|_| {
-                let (app, access) = (app.clone(), tokens.access.clone());
-                let (logged_out, late, checks) = (logged_out.clone(), late.clone(), checks.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let after = logged_out.load(Ordering::SeqCst);
-                        let status = app.me(&access).await.status();
-                        checks.fetch_add(1, Ordering::Relaxed);
-                        if after {
-                            if status == StatusCode::OK {
-                                late.fetch_add(1, Ordering::SeqCst);
-                            }
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (checks, late) = race_checks_with(&app, &tokens.access, async {
+            assert_eq!(
+                app.logout(&tokens.access, None).await.status(),
+                StatusCode::NO_CONTENT
+            );
+        })
+        .await;
+        assert!(checks > 6, "round {round}: the race ran");
         assert_eq!(
-            app.logout(&tokens.access, None).await.status(),
-            StatusCode::NO_CONTENT
-        );
-        logged_out.store(true, Ordering::SeqCst);
-        for w in workers {
-            w.await.unwrap();
-        }
-        assert!(
-            checks.load(Ordering::Relaxed) > 6,
-            "round {round}: the race ran"
-        );
-        assert_eq!(
-            late.load(Ordering::SeqCst),
-            0,
+            late, 0,
             "round {round}: a request sent after the logout was served"
         );
     }
